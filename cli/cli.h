@@ -1,0 +1,9 @@
+// Subcommands of the llamac binary. Each returns 0 on success, -1 with err_set on bad input, or a
+// positive exit status of its own (2 for usage errors).
+#pragma once
+
+int cmd_inspect(int argc, char **argv);
+int cmd_forward(int argc, char **argv);
+
+// Small helpers for the subcommands' option parsing.
+int cli_opt(int argc, char **argv, int *i, const char *name, const char **value);

@@ -1,0 +1,85 @@
+// llamac inspect --model PRESET [--batch B] [--seq T] [--tp K] [--recompute]
+// Prints the model's shapes, its exact parameter count, and the memory one rank needs for a training step.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "model/config.h"
+#include "model/llama.h"
+
+static void fmt_count(char *out, size_t n, long long v) {
+    char digits[32], *o = out;
+    int len = snprintf(digits, sizeof(digits), "%lld", v);
+    for (int i = 0; i < len && (size_t)(o - out) < n - 2; i++) {
+        if (i && (len - i) % 3 == 0) *o++ = ',';
+        *o++ = digits[i];
+    }
+    *o = '\0';
+}
+
+static void fmt_bytes(char *out, size_t n, double b) {
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int k = 0;
+    while (b >= 1024 && k < 4) { b /= 1024; k++; }
+    snprintf(out, n, "%.2f %s", b, u[k]);
+}
+
+// Parameter counts as papers print them: truncated to one decimal (6.738B -> 6.7B).
+static void fmt_short(char *out, size_t n, long long v) {
+    if (v >= 1000000000LL) snprintf(out, n, "%.1fB", (double)(v / 100000000LL) / 10.0);
+    else if (v >= 1000000LL) snprintf(out, n, "%.1fM", (double)(v / 100000LL) / 10.0);
+    else snprintf(out, n, "%.1fK", (double)(v / 100LL) / 10.0);
+}
+
+int cmd_inspect(int argc, char **argv) {
+    const char *model = NULL, *v;
+    int B = 1, T = 0, tp = 1, recompute = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_opt(argc, argv, &i, "--model", &v)) model = v;
+        else if (cli_opt(argc, argv, &i, "--batch", &v)) B = atoi(v);
+        else if (cli_opt(argc, argv, &i, "--seq", &v)) T = atoi(v);
+        else if (cli_opt(argc, argv, &i, "--tp", &v)) tp = atoi(v);
+        else if (!strcmp(argv[i], "--recompute")) recompute = 1;
+        else if (!strcmp(argv[i], "--help")) {
+            printf("usage: llamac inspect --model PRESET|FILE.ini [--batch B] [--seq T] [--tp K] [--recompute]\n");
+            return 0;
+        } else return err_set("unknown option '%s' (see llamac inspect --help)", argv[i]);
+    }
+    if (!model) return err_set("--model PRESET is required (presets: %s/models/*.ini)", llama_configs_dir());
+    if (B < 1 || tp < 1) return err_set("--batch and --tp must be positive");
+    struct llama_config c = {0};
+    if (llama_config_preset(&c, model) != 0) return -1;
+    if (llama_config_validate(&c, model) != 0) return -1;
+    if (T <= 0) T = c.max_seq_len;
+    struct param_layout pl;
+    if (param_layout_init(&pl, &c, tp, 0) != 0) return -1;
+
+    long long n = llama_param_count(&c);
+    char count[64], shortc[16];
+    fmt_count(count, sizeof(count), n);
+    fmt_short(shortc, sizeof(shortc), n);
+    printf("model       %s\n", c.name[0] ? c.name : model);
+    printf("shape       dim %d, layers %d, heads %d, kv heads %d, head dim %d, ffn hidden %d, vocab %d%s\n",
+           c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_hidden, c.vocab_size,
+           c.tie_embeddings ? ", tied embeddings" : "");
+    printf("rope        theta %g, max_seq_len %d; rmsnorm eps %g\n", c.rope_theta, c.max_seq_len, c.norm_eps);
+    printf("parameters  %s (%s)\n", count, shortc);
+
+    size_t act, act32;
+    llama_act_sizes(&c, &pl, B, T, recompute, &act, &act32);
+    double P = (double)pl.total * 4, G = P, O = 2 * P, A = (double)(act + act32) * 4;
+    char bp[32], bg[32], bo[32], ba[32], bt[32];
+    fmt_bytes(bp, sizeof(bp), P);
+    fmt_bytes(bg, sizeof(bg), G);
+    fmt_bytes(bo, sizeof(bo), O);
+    fmt_bytes(ba, sizeof(ba), A);
+    fmt_bytes(bt, sizeof(bt), P + G + O + A);
+    printf("memory per rank for one training step (cpu backend, fp32; tp %d, batch %d x %d tokens%s):\n", tp, B, T,
+           recompute ? ", recompute" : "");
+    printf("  parameters %s, gradients %s, AdamW moments %s, activations %s: total %s\n", bp, bg, bo, ba, bt);
+    param_layout_free(&pl);
+    return 0;
+}

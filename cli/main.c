@@ -1,0 +1,45 @@
+// llamac: the command line. Each subcommand is a thin layer of argument parsing over the libraries;
+// errors from bad input come back as -1 with a message, printed here as one line with exit status 1.
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/error.h"
+
+static const struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} commands[] = {
+    {"inspect", cmd_inspect, "print a model's parameter count and the memory a training step needs"},
+    {"forward", cmd_forward, "run forward and backward of a model on random tokens and print the loss"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: llamac COMMAND [options]   (llamac COMMAND --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("llamac %s\n", LLAMAC_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(argv[1], commands[i].name)) {
+            int rc = commands[i].run(argc - 1, argv + 1);
+            if (rc < 0) {
+                fprintf(stderr, "llamac %s: %s\n", argv[1], err_msg());
+                return 1;
+            }
+            return rc;
+        }
+    fprintf(stderr, "llamac: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

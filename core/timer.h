@@ -1,0 +1,3 @@
+#pragma once
+// Seconds on a monotonic clock.
+double time_now(void);

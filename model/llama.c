@@ -1,0 +1,385 @@
+// The LLaMA forward and backward over the op table. Read llama_forward and llama_backward top to bottom:
+// they are the model. Pre-norm blocks: h = x + o(attn(rope(qkv(norm(x))))), out = h + down(swiglu(gate_up(norm(h)))).
+#include "model/llama.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+// ---------------------------------------------------------------------------------------------------
+// Set-up
+// ---------------------------------------------------------------------------------------------------
+
+static void rope_tables(const struct llama_config *c, float *cosb, float *sinb) {
+    const int half = c->head_dim / 2;
+    double *inv = xmalloc(sizeof(double) * (size_t)half);
+    for (int i = 0; i < half; i++) {
+        inv[i] = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+        if (c->rope_scaling == ROPE_SCALING_LINEAR) {
+            inv[i] /= c->rope_factor;
+        } else if (c->rope_scaling == ROPE_SCALING_LLAMA3) {  // as Meta's apply_scaling for Llama 3.1
+            double low_wl = c->rope_original_max_seq_len / c->rope_low_freq_factor;
+            double high_wl = c->rope_original_max_seq_len / c->rope_high_freq_factor;
+            double wl = 2 * M_PI / inv[i];
+            if (wl > low_wl) {
+                inv[i] /= c->rope_factor;
+            } else if (wl >= high_wl) {
+                double s = (c->rope_original_max_seq_len / wl - c->rope_low_freq_factor) /
+                           (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                inv[i] = (1 - s) * inv[i] / c->rope_factor + s * inv[i];
+            }
+        }
+    }
+    for (int t = 0; t < c->max_seq_len; t++)
+        for (int i = 0; i < half; i++) {
+            cosb[(size_t)t * half + i] = (float)cos(t * inv[i]);
+            sinb[(size_t)t * half + i] = (float)sin(t * inv[i]);
+        }
+    free(inv);
+}
+
+int llama_init(struct llama *m, const struct llama_config *cfg, const struct backend *be, struct comm *tp) {
+    memset(m, 0, sizeof(*m));
+    if (llama_config_validate(cfg, cfg->name[0] ? cfg->name : "model") != 0) return -1;
+    m->cfg = *cfg;
+    m->be = be;
+    m->tp = tp;
+    if (param_layout_init(&m->layout, cfg, tp->size, tp->rank) != 0) return -1;
+    m->params = be->alloc(BUF_PARAM, m->layout.total);
+    m->grads = be->alloc(BUF_GRAD, m->layout.total);
+    size_t nrope = (size_t)cfg->max_seq_len * (cfg->head_dim / 2);
+    float *cosb = xmalloc(sizeof(float) * nrope), *sinb = xmalloc(sizeof(float) * nrope);
+    rope_tables(cfg, cosb, sinb);
+    m->rope_cos = be->alloc(BUF_STATE, nrope);
+    m->rope_sin = be->alloc(BUF_STATE, nrope);
+    be->from_host(m->rope_cos, cosb, BUF_STATE, nrope);
+    be->from_host(m->rope_sin, sinb, BUF_STATE, nrope);
+    free(cosb);
+    free(sinb);
+    return 0;
+}
+
+static void llama_free_acts(struct llama *m) {
+    const struct backend *be = m->be;
+    if (m->acts) be->free(m->acts);
+    if (m->acts32) be->free(m->acts32);
+    if (m->tokens) be->free(m->tokens);
+    if (m->targets) be->free(m->targets);
+    free(m->layers);
+    free(m->host_losses);
+    m->acts = m->acts32 = m->tokens = m->targets = NULL;
+    m->layers = NULL;
+    m->host_losses = NULL;
+}
+
+void llama_free(struct llama *m) {
+    if (!m->be) return;
+    llama_free_acts(m);
+    m->be->free(m->params);
+    m->be->free(m->grads);
+    m->be->free(m->rope_cos);
+    m->be->free(m->rope_sin);
+    param_layout_free(&m->layout);
+    memset(m, 0, sizeof(*m));
+}
+
+// Carves the activation blocks. With m == NULL it only counts, so that llama_act_sizes (used by
+// `llamac inspect`) and llama_alloc_acts can never disagree.
+struct carver {
+    const struct backend *be;
+    dbuf *base[2];
+    size_t used[2];
+};
+
+static dbuf *take(struct carver *cv, int is32, size_t n) {
+    dbuf *p = cv->base[is32] ? be_at(cv->be, is32 ? BUF_ACT32 : BUF_ACT, cv->base[is32], cv->used[is32]) : NULL;
+    cv->used[is32] += n;
+    return p;
+}
+
+static void take_layer(struct carver *cv, struct llama_layer_acts *a, const struct llama_config *c,
+                       const struct param_layout *pl, size_t BT, int B, int T) {
+    const size_t C = (size_t)c->dim, HS = (size_t)c->head_dim;
+    a->rstd1 = take(cv, 1, BT);
+    a->xn1 = take(cv, 0, BT * C);
+    a->qkv = take(cv, 0, BT * (size_t)(pl->NH + 2 * pl->KVH) * HS);
+    a->att = take(cv, 0, BT * (size_t)pl->NH * HS);
+    a->lse = take(cv, 1, (size_t)B * pl->NH * T);
+    a->xmid = take(cv, 0, BT * C);
+    a->rstd2 = take(cv, 1, BT);
+    a->xn2 = take(cv, 0, BT * C);
+    a->gu = take(cv, 0, BT * 2 * (size_t)pl->F);
+    a->h = take(cv, 0, BT * (size_t)pl->F);
+}
+
+static void act_plan(struct carver *cv, struct llama *m, const struct llama_config *c, const struct param_layout *pl,
+                     int B, int T, int recompute) {
+    const size_t BT = (size_t)B * T, C = (size_t)c->dim, HS = (size_t)c->head_dim;
+    const int L = c->n_layers;
+    struct llama_layer_acts dummy;
+    for (int l = 0; l <= L; l++) {
+        struct llama_layer_acts *a = m ? &m->layers[l] : &dummy;
+        a->x = take(cv, 0, BT * C);
+        if (l < L && !recompute) take_layer(cv, a, c, pl, BT, B, T);
+    }
+    if (recompute) {
+        struct llama_layer_acts *s = m ? &m->scratch : &dummy;
+        take_layer(cv, s, c, pl, BT, B, T);
+        if (m)
+            for (int l = 0; l < L; l++) {
+                dbuf *x = m->layers[l].x;
+                m->layers[l] = *s;
+                m->layers[l].x = x;
+            }
+    }
+    dbuf *p;
+#define TAKE(field, is32, n) p = take(cv, is32, n); if (m) m->field = p
+    TAKE(rstdf, 1, BT);
+    TAKE(xnf, 0, BT * C);
+    TAKE(logits, 0, BT * (size_t)pl->Vl);
+    TAKE(rowmax, 1, BT);
+    TAKE(sums, 1, 2 * BT);
+    TAKE(losses, 1, BT);
+    TAKE(lse_ce, 1, BT);
+    TAKE(y, 0, BT * C);
+    TAKE(dres, 0, BT * C);
+    TAKE(dxn, 0, BT * C);
+    TAKE(dqkv, 0, BT * (size_t)(pl->NH + 2 * pl->KVH) * HS);
+    TAKE(datt, 0, BT * (size_t)pl->NH * HS);
+    TAKE(dgu, 0, BT * 2 * (size_t)pl->F);
+    TAKE(dh, 0, BT * (size_t)pl->F);
+#undef TAKE
+}
+
+void llama_act_sizes(const struct llama_config *c, const struct param_layout *pl, int B, int T, int recompute,
+                     size_t *act, size_t *act32) {
+    struct carver cv = {0};
+    act_plan(&cv, NULL, c, pl, B, T, recompute);
+    *act = cv.used[0];
+    *act32 = cv.used[1];
+}
+
+void llama_alloc_acts(struct llama *m, int B, int T, int recompute) {
+    CHECKF(T <= m->cfg.max_seq_len, "T %d > max_seq_len %d", T, m->cfg.max_seq_len);
+    llama_free_acts(m);
+    size_t n, n32;
+    llama_act_sizes(&m->cfg, &m->layout, B, T, recompute, &n, &n32);
+    m->B = B;
+    m->T = T;
+    m->recompute = recompute;
+    m->layers = xcalloc((size_t)m->cfg.n_layers + 1, sizeof(*m->layers));
+    struct carver cv = {m->be, {m->be->alloc(BUF_ACT, n), m->be->alloc(BUF_ACT32, n32)}, {0, 0}};
+    m->acts = cv.base[0];
+    m->acts32 = cv.base[1];
+    act_plan(&cv, m, &m->cfg, &m->layout, B, T, recompute);
+    m->tokens = m->be->alloc(BUF_INT, (size_t)B * T);
+    m->targets = m->be->alloc(BUF_INT, (size_t)B * T);
+    m->host_losses = xmalloc(sizeof(float) * (size_t)B * T);
+}
+
+void llama_init_random(struct llama *m, uint64_t seed) {
+    const struct param_layout *pl = &m->layout;
+    float *host = xmalloc(sizeof(float) * pl->total);
+    const double std = 0.02, std_out = 0.02 / sqrt(2.0 * m->cfg.n_layers);
+    for (int i = 0; i < pl->n; i++) {
+        const struct param_tensor *t = &pl->t[i];
+        float *dst = host + t->offset;
+        if (t->kind == PARAM_ATTN_NORM || t->kind == PARAM_FFN_NORM || t->kind == PARAM_NORM) {
+            for (size_t k = 0; k < t->numel; k++) dst[k] = 1.0f;
+            continue;
+        }
+        const double s = (t->kind == PARAM_WO || t->kind == PARAM_WDOWN) ? std_out : std;
+        const uint64_t key = rng_hash_str(t->name, seed);
+        const int vr = param_valid_rows(t);
+#pragma omp parallel for
+        for (int r = 0; r < t->rows; r++)
+            for (int c = 0; c < t->cols; c++) {
+                if (r >= vr) { dst[(size_t)r * t->cols + c] = 0.0f; continue; }
+                uint64_t R = t->split_dim == 0 ? (uint64_t)(t->start + r) : (uint64_t)r;
+                uint64_t Cc = t->split_dim == 1 ? (uint64_t)(t->start + c) : (uint64_t)c;
+                dst[(size_t)r * t->cols + c] = (float)(s * rng_normal_at(key, R * (uint64_t)t->full_cols + Cc));
+            }
+    }
+    m->be->from_host(m->params, host, BUF_PARAM, pl->total);
+    free(host);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Forward
+// ---------------------------------------------------------------------------------------------------
+
+#define W(kind, l) be_at(m->be, BUF_PARAM, m->params, param_get(&m->layout, (kind), (l))->offset)
+#define DW(kind, l) be_at(m->be, BUF_GRAD, m->grads, param_get(&m->layout, (kind), (l))->offset)
+
+// Tensor-parallel sum of a partial activation (after a row-parallel matmul in forward, at the input of a
+// column-parallel one in backward). A no-op on one rank.
+static void tp_sum(struct llama *m, dbuf *x, size_t n) {
+    if (m->tp->size > 1) {
+        m->be->sync();
+        comm_all_reduce(m->tp, x, n, COMM_F32, COMM_SUM);
+    }
+}
+
+// One transformer block: a->x (B,T,C) in, out (B,T,C) (skipped when NULL, as in recomputation).
+static void block_forward(struct llama *m, int l, const struct llama_layer_acts *a, dbuf *out, int B, int T) {
+    const struct ops *op = m->be->ops;
+    const struct param_layout *pl = &m->layout;
+    const int BT = B * T, C = m->cfg.dim, HS = m->cfg.head_dim, NH = pl->NH, KVH = pl->KVH, F = pl->F;
+    const int QKV = (NH + 2 * KVH) * HS;
+
+    op->rmsnorm_forward(a->xn1, a->rstd1, a->x, W(PARAM_ATTN_NORM, l), BT, C, m->cfg.norm_eps);
+    op->matmul_forward(a->qkv, a->xn1, W(PARAM_WQ, l), BT, C, QKV);  // q, k, v weights are adjacent
+    op->rope_forward(a->qkv, m->rope_cos, m->rope_sin, B, T, NH + KVH, HS, QKV);
+    op->attention_forward(a->att, a->lse, a->qkv, B, T, NH, KVH, HS);
+    op->matmul_forward(m->y, a->att, W(PARAM_WO, l), BT, NH * HS, C);
+    tp_sum(m, m->y, (size_t)BT * C);
+    op->residual_forward(a->xmid, a->x, m->y, (size_t)BT * C);
+
+    op->rmsnorm_forward(a->xn2, a->rstd2, a->xmid, W(PARAM_FFN_NORM, l), BT, C, m->cfg.norm_eps);
+    op->matmul_forward(a->gu, a->xn2, W(PARAM_WGATE, l), BT, C, 2 * F);  // gate, up weights are adjacent
+    op->swiglu_forward(a->h, a->gu, BT, F);
+    if (!out) return;
+    op->matmul_forward(m->y, a->h, W(PARAM_WDOWN, l), BT, F, C);
+    tp_sum(m, m->y, (size_t)BT * C);
+    op->residual_forward(out, a->xmid, m->y, (size_t)BT * C);
+}
+
+static dbuf *lm_head_weight(struct llama *m) {
+    return m->cfg.tie_embeddings ? W(PARAM_EMBED, -1) : W(PARAM_LM_HEAD, -1);
+}
+
+double llama_forward(struct llama *m, const int *tokens, const int *targets, int B, int T, long *n_counted) {
+    CHECKF(m->layers && B <= m->B && T <= m->T, "forward B=%d T=%d exceeds the activations (B=%d T=%d)", B, T,
+           m->B, m->T);
+    const struct backend *be = m->be;
+    const struct ops *op = be->ops;
+    const struct param_layout *pl = &m->layout;
+    const int BT = B * T, C = m->cfg.dim, L = m->cfg.n_layers;
+    m->B = B;  // backward uses the sizes of the last forward
+    m->T = T;
+
+    be->ints_from_host(m->tokens, tokens, (size_t)BT);
+    op->embedding_forward(m->layers[0].x, m->tokens, W(PARAM_EMBED, -1), BT, C, pl->vstart, pl->Vl);
+    tp_sum(m, m->layers[0].x, (size_t)BT * C);
+    for (int l = 0; l < L; l++) block_forward(m, l, &m->layers[l], m->layers[l + 1].x, B, T);
+    op->rmsnorm_forward(m->xnf, m->rstdf, m->layers[L].x, W(PARAM_NORM, -1), BT, C, m->cfg.norm_eps);
+    op->matmul_forward(m->logits, m->xnf, lm_head_weight(m), BT, C, pl->Vl);
+    if (!targets) {
+        if (n_counted) *n_counted = 0;
+        return 0.0;
+    }
+
+    // Vocab-parallel cross-entropy: max, then sum-exp and target logit, reduced across the tp group.
+    be->ints_from_host(m->targets, targets, (size_t)BT);
+    op->crossentropy_max(m->rowmax, m->logits, BT, pl->Vl, pl->vstart, m->cfg.vocab_size);
+    if (m->tp->size > 1) {
+        be->sync();
+        comm_all_reduce(m->tp, m->rowmax, (size_t)BT, COMM_F32, COMM_MAX);
+    }
+    op->crossentropy_sums(m->sums, m->logits, m->rowmax, m->targets, BT, pl->Vl, pl->vstart, m->cfg.vocab_size);
+    if (m->tp->size > 1) {
+        be->sync();
+        comm_all_reduce(m->tp, m->sums, 2 * (size_t)BT, COMM_F32, COMM_SUM);
+    }
+    op->crossentropy_loss(m->losses, m->lse_ce, m->rowmax, m->sums, m->targets, BT);
+    be->to_host(m->host_losses, m->losses, BUF_ACT32, (size_t)BT);
+    double sum = 0.0;
+    long n = 0;
+    for (int i = 0; i < BT; i++)
+        if (targets[i] >= 0) {
+            sum += m->host_losses[i];
+            n++;
+        }
+    if (n_counted) *n_counted = n;
+    return sum;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Backward: the forward read bottom to top. m->dres carries the gradient of the residual stream.
+// ---------------------------------------------------------------------------------------------------
+
+static void grads_ready(struct llama *m, size_t off, size_t n) {
+    if (m->on_grads_ready) {
+        m->be->sync();
+        m->on_grads_ready(m->on_grads_ready_ctx, off, n);
+    }
+}
+
+static void block_backward(struct llama *m, int l, int B, int T) {
+    const struct ops *op = m->be->ops;
+    const struct param_layout *pl = &m->layout;
+    const int BT = B * T, C = m->cfg.dim, HS = m->cfg.head_dim, NH = pl->NH, KVH = pl->KVH, F = pl->F;
+    const int QKV = (NH + 2 * KVH) * HS;
+    const struct llama_layer_acts *a = &m->layers[l];
+    if (m->recompute) block_forward(m, l, a, NULL, B, T);
+
+    // out = xmid + down(swiglu(gate_up(norm(xmid))))
+    op->matmul_backward(m->dh, DW(PARAM_WDOWN, l), m->dres, a->h, W(PARAM_WDOWN, l), BT, F, C);
+    op->swiglu_backward(m->dgu, m->dh, a->gu, BT, F);
+    op->matmul_backward(m->dxn, DW(PARAM_WGATE, l), m->dgu, a->xn2, W(PARAM_WGATE, l), BT, C, 2 * F);
+    tp_sum(m, m->dxn, (size_t)BT * C);
+    op->rmsnorm_backward(m->dres, DW(PARAM_FFN_NORM, l), m->dxn, a->xmid, W(PARAM_FFN_NORM, l), a->rstd2, BT, C);
+
+    // xmid = x + o(attention(rope(qkv(norm(x)))))
+    op->matmul_backward(m->datt, DW(PARAM_WO, l), m->dres, a->att, W(PARAM_WO, l), BT, NH * HS, C);
+    op->attention_backward(m->dqkv, m->datt, a->qkv, a->att, a->lse, B, T, NH, KVH, HS);
+    op->rope_backward(m->dqkv, m->rope_cos, m->rope_sin, B, T, NH + KVH, HS, QKV);
+    op->matmul_backward(m->dxn, DW(PARAM_WQ, l), m->dqkv, a->xn1, W(PARAM_WQ, l), BT, C, QKV);
+    tp_sum(m, m->dxn, (size_t)BT * C);
+    op->rmsnorm_backward(m->dres, DW(PARAM_ATTN_NORM, l), m->dxn, a->x, W(PARAM_ATTN_NORM, l), a->rstd1, BT, C);
+
+    grads_ready(m, pl->layer_offset0 + (size_t)l * pl->layer_stride, pl->layer_stride);
+}
+
+void llama_backward(struct llama *m, float dloss) {
+    const struct backend *be = m->be;
+    const struct ops *op = be->ops;
+    const struct param_layout *pl = &m->layout;
+    const int B = m->B, T = m->T, BT = B * T, C = m->cfg.dim, L = m->cfg.n_layers;
+
+    // loss -> logits -> lm_head -> final norm
+    op->crossentropy_backward(m->logits, m->logits, m->lse_ce, m->targets, dloss, BT, pl->Vl, pl->vstart,
+                              m->cfg.vocab_size);
+    dbuf *dlm = m->cfg.tie_embeddings ? DW(PARAM_EMBED, -1) : DW(PARAM_LM_HEAD, -1);
+    op->matmul_backward(m->dxn, dlm, m->logits, m->xnf, lm_head_weight(m), BT, C, pl->Vl);
+    tp_sum(m, m->dxn, (size_t)BT * C);
+    be->zero(m->dres, BUF_ACT, (size_t)BT * C);
+    op->rmsnorm_backward(m->dres, DW(PARAM_NORM, -1), m->dxn, m->layers[L].x, W(PARAM_NORM, -1), m->rstdf, BT, C);
+    grads_ready(m, pl->tail_offset, pl->total - pl->tail_offset);
+
+    for (int l = L - 1; l >= 0; l--) block_backward(m, l, B, T);
+
+    op->embedding_backward(DW(PARAM_EMBED, -1), m->dres, m->tokens, BT, C, pl->vstart, pl->Vl);
+    grads_ready(m, 0, pl->layer_offset0);
+}
+
+void llama_zero_grads(struct llama *m) { m->be->zero(m->grads, BUF_GRAD, m->layout.total); }
+
+void llama_params_to_host(const struct llama *m, float *host) {
+    m->be->to_host(host, m->params, BUF_PARAM, m->layout.total);
+}
+void llama_params_from_host(struct llama *m, const float *host) {
+    m->be->from_host(m->params, host, BUF_PARAM, m->layout.total);
+}
+void llama_grads_to_host(const struct llama *m, float *host) {
+    m->be->to_host(host, m->grads, BUF_GRAD, m->layout.total);
+}
+
+void llama_logits_at(struct llama *m, int b, int t, float *out) {
+    const struct param_layout *pl = &m->layout;
+    const int V = m->cfg.vocab_size;
+    float *local = xmalloc(sizeof(float) * (size_t)pl->Vl);
+    m->be->to_host(local, be_at(m->be, BUF_ACT, m->logits, ((size_t)b * m->T + t) * pl->Vl), BUF_ACT, (size_t)pl->Vl);
+    if (m->tp->size == 1) {
+        memcpy(out, local, sizeof(float) * (size_t)V);
+    } else {  // sampling only: gather the slices (padding dropped)
+        float *all = xmalloc(sizeof(float) * (size_t)pl->Vp);
+        comm_all_gather(m->tp, all, local, (size_t)pl->Vl, COMM_F32);
+        memcpy(out, all, sizeof(float) * (size_t)V);
+        free(all);
+    }
+    free(local);
+}

@@ -1,0 +1,63 @@
+// The CPU backend object: fp32 buffers in host memory and the op table of model/ops/cpu/*.c.
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "model/ops/cpu/cpu.h"
+#include "model/ops/ops.h"
+
+static dbuf *cpu_alloc(enum buf_kind kind, size_t n) {
+    void *p = xmalloc_aligned(n * 4);
+    memset(p, 0, n * 4);
+    return p;
+}
+static void cpu_free(dbuf *p) { free(p); }
+static void cpu_zero(dbuf *p, enum buf_kind kind, size_t n) { memset(p, 0, n * 4); }
+static void cpu_to_host(float *dst, const dbuf *src, enum buf_kind kind, size_t n) {
+    if ((const void *)dst != (const void *)src) memcpy(dst, src, n * 4);
+}
+static void cpu_from_host(dbuf *dst, const float *src, enum buf_kind kind, size_t n) {
+    if ((void *)dst != (const void *)src) memcpy(dst, src, n * 4);
+}
+static void cpu_ints_from_host(dbuf *dst, const int *src, size_t n) {
+    if ((void *)dst != (const void *)src) memcpy(dst, src, n * 4);
+}
+static void cpu_sync(void) {}
+
+static const struct ops cpu_ops = {
+    .embedding_forward = embedding_forward_cpu,
+    .embedding_backward = embedding_backward_cpu,
+    .rmsnorm_forward = rmsnorm_forward_cpu,
+    .rmsnorm_backward = rmsnorm_backward_cpu,
+    .matmul_forward = matmul_forward_cpu,
+    .matmul_backward = matmul_backward_cpu,
+    .rope_forward = rope_forward_cpu,
+    .rope_backward = rope_backward_cpu,
+    .attention_forward = attention_forward_cpu,
+    .attention_backward = attention_backward_cpu,
+    .swiglu_forward = swiglu_forward_cpu,
+    .swiglu_backward = swiglu_backward_cpu,
+    .residual_forward = residual_forward_cpu,
+    .residual_backward = residual_backward_cpu,
+    .crossentropy_max = crossentropy_max_cpu,
+    .crossentropy_sums = crossentropy_sums_cpu,
+    .crossentropy_loss = crossentropy_loss_cpu,
+    .crossentropy_backward = crossentropy_backward_cpu,
+};
+
+const struct backend *backend_cpu(void) {
+    static const struct backend be = {
+        .name = "cpu",
+        .kind = BACKEND_CPU,
+        .elem_size = {4, 4, 4, 4, 4, 4},
+        .alloc = cpu_alloc,
+        .free = cpu_free,
+        .zero = cpu_zero,
+        .to_host = cpu_to_host,
+        .from_host = cpu_from_host,
+        .ints_from_host = cpu_ints_from_host,
+        .sync = cpu_sync,
+        .ops = &cpu_ops,
+    };
+    return &be;
+}

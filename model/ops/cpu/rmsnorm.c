@@ -1,0 +1,57 @@
+// RMSNorm: y = w * x * rstd, rstd = 1 / sqrt(mean(x^2) + eps), over the last dimension.
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "model/ops/cpu/cpu.h"
+
+// out (BT,C), rstd (BT), inp (BT,C), weight (C)
+void rmsnorm_forward_cpu(dbuf *out_, dbuf *rstd_, const dbuf *inp_, const dbuf *weight_, int BT, int C, float eps) {
+    float *out = F32(out_), *rstd = F32(rstd_);
+    const float *inp = CF32(inp_), *w = CF32(weight_);
+#pragma omp parallel for
+    for (int i = 0; i < BT; i++) {
+        const float *x = inp + (size_t)i * C;
+        float *y = out + (size_t)i * C;
+        float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+        for (int c = 0; c < C; c++) ss += x[c] * x[c];
+        float r = 1.0f / sqrtf(ss / (float)C + eps);
+        rstd[i] = r;
+#pragma omp simd
+        for (int c = 0; c < C; c++) y[c] = w[c] * (x[c] * r);
+    }
+}
+
+// dinp (BT,C) += dx, dweight (C) += sum over rows of dout * x * rstd, where
+//   dx_c = rstd * w_c * dout_c - rstd^3 / C * x_c * sum_k(dout_k * w_k * x_k)
+void rmsnorm_backward_cpu(dbuf *dinp_, dbuf *dweight_, const dbuf *dout_, const dbuf *inp_, const dbuf *weight_,
+                          const dbuf *rstd_, int BT, int C) {
+    float *dinp = F32(dinp_), *dw = F32(dweight_);
+    const float *dout = CF32(dout_), *inp = CF32(inp_), *w = CF32(weight_), *rstd = CF32(rstd_);
+    int nt = omp_get_max_threads();
+    float *partial = xcalloc((size_t)nt * C, sizeof(float));  // one dweight per thread, summed below
+#pragma omp parallel
+    {
+        float *pdw = partial + (size_t)omp_get_thread_num() * C;
+#pragma omp for
+        for (int i = 0; i < BT; i++) {
+            const float *x = inp + (size_t)i * C, *d = dout + (size_t)i * C;
+            float *dx = dinp + (size_t)i * C;
+            float r = rstd[i], dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int c = 0; c < C; c++) dot += d[c] * w[c] * x[c];
+            float k = r * r * r * dot / (float)C;
+#pragma omp simd
+            for (int c = 0; c < C; c++) {
+                dx[c] += r * w[c] * d[c] - k * x[c];
+                pdw[c] += d[c] * x[c] * r;
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        for (int c = 0; c < C; c++) dw[c] += partial[(size_t)t * C + c];
+    free(partial);
+}

@@ -1,0 +1,269 @@
+// Every CPU op's hand-written backward against central finite differences of its forward.
+//
+// For an op y = f(x) we take the scalar L = sum_i R_i y_i with fixed random R, so dL/dy = R is what the
+// backward receives, and compare its dL/dx with (L(x + e) - L(x - e)) / 2e element by element.
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "model/ops/cpu/cpu.h"
+#include "testutil.h"
+
+#define D(p) ((dbuf *)(p))
+
+typedef double (*loss_fn)(void *ctx);
+
+// Finite-difference gradient of fn() with respect to x[0..n) (every element), into g.
+static void fd_grad(double *g, float *x, size_t n, float eps, loss_fn fn, void *ctx) {
+    for (size_t k = 0; k < n; k++) {
+        float keep = x[k];
+        x[k] = keep + eps;
+        double lp = fn(ctx);
+        x[k] = keep - eps;
+        double lm = fn(ctx);
+        x[k] = keep;
+        g[k] = (lp - lm) / (2.0 * eps);
+    }
+}
+
+static double weighted_sum(const float *y, const float *r, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)y[i] * r[i];
+    return s;
+}
+
+static void expect_grad(const char *what, const float *analytic, float *x, size_t n, float eps, loss_fn fn,
+                        void *ctx, double tol) {
+    double *g = malloc(sizeof(double) * n);
+    fd_grad(g, x, n, eps, fn, ctx);
+    double e = rel_err_d(analytic, g, n);
+    cr_expect(e < tol, "%s: backward vs finite differences: relative error %.3g (tolerance %.3g)", what, e, tol);
+    free(g);
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+struct mm { int BT, C, OC; float *out, *inp, *w, *r; };
+static double mm_loss(void *p) {
+    struct mm *c = p;
+    matmul_forward_cpu(D(c->out), D(c->inp), D(c->w), c->BT, c->C, c->OC);
+    return weighted_sum(c->out, c->r, (size_t)c->BT * c->OC);
+}
+
+Test(ops, matmul_backward_matches_finite_differences) {
+    struct rng r;
+    rng_seed(&r, 1);
+    struct mm c = {6, 5, 7};
+    c.out = calloc(42, 4); c.inp = malloc(30 * 4); c.w = malloc(35 * 4); c.r = malloc(42 * 4);
+    fill_normal(c.inp, 30, 1, &r); fill_normal(c.w, 35, 1, &r); fill_normal(c.r, 42, 1, &r);
+    float *dinp = malloc(30 * 4), *dw = calloc(35, 4);
+    matmul_backward_cpu(D(dinp), D(dw), D(c.r), D(c.inp), D(c.w), 6, 5, 7);
+    expect_grad("matmul dinp", dinp, c.inp, 30, 1e-2f, mm_loss, &c, 1e-3);
+    expect_grad("matmul dweight", dw, c.w, 35, 1e-2f, mm_loss, &c, 1e-3);
+    // dweight accumulates: a second backward doubles it
+    float dw1 = dw[3];
+    matmul_backward_cpu(D(dinp), D(dw), D(c.r), D(c.inp), D(c.w), 6, 5, 7);
+    cr_expect_float_eq(dw[3], 2 * dw1, 1e-5, "dweight must accumulate (+=)");
+}
+
+struct rn { int BT, C; float *out, *rstd, *inp, *w, *r; };
+static double rn_loss(void *p) {
+    struct rn *c = p;
+    rmsnorm_forward_cpu(D(c->out), D(c->rstd), D(c->inp), D(c->w), c->BT, c->C, 1e-5f);
+    return weighted_sum(c->out, c->r, (size_t)c->BT * c->C);
+}
+
+Test(ops, rmsnorm_backward_matches_finite_differences) {
+    struct rng r;
+    rng_seed(&r, 2);
+    struct rn c = {5, 8};
+    size_t n = 40;
+    c.out = malloc(n * 4); c.rstd = malloc(5 * 4); c.inp = malloc(n * 4); c.w = malloc(8 * 4); c.r = malloc(n * 4);
+    fill_normal(c.inp, n, 1, &r); fill_normal(c.w, 8, 1, &r); fill_normal(c.r, n, 1, &r);
+    rn_loss(&c);
+    float *dinp = calloc(n, 4), *dw = calloc(8, 4);
+    rmsnorm_backward_cpu(D(dinp), D(dw), D(c.r), D(c.inp), D(c.w), D(c.rstd), 5, 8);
+    expect_grad("rmsnorm dinp", dinp, c.inp, n, 1e-2f, rn_loss, &c, 2e-3);
+    expect_grad("rmsnorm dweight", dw, c.w, 8, 1e-2f, rn_loss, &c, 2e-3);
+    // check the forward itself against the formula
+    double ss = 0;
+    for (int i = 0; i < 8; i++) ss += (double)c.inp[i] * c.inp[i];
+    rn_loss(&c);
+    cr_expect_float_eq(c.out[3], c.w[3] * c.inp[3] / sqrt(ss / 8 + 1e-5), 1e-5);
+}
+
+struct ro { int B, T, NR, HS, S; float *x, *x0, *cs, *sn, *r; };
+static double ro_loss(void *p) {
+    struct ro *c = p;
+    size_t n = (size_t)c->B * c->T * c->S;
+    memcpy(c->x, c->x0, n * 4);
+    rope_forward_cpu(D(c->x), D(c->cs), D(c->sn), c->B, c->T, c->NR, c->HS, c->S);
+    return weighted_sum(c->x, c->r, n);
+}
+
+Test(ops, rope_backward_matches_finite_differences) {
+    struct rng r;
+    rng_seed(&r, 3);
+    struct ro c = {2, 4, 3, 6, 24};  // 3 rotated heads of 6, one head left alone, per row
+    size_t n = 2 * 4 * 24;
+    c.x = malloc(n * 4); c.x0 = malloc(n * 4); c.r = malloc(n * 4);
+    c.cs = malloc(4 * 3 * 4); c.sn = malloc(4 * 3 * 4);
+    for (int t = 0; t < 4; t++)
+        for (int i = 0; i < 3; i++) {
+            double a = t * pow(10000.0, -2.0 * i / 6);
+            c.cs[t * 3 + i] = (float)cos(a);
+            c.sn[t * 3 + i] = (float)sin(a);
+        }
+    fill_normal(c.x0, n, 1, &r); fill_normal(c.r, n, 1, &r);
+    float *dx = malloc(n * 4);
+    memcpy(dx, c.r, n * 4);
+    rope_backward_cpu(D(dx), D(c.cs), D(c.sn), 2, 4, 3, 6, 24);
+    expect_grad("rope dx", dx, c.x0, n, 1e-2f, ro_loss, &c, 1e-3);
+    // rotate-half layout: at t=1, element 0 pairs with element 3 of head 0
+    ro_loss(&c);
+    float a = c.x0[24], b = c.x0[27];
+    cr_expect_float_eq(c.x[24], a * c.cs[3] - b * c.sn[3], 1e-6);
+    cr_expect_float_eq(c.x[27], b * c.cs[3] + a * c.sn[3], 1e-6);
+}
+
+struct at { int B, T, NH, KVH, HS; float *out, *lse, *qkv, *r; };
+static double at_loss(void *p) {
+    struct at *c = p;
+    attention_forward_cpu(D(c->out), D(c->lse), D(c->qkv), c->B, c->T, c->NH, c->KVH, c->HS);
+    return weighted_sum(c->out, c->r, (size_t)c->B * c->T * c->NH * c->HS);
+}
+
+Test(ops, attention_backward_matches_finite_differences_with_gqa) {
+    struct rng r;
+    rng_seed(&r, 4);
+    struct at c = {2, 5, 4, 2, 4};  // 4 query heads sharing 2 kv heads
+    size_t nq = (size_t)2 * 5 * (4 + 2 * 2) * 4, no = (size_t)2 * 5 * 4 * 4;
+    c.out = malloc(no * 4); c.lse = malloc(2 * 4 * 5 * 4); c.qkv = malloc(nq * 4); c.r = malloc(no * 4);
+    fill_normal(c.qkv, nq, 1, &r); fill_normal(c.r, no, 1, &r);
+    at_loss(&c);
+    float *dqkv = malloc(nq * 4);
+    memset(dqkv, 0x7f, nq * 4);  // backward must write every element (=)
+    attention_backward_cpu(D(dqkv), D(c.r), D(c.qkv), D(c.out), D(c.lse), 2, 5, 4, 2, 4);
+    expect_grad("attention dqkv", dqkv, c.qkv, nq, 1e-2f, at_loss, &c, 2e-3);
+    // causality: the first output row equals v of position 0 for its kv head
+    at_loss(&c);
+    for (int d = 0; d < 4; d++) cr_expect_float_eq(c.out[3 * 4 + d], c.qkv[(4 + 2 + 1) * 4 + d], 1e-6);
+}
+
+struct sw { int BT, F; float *out, *gu, *r; };
+static double sw_loss(void *p) {
+    struct sw *c = p;
+    swiglu_forward_cpu(D(c->out), D(c->gu), c->BT, c->F);
+    return weighted_sum(c->out, c->r, (size_t)c->BT * c->F);
+}
+
+Test(ops, swiglu_backward_matches_finite_differences) {
+    struct rng r;
+    rng_seed(&r, 5);
+    struct sw c = {4, 6};
+    c.out = malloc(24 * 4); c.gu = malloc(48 * 4); c.r = malloc(24 * 4);
+    fill_normal(c.gu, 48, 2, &r); fill_normal(c.r, 24, 1, &r);
+    float *dgu = malloc(48 * 4);
+    swiglu_backward_cpu(D(dgu), D(c.r), D(c.gu), 4, 6);
+    expect_grad("swiglu dgateup", dgu, c.gu, 48, 1e-2f, sw_loss, &c, 1e-3);
+}
+
+struct rs { float *out, *a, *b, *r; };
+static double rs_loss(void *p) {
+    struct rs *c = p;
+    residual_forward_cpu(D(c->out), D(c->a), D(c->b), 10);
+    return weighted_sum(c->out, c->r, 10);
+}
+
+Test(ops, residual_backward_matches_finite_differences) {
+    struct rng r;
+    rng_seed(&r, 6);
+    struct rs c;
+    c.out = malloc(40); c.a = malloc(40); c.b = malloc(40); c.r = malloc(40);
+    fill_normal(c.a, 10, 1, &r); fill_normal(c.b, 10, 1, &r); fill_normal(c.r, 10, 1, &r);
+    float *da = calloc(10, 4), *db = calloc(10, 4);
+    residual_backward_cpu(D(da), D(db), D(c.r), 10);
+    expect_grad("residual da", da, c.a, 10, 1e-2f, rs_loss, &c, 1e-4);
+    expect_grad("residual db", db, c.b, 10, 1e-2f, rs_loss, &c, 1e-4);
+}
+
+struct em { int BT, C, vstart, Vl; int *tok; float *out, *w, *r; };
+static double em_loss(void *p) {
+    struct em *c = p;
+    embedding_forward_cpu(D(c->out), D(c->tok), D(c->w), c->BT, c->C, c->vstart, c->Vl);
+    return weighted_sum(c->out, c->r, (size_t)c->BT * c->C);
+}
+
+Test(ops, embedding_backward_matches_finite_differences_on_a_vocab_slice) {
+    struct rng r;
+    rng_seed(&r, 7);
+    int tok[6] = {3, 4, 3, 9, 5, 2};  // this rank holds ids 3..6; 9 and 2 belong to other ranks
+    struct em c = {6, 4, 3, 4, tok};
+    c.out = malloc(24 * 4); c.w = malloc(16 * 4); c.r = malloc(24 * 4);
+    fill_normal(c.w, 16, 1, &r); fill_normal(c.r, 24, 1, &r);
+    float *dw = calloc(16, 4);
+    embedding_backward_cpu(D(dw), D(c.r), D(tok), 6, 4, 3, 4);
+    expect_grad("embedding dweight", dw, c.w, 16, 1e-2f, em_loss, &c, 1e-4);
+    em_loss(&c);
+    cr_expect(c.out[3 * 4] == 0 && c.out[5 * 4 + 2] == 0, "ids outside the slice give zero rows");
+}
+
+// Cross-entropy: the three forward steps on one rank, and the backward, with ignored targets and padded
+// vocabulary columns (V = 7 real entries of 8 columns).
+struct ce { int BT, Vl, vstart, V; int *tg; float *logits, *rowmax, *sums, *losses, *lse; };
+static double ce_loss(void *p) {
+    struct ce *c = p;
+    crossentropy_max_cpu(D(c->rowmax), D(c->logits), c->BT, c->Vl, c->vstart, c->V);
+    crossentropy_sums_cpu(D(c->sums), D(c->logits), D(c->rowmax), D(c->tg), c->BT, c->Vl, c->vstart, c->V);
+    crossentropy_loss_cpu(D(c->losses), D(c->lse), D(c->rowmax), D(c->sums), D(c->tg), c->BT);
+    double s = 0;
+    for (int i = 0; i < c->BT; i++) s += c->losses[i];
+    return s * 0.25;  // dloss = 0.25
+}
+
+Test(ops, crossentropy_backward_matches_finite_differences_with_ignore_and_padding) {
+    struct rng r;
+    rng_seed(&r, 8);
+    int tg[5] = {1, -1, 6, 0, -1};
+    struct ce c = {5, 8, 0, 7, tg};
+    c.logits = malloc(40 * 4); c.rowmax = malloc(20); c.sums = malloc(40); c.losses = malloc(20); c.lse = malloc(20);
+    fill_normal(c.logits, 40, 2, &r);
+    for (int i = 0; i < 5; i++) c.logits[i * 8 + 7] = 50.0f;  // a padding column must never count
+    ce_loss(&c);
+    // loss of row 0 by the textbook formula over the 7 real columns
+    double m = -1e30, s = 0;
+    for (int v = 0; v < 7; v++) m = fmax(m, c.logits[v]);
+    for (int v = 0; v < 7; v++) s += exp(c.logits[v] - m);
+    cr_expect_float_eq(c.losses[0], (float)(log(s) + m - c.logits[1]), 1e-5);
+    cr_expect(c.losses[1] == 0.0f && c.losses[4] == 0.0f, "ignored targets give zero loss");
+    float *d = malloc(40 * 4);
+    crossentropy_backward_cpu(D(d), D(c.logits), D(c.lse), D(tg), 0.25f, 5, 8, 0, 7);
+    expect_grad("crossentropy dlogits", d, c.logits, 40, 1e-2f, ce_loss, &c, 1e-3);
+    for (int v = 0; v < 8; v++) cr_expect(d[8 + v] == 0.0f, "ignored rows get no gradient");
+    cr_expect(d[7] == 0.0f, "padding columns get no gradient");
+}
+
+Test(ops, crossentropy_vocab_slices_combine_to_the_full_loss) {
+    struct rng r;
+    rng_seed(&r, 9);
+    int tg[3] = {2, 5, 1};
+    float logits[3 * 6];
+    fill_normal(logits, 18, 1, &r);
+    struct ce full = {3, 6, 0, 6, tg};
+    full.logits = logits; full.rowmax = malloc(12); full.sums = malloc(24); full.losses = malloc(12); full.lse = malloc(12);
+    ce_loss(&full);
+    // two ranks holding columns 0..2 and 3..5: reduce max, then sums, as the tp group does
+    float sl[2][9], mx[2][3], sm[2][6], ls[3], lse[3];
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < 3; i++) memcpy(sl[k] + i * 3, logits + i * 6 + 3 * k, 12);
+        crossentropy_max_cpu(D(mx[k]), D(sl[k]), 3, 3, 3 * k, 6);
+    }
+    float gmax[3], gsum[6] = {0};
+    for (int i = 0; i < 3; i++) gmax[i] = fmaxf(mx[0][i], mx[1][i]);
+    for (int k = 0; k < 2; k++) {
+        crossentropy_sums_cpu(D(sm[k]), D(sl[k]), D(gmax), D(tg), 3, 3, 3 * k, 6);
+        for (int i = 0; i < 6; i++) gsum[i] += sm[k][i];
+    }
+    crossentropy_loss_cpu(D(ls), D(lse), D(gmax), D(gsum), D(tg), 3);
+    for (int i = 0; i < 3; i++) cr_expect_float_eq(ls[i], full.losses[i], 1e-5, "row %d", i);
+}
