@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what llamac needs on Debian 12 (when missing) and builds it in build/.
+# Sourced by scripts/demo.sh and scripts/test.sh; safe to run again (does only what is missing).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+LLAMAC_PACKAGES="build-essential cmake pkg-config git libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools \
+libopenblas-dev libcriterion-dev libsentencepiece-dev sentencepiece libinih-dev libcjson-dev zlib1g-dev \
+python3-torch python3-numpy"
+
+missing=()
+for p in $LLAMAC_PACKAGES; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "llamac setup: installing ${missing[*]}"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else
+    echo "llamac setup: these Debian packages are missing and I am not root: ${missing[*]}" >&2; exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q >/dev/null
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Open MPI refuses to run as root unless told; containers and CI machines often are root.
+if [ "$(id -u)" -eq 0 ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+export OMPI_MCA_rmaps_base_oversubscribe=1
+
+jobs=$(nproc)
+if [ ! -f build/CMakeCache.txt ]; then
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release ${LLAMAC_CMAKE_ARGS:-} >build-configure.log 2>&1 \
+    || { cat build-configure.log >&2; exit 1; }
+  grep "llamac:" build-configure.log || true
+fi
+cmake --build build -j"$jobs" >build.log 2>&1 || { tail -50 build.log >&2; exit 1; }
+echo "llamac setup: built $(build/llamac --version) in build/"

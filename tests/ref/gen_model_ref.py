@@ -1,0 +1,64 @@
+"""Reference loss and gradients for llamac's whole-model test, computed by PyTorch autograd.
+
+For each case a random small LLaMA is built in PyTorch (float64, weights rounded to float32 values so
+that both sides start from exactly the same numbers), written as a Hugging Face directory (config.json +
+model.safetensors), and run on fixed tokens; the loss and every parameter's gradient are written to
+ref.safetensors and tokens.txt. tests/test_model_ref.c loads the directory with llamac and compares.
+
+usage: /usr/bin/python3 gen_model_ref.py OUTDIR
+"""
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_llama import Llama, write_safetensors  # noqa: E402
+
+CASES = {
+    # name: (config overrides, B, T, masked fraction)
+    "gqa": (dict(num_attention_heads=4, num_key_value_heads=2), 2, 12, 0.0),
+    "theta500k": (dict(rope_theta=500000.0, num_key_value_heads=4), 2, 12, 0.0),
+    "tied": (dict(tie_word_embeddings=True, num_key_value_heads=1), 2, 10, 0.0),
+    "masked": (dict(num_key_value_heads=2), 3, 9, 0.35),
+}
+
+
+def main(out):
+    for i, (name, (over, B, T, masked)) in enumerate(CASES.items()):
+        torch.manual_seed(1000 + i)
+        c = dict(hidden_size=32, intermediate_size=88, num_hidden_layers=2, num_attention_heads=4,
+                 vocab_size=61, rms_norm_eps=1e-5, max_position_embeddings=64, rope_theta=10000.0,
+                 tie_word_embeddings=False, model_type="llama", architectures=["LlamaForCausalLM"])
+        c.update(over)
+        m = Llama(c, dtype=torch.float64)
+        with torch.no_grad():
+            for n, p in m.named_parameters():
+                scale = 1.0 if "norm" in n else 0.3  # large enough that every gradient is far from zero
+                p.copy_((1.0 + 0.1 * torch.randn_like(p)) if "norm" in n else scale * torch.randn_like(p))
+                p.copy_(p.to(torch.float32).to(torch.float64))
+        tokens = torch.randint(0, c["vocab_size"], (B, T))
+        targets = torch.randint(0, c["vocab_size"], (B, T))
+        if masked:
+            targets[torch.rand(B, T) < masked] = -1
+        loss = m(tokens, targets)
+        loss.backward()
+        d = os.path.join(out, name)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(c, f, indent=1)
+        state = m.hf_state()
+        write_safetensors(os.path.join(d, "model.safetensors"), state)
+        grads = {"grad." + k: v.grad for k, v in state.items()}
+        grads["loss"] = loss.detach().reshape(1)
+        write_safetensors(os.path.join(d, "ref.safetensors"), grads)
+        with open(os.path.join(d, "tokens.txt"), "w") as f:
+            f.write(f"{B} {T} {loss.item():.17g}\n")
+            f.write(" ".join(str(int(x)) for x in tokens.flatten()) + "\n")
+            f.write(" ".join(str(int(x)) for x in targets.flatten()) + "\n")
+        print(f"{name}: loss {loss.item():.9f}, {len(state)} tensors -> {d}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

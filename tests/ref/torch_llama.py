@@ -1,0 +1,119 @@
+"""An independent LLaMA in PyTorch: the oracle llamac's model, loss and gradients are checked against.
+
+Written from the LLaMA paper and Hugging Face's modeling_llama (rotate-half RoPE, repeat_kv for
+grouped-query attention, RMSNorm computed in the working precision), with nothing taken from llamac.
+Used by tests/ref/gen_model_ref.py (correctness, float64) and bench/torch_bench.py (speed, float32).
+"""
+import json
+import math
+import struct
+
+import torch
+import torch.nn.functional as F
+
+
+class RMSNorm(torch.nn.Module):
+    def __init__(self, dim, eps, dtype):
+        super().__init__()
+        self.eps = eps
+        self.weight = torch.nn.Parameter(torch.ones(dim, dtype=dtype))
+
+    def forward(self, x):
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+class Block(torch.nn.Module):
+    def __init__(self, c, dtype):
+        super().__init__()
+        d, hs = c["hidden_size"], c["head_dim"]
+        self.nh, self.kvh, self.hs = c["num_attention_heads"], c["num_key_value_heads"], hs
+        lin = lambda i, o: torch.nn.Linear(i, o, bias=False, dtype=dtype)
+        self.input_layernorm = RMSNorm(d, c["rms_norm_eps"], dtype)
+        self.q_proj, self.k_proj = lin(d, self.nh * hs), lin(d, self.kvh * hs)
+        self.v_proj, self.o_proj = lin(d, self.kvh * hs), lin(self.nh * hs, d)
+        self.post_attention_layernorm = RMSNorm(d, c["rms_norm_eps"], dtype)
+        f = c["intermediate_size"]
+        self.gate_proj, self.up_proj, self.down_proj = lin(d, f), lin(d, f), lin(f, d)
+
+    def forward(self, x, cos, sin, mask):
+        B, T, _ = x.shape
+        h = self.input_layernorm(x)
+        q = self.q_proj(h).view(B, T, self.nh, self.hs).transpose(1, 2)
+        k = self.k_proj(h).view(B, T, self.kvh, self.hs).transpose(1, 2)
+        v = self.v_proj(h).view(B, T, self.kvh, self.hs).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        rep = self.nh // self.kvh  # kv head j serves query heads j*rep .. j*rep+rep-1
+        k = k.repeat_interleave(rep, dim=1)
+        v = v.repeat_interleave(rep, dim=1)
+        att = (q @ k.transpose(-1, -2)) / math.sqrt(self.hs)
+        att = torch.softmax(att.masked_fill(mask, float("-inf")), dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, self.nh * self.hs)
+        x = x + self.o_proj(y)
+        h = self.post_attention_layernorm(x)
+        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+
+
+class Llama(torch.nn.Module):
+    """c: a Hugging Face config.json dict (hidden_size, num_attention_heads, ...)."""
+
+    def __init__(self, c, dtype=torch.float32):
+        super().__init__()
+        c = dict(c)
+        c.setdefault("num_key_value_heads", c["num_attention_heads"])
+        c.setdefault("head_dim", c["hidden_size"] // c["num_attention_heads"])
+        c.setdefault("rope_theta", 10000.0)
+        c.setdefault("tie_word_embeddings", False)
+        self.c = c
+        self.embed_tokens = torch.nn.Embedding(c["vocab_size"], c["hidden_size"], dtype=dtype)
+        self.layers = torch.nn.ModuleList([Block(c, dtype) for _ in range(c["num_hidden_layers"])])
+        self.norm = RMSNorm(c["hidden_size"], c["rms_norm_eps"], dtype)
+        if not c["tie_word_embeddings"]:
+            self.lm_head = torch.nn.Linear(c["hidden_size"], c["vocab_size"], bias=False, dtype=dtype)
+        hs = c["head_dim"]
+        inv = 1.0 / (c["rope_theta"] ** (torch.arange(0, hs, 2, dtype=torch.float64) / hs))
+        self.inv_freq = inv
+
+    def forward(self, tokens, targets):
+        B, T = tokens.shape
+        dtype = self.embed_tokens.weight.dtype
+        ang = torch.outer(torch.arange(T, dtype=torch.float64), self.inv_freq)
+        ang = torch.cat((ang, ang), dim=-1)
+        cos, sin = ang.cos().to(dtype), ang.sin().to(dtype)
+        mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+        x = self.embed_tokens(tokens)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask)
+        x = self.norm(x)
+        w = self.embed_tokens.weight if self.c["tie_word_embeddings"] else self.lm_head.weight
+        logits = x @ w.t()
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+
+    def hf_state(self):
+        """Parameters by their Hugging Face names."""
+        out = {}
+        for name, p in self.named_parameters():
+            out[name if name.startswith("lm_head") else "model." + name] = p
+        return out
+
+
+def write_safetensors(path, tensors):
+    """tensors: name -> torch tensor (stored as F32). The format: 8-byte LE header size, JSON header, data."""
+    header, blobs, off = {}, [], 0
+    for name, t in tensors.items():
+        b = t.detach().to(torch.float32).contiguous().numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
