@@ -25,6 +25,7 @@ int err_prefix(const char *fmt, ...) {
 }
 
 const char *err_msg(void) { return err_buf[0] ? err_buf : "unknown error"; }
+int err_has(void) { return err_buf[0] != '\0'; }
 void err_clear(void) { err_buf[0] = '\0'; }
 
 void check_fail(const char *file, int line, const char *cond, const char *fmt, ...) {

@@ -16,6 +16,7 @@ int err_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // Prefixes the current message with "CONTEXT: " (e.g. the file name a lower layer did not know).
 int err_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *err_msg(void);
+int err_has(void);  // 1 when a message is set (since the last err_clear)
 void err_clear(void);
 
 void check_fail(const char *file, int line, const char *cond, const char *fmt, ...)

@@ -1,0 +1,63 @@
+// Checkpoints: one HDF5 file per step, written collectively by all ranks with parallel HDF5.
+//
+// File format "llamac-checkpoint", version 1:
+//   /params/NAME  float32, the canonical (unsharded) Hugging Face tensor: [rows, cols], norms [C]
+//   /adam_m/NAME, /adam_v/NAME  float32, AdamW first and second moments, same shapes
+//   root attributes: format, version, step, tokens_seen, rng_state, loader_state (opaque bytes),
+//   model_config (INI text), run_config (INI text), saved_dp, saved_tp, saved_zero1
+// Each rank writes only its own slice (hyperslabs) of each tensor: parameters from data-parallel rank 0's
+// tensor-parallel group, replicated tensors (norms) from one rank, moments from whichever rank holds
+// them (all data-parallel ranks under ZeRO-1). Loading reads each rank's slice, so a run saved at one
+// (dp, tp) layout resumes at any other.
+//
+// Safety: the file is written as ckpt/step_NNNNNNN.h5.tmp, closed, fsynced and renamed; then
+// ckpt/latest (a one-line text file naming it) is replaced the same way; then all but the newest
+// `keep` checkpoints are deleted. A crash at any point leaves the previous checkpoint and latest intact.
+//
+// Checklist when changing the format: bump CKPT_VERSION, update ckpt_save and ckpt_load together.
+#pragma once
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/backend.h"
+#include "model/llama.h"
+
+#define CKPT_FORMAT "llamac-checkpoint"
+#define CKPT_VERSION 1
+#define CKPT_LOADER_STATE_MAX 256
+
+struct ckpt_meta {
+    int64_t step;          // optimizer steps completed
+    int64_t tokens_seen;
+    uint64_t rng_state;
+    uint8_t loader_state[CKPT_LOADER_STATE_MAX];
+    int loader_state_size;
+    char *model_ini;       // llama_config_to_ini text (owned; ckpt_meta_free)
+    char *run_ini;         // the run config as INI text (owned)
+    int saved_dp, saved_tp, saved_zero1;
+};
+
+// Where this rank's slice of the optimizer moments lies in its local parameter layout: the flat range
+// [offset, offset + n) (the whole layout without ZeRO-1, this data-parallel rank's shard with it).
+struct ckpt_moments {
+    dbuf *m, *v;           // BUF_STATE, n elements each (NULL: not saved / not loaded)
+    size_t offset, n;
+    int writer;            // this rank writes its moments (dp rank 0 without ZeRO-1, every rank with it)
+};
+
+struct ckpt_ctx {
+    MPI_Comm comm;         // every rank of the run
+    int dp_rank, tp_rank;
+};
+
+// Collective. Writes run_dir/ckpt/step_NNNNNNN.h5 and updates latest; keeps the newest `keep` (>= 1).
+int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_meta *meta, const struct llama *m,
+              const struct ckpt_moments *mom, int keep);
+// Collective. Reads meta (model/run INI, counters, states) without touching tensors.
+int ckpt_read_meta(const struct ckpt_ctx *x, const char *path, struct ckpt_meta *meta);
+// Collective. Loads this rank's slices of parameters (and moments when mom->m is set).
+int ckpt_load(const struct ckpt_ctx *x, const char *path, struct llama *m, const struct ckpt_moments *mom);
+// Path of the newest checkpoint of run_dir into out: 1 found, 0 none, -1 (err_set) when latest is broken.
+int ckpt_latest(const char *run_dir, char *out, size_t n);
+void ckpt_meta_free(struct ckpt_meta *meta);
