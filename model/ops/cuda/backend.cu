@@ -1,0 +1,106 @@
+// The CUDA backend's storage: where tensors live on the GPU and how host views convert.
+//
+// Storage per buffer kind (DESIGN.md): bf16 parameters-for-compute and activations; fp32 gradients,
+// master weights, optimizer moments, RoPE tables and small statistics; int32 tokens. Host views are
+// fp32: copies convert on the host side (round-to-nearest-even into bf16).
+//
+// The op table (model/ops/cuda/*.cu, each op beside its CPU oracle's name) is the GPU issue's work; until
+// it lands backend_cuda() reports that it has no ops, and `backend = cuda` is refused with that message.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <string.h>
+
+extern "C" {
+#include "core/error.h"
+#include "model/ops/ops.h"
+}
+
+#define CUDA_CHECK(x)                                                                                   \
+    do {                                                                                                \
+        cudaError_t e_ = (x);                                                                           \
+        if (e_ != cudaSuccess) check_fail(__FILE__, __LINE__, #x, "%s", cudaGetErrorString(e_));        \
+    } while (0)
+
+static const size_t cuda_elem_size[BUF_KINDS] = {2, 4, 2, 4, 4, 4};  // PARAM, GRAD, ACT, ACT32, STATE, INT
+
+static int is_bf16(enum buf_kind k) { return cuda_elem_size[k] == 2; }
+
+static uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
+    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+    return (uint16_t)(u >> 16);
+}
+
+static float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static dbuf *cuda_alloc(enum buf_kind kind, size_t n) {
+    void *p = NULL;
+    size_t bytes = n * cuda_elem_size[kind];
+    CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 16));
+    CUDA_CHECK(cudaMemset(p, 0, bytes ? bytes : 16));
+    return (dbuf *)p;
+}
+
+static void cuda_free(dbuf *p) { CUDA_CHECK(cudaFree(p)); }
+
+static void cuda_zero(dbuf *p, enum buf_kind kind, size_t n) {
+    CUDA_CHECK(cudaMemset(p, 0, n * cuda_elem_size[kind]));
+}
+
+static void cuda_to_host(float *dst, const dbuf *src, enum buf_kind kind, size_t n) {
+    if (!is_bf16(kind)) {
+        CUDA_CHECK(cudaMemcpy(dst, src, n * 4, cudaMemcpyDeviceToHost));
+        return;
+    }
+    uint16_t *tmp = (uint16_t *)xmalloc(n * 2);
+    CUDA_CHECK(cudaMemcpy(tmp, src, n * 2, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_to_f32(tmp[i]);
+    free(tmp);
+}
+
+static void cuda_from_host(dbuf *dst, const float *src, enum buf_kind kind, size_t n) {
+    if (!is_bf16(kind)) {
+        CUDA_CHECK(cudaMemcpy(dst, src, n * 4, cudaMemcpyHostToDevice));
+        return;
+    }
+    uint16_t *tmp = (uint16_t *)xmalloc(n * 2);
+    for (size_t i = 0; i < n; i++) tmp[i] = f32_to_bf16(src[i]);
+    CUDA_CHECK(cudaMemcpy(dst, tmp, n * 2, cudaMemcpyHostToDevice));
+    free(tmp);
+}
+
+static void cuda_ints_from_host(dbuf *dst, const int *src, size_t n) {
+    CUDA_CHECK(cudaMemcpy(dst, src, n * sizeof(int), cudaMemcpyHostToDevice));
+}
+
+static void cuda_sync(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
+
+extern "C" const struct backend *backend_cuda(void) {
+    static struct backend be;
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+        err_set("no CUDA device is visible on this machine");
+        return NULL;
+    }
+    be.name = "cuda";
+    be.kind = BACKEND_CUDA;
+    memcpy(be.elem_size, cuda_elem_size, sizeof(cuda_elem_size));
+    be.alloc = cuda_alloc;
+    be.free = cuda_free;
+    be.zero = cuda_zero;
+    be.to_host = cuda_to_host;
+    be.from_host = cuda_from_host;
+    be.ints_from_host = cuda_ints_from_host;
+    be.sync = cuda_sync;
+    be.ops = NULL;
+    err_set("the CUDA op table is not part of this llamac version yet (use backend = cpu)");
+    return NULL;
+}
