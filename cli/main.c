@@ -12,6 +12,7 @@ static const struct command {
     const char *help;
 } commands[] = {
     {"inspect", cmd_inspect, "print a model's parameter count and the memory a training step needs"},
+    //{"train", cmd_train, "train (or resume) the run a config describes; launch ranks with mpirun"},
     {"forward", cmd_forward, "run forward and backward of a model on random tokens and print the loss"},
 };
 
@@ -34,7 +35,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[1], commands[i].name)) {
             int rc = commands[i].run(argc - 1, argv + 1);
             if (rc < 0) {
-                fprintf(stderr, "llamac %s: %s\n", argv[1], err_msg());
+                if (cli_is_rank0()) fprintf(stderr, "llamac %s: %s\n", argv[1], err_msg());
                 return 1;
             }
             return rc;

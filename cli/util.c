@@ -1,3 +1,4 @@
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -13,4 +14,10 @@ int cli_opt(int argc, char **argv, int *i, const char *name, const char **value)
     if (argv[*i][n] != '\0' || *i + 1 >= argc) return 0;
     *value = argv[++*i];
     return 1;
+}
+
+int cli_is_rank0(void) {
+    const char *r = getenv("OMPI_COMM_WORLD_RANK");
+    if (!r) r = getenv("PMIX_RANK");
+    return !r || atoi(r) == 0;
 }

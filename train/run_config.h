@@ -1,0 +1,49 @@
+// A training run's configuration: every section of RUN.ini read and checked in one place, for
+// `llamac train`, `eval` and `sample`. Keys (defaults in parentheses):
+//
+//   [run]      run_dir (runs/NAME), seed (1234), backend (cpu), wall_time (0 = none; seconds or H:MM:SS),
+//              recompute (false), peak_tflops (estimated from the CPU), log_every (1)
+//   [model]    preset or fields (model/config.h), init (random | hf:DIR)
+//   [data]     dir (required), weights ("en:0.4, ru:0.3, de:0.3"; empty = proportional to tokens)
+//   [train]    batch_size (8, per rank), seq_len (256), steps (required), global_batch_tokens
+//              (batch_size * seq_len * dp: no accumulation), eval_every (100), eval_batches (10),
+//              ckpt_every (100), keep_ckpts (3)
+//   [optim]    schedule, lr, min_lr, warmup, decay_frac, decay_shape (optim/schedule.h),
+//              betas, eps, weight_decay, clip (optim/adamw.h)
+//   [parallel] tp (1), zero1 (false), bucket_mb (25)
+#pragma once
+#include <stdint.h>
+
+#include "data/loader.h"
+#include "model/config.h"
+#include "optim/adamw.h"
+#include "optim/schedule.h"
+
+struct cfg;
+
+#define RUN_MAX_SOURCES 16
+
+struct run_config {
+    char run_dir[1024], backend[16], data_dir[1024], init_hf[1024];
+    uint64_t seed;
+    double wall_time_s, peak_tflops;
+    int recompute, log_every;
+    struct llama_config model;
+    int n_sources;
+    char source_names[RUN_MAX_SOURCES][32];
+    double weights[RUN_MAX_SOURCES];
+    int batch_size, seq_len, grad_accum, eval_every, eval_batches, ckpt_every, keep_ckpts;
+    long steps;
+    long long global_batch_tokens;
+    struct lr_schedule sched;
+    struct adamw_config adamw;
+    int tp, zero1;
+    double dp_bucket_mb;
+};
+
+// Reads and checks every key (unknown keys are errors); dp is the data-parallel size the run has.
+int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, int dp);
+// The loader settings of this run for one data-parallel rank (split 0 train, 1 validation).
+void run_config_loader(struct loader_config *lc, const struct run_config *rc, int dp_rank, int dp_size, int split);
+// Model FLOPs per token of one training step (forward + backward): 6 N (matmul parameters) + 6 L T C.
+double run_flops_per_token(const struct llama_config *c, int T);
