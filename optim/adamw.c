@@ -52,7 +52,7 @@ void adamw_update_cpu(float *param, float *m, float *v, const float *grad, size_
     const float step_size = (float)((double)lr / (1.0 - pow(beta1, (double)t)));
     const float bc2_sqrt = (float)sqrt(1.0 - pow(beta2, (double)t));
     const float a1 = 1.0f - beta1, a2 = 1.0f - beta2;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n >= 65536)  // a norm weight is not worth a thread team
     for (size_t i = 0; i < n; i++) {
         float g = grad[i] * grad_scale;
         float mi = beta1 * m[i] + a1 * g;

@@ -14,7 +14,7 @@ double grad_sumsq_cpu(const float *g, size_t n) {
     size_t nc = (n + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
     double stack[64];
     double *part = nc <= 64 ? stack : xmalloc(nc * sizeof(double));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nc > 1)
     for (size_t c = 0; c < nc; c++) {
         size_t a = c * SUMSQ_CHUNK, b = a + SUMSQ_CHUNK < n ? a + SUMSQ_CHUNK : n;
         double s = 0;
