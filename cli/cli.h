@@ -5,6 +5,8 @@
 int cmd_inspect(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 // Small helpers for the subcommands' option parsing.
 int cli_opt(int argc, char **argv, int *i, const char *name, const char **value);

@@ -13,6 +13,8 @@ static const struct command {
 } commands[] = {
     {"inspect", cmd_inspect, "print a model's parameter count and the memory a training step needs"},
     //{"train", cmd_train, "train (or resume) the run a config describes; launch ranks with mpirun"},
+    //{"sample", cmd_sample, "generate text from a checkpoint"},
+    //{"eval", cmd_eval, "validation loss and perplexity of a checkpoint"},
     {"forward", cmd_forward, "run forward and backward of a model on random tokens and print the loss"},
 };
 
