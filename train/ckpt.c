@@ -184,10 +184,11 @@ static int mkdir_p(const char *dir) {
     return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
-// Test hook for the crash-safety test: LLAMAC_FAULT=ckpt_kill kills rank 0 halfway through writing.
-static int fault_kill_midway(void) {
+// Fault injection for the crash-safety test: LLAMAC_FAULT=ckpt_kill:K kills rank 0 (SIGKILL) halfway
+// through writing the checkpoint of step K.
+static int fault_kill_midway(int64_t step) {
     const char *f = getenv("LLAMAC_FAULT");
-    return f && !strcmp(f, "ckpt_kill");
+    return f && !strncmp(f, "ckpt_kill:", 10) && atoll(f + 10) == step;
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -284,7 +285,7 @@ int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_m
             }
             if (transfer_range(ds, t, src, a, b, 1) != 0) rc = err_set("%s: writing %s/%s failed", tmp, groups[g], t->name);
             H5Dclose(ds);
-            if (g == ngroups - 1 && i == pl->n / 2 && fault_kill_midway() && rank == 0) {
+            if (g == ngroups - 1 && i == pl->n / 2 && fault_kill_midway(meta->step) && rank == 0) {
                 H5Fflush(f, H5F_SCOPE_GLOBAL);
                 raise(SIGKILL);
             }

@@ -2,6 +2,7 @@
 // `llamac train`, `eval` and `sample`. Keys (defaults in parentheses):
 //
 //   [run]      run_dir (runs/NAME), seed (1234), backend (cpu), wall_time (0 = none; seconds or H:MM:SS),
+//              stop_after (0 = none: steps this job runs before it checkpoints and stops, as on a signal),
 //              recompute (false), peak_tflops (estimated from the CPU), log_every (1)
 //   [model]    preset or fields (model/config.h), init (random | hf:DIR)
 //   [data]     dir (required), weights ("en:0.4, ru:0.3, de:0.3"; empty = proportional to tokens)
@@ -28,6 +29,7 @@ struct run_config {
     uint64_t seed;
     double wall_time_s, peak_tflops;
     int recompute, log_every;
+    long stop_after;
     struct llama_config model;
     int n_sources;
     char source_names[RUN_MAX_SOURCES][32];
