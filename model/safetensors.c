@@ -353,9 +353,10 @@ int st_open(struct st_file *f, const char *path) {
     char msg[700];
     int cap = cJSON_GetArraySize(root);
     f->t = xcalloc((size_t)(cap ? cap : 1), sizeof(*f->t));
+    cJSON *meta = NULL;  // owned by root until detached after the loop
     for (cJSON *e = root->child; e; e = e->next) {
         if (!strcmp(e->string, "__metadata__")) {
-            if (f->metadata) {
+            if (meta) {
                 cJSON_Delete(root);
                 return open_fail(f, "duplicate \"__metadata__\"");
             }
@@ -370,7 +371,7 @@ int st_open(struct st_file *f, const char *path) {
                     cJSON_Delete(root);
                     return open_fail(f, "\"__metadata__\" must map strings to strings (key '%s' does not)", pk);
                 }
-            f->metadata = e;  // detached below, once the loop no longer walks the list
+            meta = e;
             continue;
         }
         if (parse_entry(&f->t[f->n], e, data_len, msg, sizeof(msg)) != 0) {
@@ -381,7 +382,7 @@ int st_open(struct st_file *f, const char *path) {
         f->t[f->n].end += f->data_start;
         f->n++;
     }
-    if (f->metadata) cJSON_DetachItemViaPointer(root, f->metadata);
+    if (meta) f->metadata = cJSON_DetachItemViaPointer(root, meta);
     cJSON_Delete(root);
 
     // File order, then names (unique), then coverage: sorted ranges tile the data region exactly
