@@ -1,19 +1,18 @@
 // llamac inspect --model PRESET | --hf DIR  [--batch B] [--seq T] [--tp K] [--recompute]
 // Prints the model's shapes, its exact parameter count, and the memory one rank needs for a training step.
-// With --hf the config comes from DIR/config.json and every weight is then loaded into a (CPU, tp = 1)
-// model, so that a bad checkpoint fails here with the same one-line error a training run would give.
+// With --hf the config comes from DIR/config.json and every weight is then read and checked exactly as
+// loading it into a model would (hf_check_weights), so that a bad checkpoint fails here with the same
+// one-line error a training run would give, without the memory of a model.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
-#include "core/comm.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "model/config.h"
 #include "model/hf.h"
 #include "model/llama.h"
-#include "model/ops/ops.h"
 
 static void fmt_count(char *out, size_t n, long long v) {
     char digits[32], *o = out;
@@ -77,16 +76,12 @@ static int print_report(const struct llama_config *c, const char *label, int B, 
     return 0;
 }
 
-// Loads every weight of DIR into a CPU model: names, shapes, dtypes and data all checked.
+// Reads and checks every weight of DIR as loading it into a model would (names, shapes, dtypes, data).
 static int check_hf_weights(const struct llama_config *c, const char *dir) {
-    struct llama m;
-    if (llama_init(&m, c, backend_cpu(), comm_self()) != 0) return -1;
     struct hf_weights_info info;
-    int rc = hf_load_weights_info(&m, dir, &info);
-    llama_free(&m);
-    if (rc != 0) return -1;
-    printf("weights OK (%d tensors in %d file%s, dtype %s)\n", info.n_tensors, info.n_files,
-           info.n_files == 1 ? "" : "s", info.dtype);
+    if (hf_check_weights(c, dir, &info) != 0) return -1;
+    printf("weights OK (%d tensors, dtype %s; %d file%s)\n", info.n_tensors, info.dtype, info.n_files,
+           info.n_files == 1 ? "" : "s");
     return 0;
 }
 

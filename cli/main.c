@@ -11,8 +11,9 @@ static const struct command {
     int (*run)(int argc, char **argv);
     const char *help;
 } commands[] = {
-    {"inspect", cmd_inspect, "print a model's parameter count and the memory a training step needs"},
-    {"forward", cmd_forward, "run forward and backward of a model on random tokens and print the loss"},
+    {"inspect", cmd_inspect, "print a model's parameter count and the memory a training step needs; with --hf DIR,\n"
+                             "            also check every weight of a Hugging Face checkpoint"},
+    {"forward", cmd_forward, "run forward and backward of a model (random, or --hf DIR) on random tokens"},
 };
 
 static void usage(FILE *f) {

@@ -474,10 +474,13 @@ static int check_shape(const struct hf_ckpt *ck, const struct hf_entry *e, const
                    st_printable(pn, sizeof(pn), e->name), got, exp);
 }
 
-int hf_load_weights_info(struct llama *m, const char *dir, struct hf_weights_info *info) {
+// Loads DIR into m's parameters, or with m == NULL only checks it: the same names, shapes and data
+// reads either way, so `llamac inspect --hf` validates exactly what a load would without allocating a
+// model. pl is the layout of m (or of a tp = 1 model of the config).
+static int load_or_check(struct llama *m, const struct param_layout *pl, int tie, const char *dir,
+                         struct hf_weights_info *info) {
     struct hf_ckpt ck;
     if (ckpt_open(&ck, dir) != 0) return -1;
-    const struct param_layout *pl = &m->layout;
     char pn[100];
     int rc = 0;
 
@@ -487,7 +490,7 @@ int hf_load_weights_info(struct llama *m, const char *dir, struct hf_weights_inf
         const struct hf_entry *e = &ck.e[i];
         if (ends_with(e->name, "rotary_emb.inv_freq")) continue;
         const struct param_tensor *p = param_find(pl, e->name);
-        if (!p && m->cfg.tie_embeddings && !strcmp(e->name, "lm_head.weight")) {
+        if (!p && tie && !strcmp(e->name, "lm_head.weight")) {
             p = param_get(pl, PARAM_EMBED, -1);  // same shape as the embedding; must be equal (checked below)
             tied_head = e;
         }
@@ -512,7 +515,7 @@ int hf_load_weights_info(struct llama *m, const char *dir, struct hf_weights_inf
         if (pl->t[i].numel > max_local) max_local = pl->t[i].numel;
     }
     float *full = rc ? NULL : xmalloc_aligned(sizeof(float) * max_full);
-    float *local = rc ? NULL : xmalloc_aligned(sizeof(float) * max_local);
+    float *local = rc || !m ? NULL : xmalloc_aligned(sizeof(float) * max_local);
     int n_dtype[3] = {0, 0, 0};
     for (int i = 0; i < pl->n && rc == 0; i++) {
         const struct param_tensor *p = &pl->t[i];
@@ -522,8 +525,10 @@ int hf_load_weights_info(struct llama *m, const char *dir, struct hf_weights_inf
             break;
         }
         n_dtype[e->t->dtype]++;
-        param_slice_from_full(p, local, full);
-        m->be->from_host(be_at(m->be, BUF_PARAM, m->params, p->offset), local, BUF_PARAM, p->numel);
+        if (m) {
+            param_slice_from_full(p, local, full);
+            m->be->from_host(be_at(m->be, BUF_PARAM, m->params, p->offset), local, BUF_PARAM, p->numel);
+        }
         if (p->kind == PARAM_EMBED && tied_head) {  // an lm_head saved beside tied embeddings must equal them
             float *head = xmalloc_aligned(sizeof(float) * max_full);
             rc = st_read_f32(&ck.files[tied_head->file], tied_head->t, head);
@@ -551,7 +556,19 @@ int hf_load_weights_info(struct llama *m, const char *dir, struct hf_weights_inf
     return rc;
 }
 
+int hf_load_weights_info(struct llama *m, const char *dir, struct hf_weights_info *info) {
+    return load_or_check(m, &m->layout, m->cfg.tie_embeddings, dir, info);
+}
+
 int hf_load_weights(struct llama *m, const char *dir) { return hf_load_weights_info(m, dir, NULL); }
+
+int hf_check_weights(const struct llama_config *c, const char *dir, struct hf_weights_info *info) {
+    struct param_layout pl;
+    if (param_layout_init(&pl, c, 1, 0) != 0) return -1;
+    int rc = load_or_check(NULL, &pl, c->tie_embeddings, dir, info);
+    param_layout_free(&pl);
+    return rc;
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Saving

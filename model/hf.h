@@ -40,6 +40,10 @@ struct hf_weights_info {
 // the file and the problem (the parameters may then be partly overwritten).
 int hf_load_weights(struct llama *m, const char *dir);
 int hf_load_weights_info(struct llama *m, const char *dir, struct hf_weights_info *info);
+// Every check and every data read of hf_load_weights, for the model config c describes, without
+// allocating the model (what `llamac inspect --hf` runs: a 7B checkpoint needs one tensor of memory,
+// not the model's).
+int hf_check_weights(const struct llama_config *c, const char *dir, struct hf_weights_info *info);
 
 // Writes DIR/config.json and DIR/model.safetensors (one file, `dtype`, metadata {"format": "pt"} as
 // transformers requires), creating DIR when needed. Only for m->tp->size == 1 (a tp rank holds slices);

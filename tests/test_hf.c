@@ -141,19 +141,25 @@ static void run_llamac(struct run *r, const char *a1, const char *a2, const char
     slurp(errp, r->err, sizeof(r->err));
 }
 
-// `llamac inspect --hf DIR` must fail cleanly: exit 1, no signal, stderr one line naming `file` and
-// containing `problem`.
+// `llamac inspect --hf DIR` (which checks the weights without a model) and `llamac forward --hf DIR`
+// (which loads them into one) must both fail cleanly: exit 1, no signal, stderr one line naming `file`
+// and containing `problem`.
 static void expect_inspect_fails(const char *dir, const char *file, const char *problem) {
-    struct run r;
-    run_llamac(&r, "inspect", "--hf", dir, NULL);
-    cr_expect(!r.signaled, "llamac was killed by signal %d (a crash); stderr: %s", r.sig, r.err);
-    cr_expect(r.exited && r.code == 1, "exit status %d, expected 1; stderr: %s", r.code, r.err);
-    size_t len = strlen(r.err);
-    const char *nl = strchr(r.err, '\n');
-    cr_expect(len > 0 && nl == r.err + len - 1, "stderr must be exactly one line, got:\n%s", r.err);
-    cr_expect(!strncmp(r.err, "llamac inspect: ", 16), "stderr: %s", r.err);
-    cr_expect(strstr(r.err, file) != NULL, "stderr must name %s: %s", file, r.err);
-    cr_expect(strstr(r.err, problem) != NULL, "stderr must say '%s': %s", problem, r.err);
+    static const char *const cmds[] = {"inspect", "forward"};
+    for (int k = 0; k < 2; k++) {
+        struct run r;
+        run_llamac(&r, cmds[k], "--hf", dir, k ? "--seq=8" : NULL);
+        cr_expect(!r.signaled, "%s: llamac was killed by signal %d (a crash); stderr: %s", cmds[k], r.sig, r.err);
+        cr_expect(r.exited && r.code == 1, "%s: exit status %d, expected 1; stderr: %s", cmds[k], r.code, r.err);
+        size_t len = strlen(r.err);
+        const char *nl = strchr(r.err, '\n');
+        cr_expect(len > 0 && nl == r.err + len - 1, "%s: stderr must be exactly one line, got:\n%s", cmds[k], r.err);
+        char prefix[32];
+        snprintf(prefix, sizeof(prefix), "llamac %s: ", cmds[k]);
+        cr_expect(!strncmp(r.err, prefix, strlen(prefix)), "stderr: %s", r.err);
+        cr_expect(strstr(r.err, file) != NULL, "%s: stderr must name %s: %s", cmds[k], file, r.err);
+        cr_expect(strstr(r.err, problem) != NULL, "%s: stderr must say '%s': %s", cmds[k], problem, r.err);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -433,6 +439,9 @@ Test(hf, sharded_checkpoint_with_index) {
     cr_expect_str_eq(info.dtype, "F16+BF16");
     cr_expect_eq(info.n_dtype[ST_F16], split);
     cr_expect_eq(info.n_dtype[ST_BF16], n - split);
+    struct hf_weights_info checked;  // the model-less check sees the same
+    cr_assert_eq(hf_check_weights(&c2, dir, &checked), 0, "%s", err_msg());
+    cr_expect_eq(memcmp(&checked, &info, sizeof(info)), 0, "hf_check_weights and hf_load_weights_info disagree");
     float *pb = params_host(&b);
     int bad = 0;
     for (int i = 0; i < n; i++) {
@@ -572,7 +581,7 @@ Test(hf, cli_inspect_and_forward_load_a_checkpoint) {
     cr_expect(r.exited && r.code == 0, "exit %d; stderr: %s", r.code, r.err);
     cr_expect_str_eq(r.err, "");
     char want[128];
-    snprintf(want, sizeof(want), "weights OK (%d tensors in 1 file, dtype BF16)\n", a.layout.n);
+    snprintf(want, sizeof(want), "weights OK (%d tensors, dtype BF16; 1 file)\n", a.layout.n);
     cr_expect(strstr(r.out, want), "stdout should contain '%s':\n%s", want, r.out);
     cr_expect(strstr(r.out, "model       hf_cli\n"), "%s", r.out);
     cr_expect(strstr(r.out, "shape       dim 16, layers 2, heads 4, kv heads 2, head dim 4, ffn hidden 32, vocab 41, tied embeddings"),
@@ -869,5 +878,5 @@ Test(hf, bad_shard_name_escaping_the_directory) {
     struct run r;
     run_llamac(&r, "inspect", "--hf", BAD_DIR("escape5"), NULL);
     cr_expect(r.exited && r.code == 0, "exit %d; stderr: %s", r.code, r.err);
-    cr_expect(strstr(r.out, "in 2 files, dtype BF16"), "%s", r.out);
+    cr_expect(strstr(r.out, "dtype BF16; 2 files)"), "%s", r.out);
 }

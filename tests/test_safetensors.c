@@ -434,3 +434,60 @@ Test(safetensors, writer_refuses_bad_input_and_keeps_the_old_file) {
     cr_expect_eq(f.n, 1);
     st_close(&f);
 }
+
+// Random damage to a valid file (header bytes, the length field, truncation): st_open either refuses it
+// with one line naming the file or accepts a header whose every tensor then reads in full. Never a crash.
+Test(safetensors, random_corruptions_are_refused_or_read_never_crash) {
+    const char *good = TMP "/st_fuzz_good.safetensors", *path = TMP "/st_fuzz.safetensors";
+    float x[96];
+    for (int i = 0; i < 96; i++) x[i] = (float)i / 7;
+    struct st_write_tensor w[] = {{"a.weight", 2, {4, 8}, x}, {"b", 1, {32}, x + 32}, {"c.bias", 3, {2, 2, 8}, x + 64}};
+    cr_assert_eq(st_write(good, w, 3, ST_BF16, "{\"format\":\"pt\"}"), 0);
+    FILE *fp = fopen(good, "rb");
+    unsigned char orig[4096];
+    size_t size = fread(orig, 1, sizeof(orig), fp);
+    fclose(fp);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | orig[i];
+    struct rng r;
+    rng_seed(&r, 99);
+    int opened = 0, refused = 0;
+    static unsigned char buf[4096];
+    static float out[1 << 16];
+    for (int it = 0; it < 3000; it++) {
+        memcpy(buf, orig, size);
+        size_t n = size;
+        int kind = (int)(rng_u64(&r) % 4);
+        if (kind == 0 || kind == 3) {  // header bytes: digits, punctuation, anything
+            int k = 1 + (int)(rng_u64(&r) % 3);
+            const char alphabet[] = "0123456789{}[],:\" -eE.FBI";
+            for (int j = 0; j < k; j++) {
+                size_t at = 8 + rng_u64(&r) % hlen;
+                buf[at] = rng_u64(&r) % 2 ? (unsigned char)alphabet[rng_u64(&r) % (sizeof(alphabet) - 1)]
+                                          : (unsigned char)rng_u64(&r);
+            }
+        }
+        if (kind == 1) {  // the length field
+            uint64_t v = rng_u64(&r) % 3 ? hlen + (rng_u64(&r) % 33) - 16 : rng_u64(&r);
+            for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(v >> (8 * i));
+        }
+        if (kind == 2 || kind == 3) n = rng_u64(&r) % (size + 1);  // truncated anywhere
+        fp = fopen(path, "wb");
+        fwrite(buf, 1, n, fp);
+        fclose(fp);
+        struct st_file f;
+        if (st_open(&f, path) != 0) {
+            refused++;
+            cr_assert(!strncmp(err_msg(), path, strlen(path)) && !strchr(err_msg(), '\n'), "iteration %d: %s", it, err_msg());
+            continue;
+        }
+        opened++;
+        for (int i = 0; i < f.n; i++) {
+            cr_assert_leq(st_numel(&f.t[i]), 1 << 16, "an accepted tensor fits in the file");
+            cr_assert_eq(st_read_f32(&f, &f.t[i], out), 0, "iteration %d: accepted but unreadable: %s", it, err_msg());
+        }
+        st_close(&f);
+    }
+    cr_expect_gt(refused, 1000, "most damage must be caught (%d refused, %d opened)", refused, opened);
+    cr_expect_gt(opened, 10, "some damage is harmless (a changed value in a name or the metadata)");
+}
