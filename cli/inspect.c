@@ -98,7 +98,7 @@ int cmd_inspect(int argc, char **argv) {
         else if (!strcmp(argv[i], "--help")) {
             printf("usage: llamac inspect (--model PRESET|FILE.ini | --hf DIR) [--batch B] [--seq T] [--tp K] [--recompute]\n"
                    "  --hf DIR   a Hugging Face Llama checkpoint (config.json + model.safetensors or its index);\n"
-                   "             every weight is loaded and checked\n");
+                   "             every weight is read and checked as a load would\n");
             return 0;
         } else return err_set("unknown option '%s' (see llamac inspect --help)", argv[i]);
     }
