@@ -1,5 +1,8 @@
-// llamac inspect --model PRESET [--batch B] [--seq T] [--tp K] [--recompute]
+// llamac inspect --model PRESET | --hf DIR  [--batch B] [--seq T] [--tp K] [--recompute]
 // Prints the model's shapes, its exact parameter count, and the memory one rank needs for a training step.
+// With --hf the config comes from DIR/config.json and every weight is then read and checked exactly as
+// loading it into a model would (hf_check_weights), so that a bad checkpoint fails here with the same
+// one-line error a training run would give, without the memory of a model.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +11,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "model/config.h"
+#include "model/hf.h"
 #include "model/llama.h"
 
 static void fmt_count(char *out, size_t n, long long v) {
@@ -34,42 +38,30 @@ static void fmt_short(char *out, size_t n, long long v) {
     else snprintf(out, n, "%.1fK", (double)(v / 100LL) / 10.0);
 }
 
-int cmd_inspect(int argc, char **argv) {
-    const char *model = NULL, *v;
-    int B = 1, T = 0, tp = 1, recompute = 0;
-    for (int i = 1; i < argc; i++) {
-        if (cli_opt(argc, argv, &i, "--model", &v)) model = v;
-        else if (cli_opt(argc, argv, &i, "--batch", &v)) B = atoi(v);
-        else if (cli_opt(argc, argv, &i, "--seq", &v)) T = atoi(v);
-        else if (cli_opt(argc, argv, &i, "--tp", &v)) tp = atoi(v);
-        else if (!strcmp(argv[i], "--recompute")) recompute = 1;
-        else if (!strcmp(argv[i], "--help")) {
-            printf("usage: llamac inspect --model PRESET|FILE.ini [--batch B] [--seq T] [--tp K] [--recompute]\n");
-            return 0;
-        } else return err_set("unknown option '%s' (see llamac inspect --help)", argv[i]);
-    }
-    if (!model) return err_set("--model PRESET is required (presets: %s/models/*.ini)", llama_configs_dir());
-    if (B < 1 || tp < 1) return err_set("--batch and --tp must be positive");
-    struct llama_config c = {0};
-    if (llama_config_preset(&c, model) != 0) return -1;
-    if (llama_config_validate(&c, model) != 0) return -1;
-    if (T <= 0) T = c.max_seq_len;
+// The report for config c (label: what the user named), for one rank of tp.
+static int print_report(const struct llama_config *c, const char *label, int B, int T, int tp, int recompute) {
+    if (T <= 0) T = c->max_seq_len;
     struct param_layout pl;
-    if (param_layout_init(&pl, &c, tp, 0) != 0) return -1;
+    if (param_layout_init(&pl, c, tp, 0) != 0) return -1;
 
-    long long n = llama_param_count(&c);
+    long long n = llama_param_count(c);
     char count[64], shortc[16];
     fmt_count(count, sizeof(count), n);
     fmt_short(shortc, sizeof(shortc), n);
-    printf("model       %s\n", c.name[0] ? c.name : model);
+    printf("model       %s\n", c->name[0] ? c->name : label);
     printf("shape       dim %d, layers %d, heads %d, kv heads %d, head dim %d, ffn hidden %d, vocab %d%s\n",
-           c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_hidden, c.vocab_size,
-           c.tie_embeddings ? ", tied embeddings" : "");
-    printf("rope        theta %g, max_seq_len %d; rmsnorm eps %g\n", c.rope_theta, c.max_seq_len, c.norm_eps);
+           c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn_hidden, c->vocab_size,
+           c->tie_embeddings ? ", tied embeddings" : "");
+    printf("rope        theta %g, max_seq_len %d; rmsnorm eps %g", c->rope_theta, c->max_seq_len, c->norm_eps);
+    if (c->rope_scaling == ROPE_SCALING_LINEAR) printf("; rope scaling linear x%g", c->rope_factor);
+    if (c->rope_scaling == ROPE_SCALING_LLAMA3)
+        printf("; rope scaling llama3 x%g (low %g, high %g, original %d)", c->rope_factor, c->rope_low_freq_factor,
+               c->rope_high_freq_factor, c->rope_original_max_seq_len);
+    printf("\n");
     printf("parameters  %s (%s)\n", count, shortc);
 
     size_t act, act32;
-    llama_act_sizes(&c, &pl, B, T, recompute, &act, &act32);
+    llama_act_sizes(c, &pl, B, T, recompute, &act, &act32);
     double P = (double)pl.total * 4, G = P, O = 2 * P, A = (double)(act + act32) * 4;
     char bp[32], bg[32], bo[32], ba[32], bt[32];
     fmt_bytes(bp, sizeof(bp), P);
@@ -82,4 +74,45 @@ int cmd_inspect(int argc, char **argv) {
     printf("  parameters %s, gradients %s, AdamW moments %s, activations %s: total %s\n", bp, bg, bo, ba, bt);
     param_layout_free(&pl);
     return 0;
+}
+
+// Reads and checks every weight of DIR as loading it into a model would (names, shapes, dtypes, data).
+static int check_hf_weights(const struct llama_config *c, const char *dir) {
+    struct hf_weights_info info;
+    if (hf_check_weights(c, dir, &info) != 0) return -1;
+    printf("weights OK (%d tensors, dtype %s; %d file%s)\n", info.n_tensors, info.dtype, info.n_files,
+           info.n_files == 1 ? "" : "s");
+    return 0;
+}
+
+int cmd_inspect(int argc, char **argv) {
+    const char *model = NULL, *hf = NULL, *v;
+    int B = 1, T = 0, tp = 1, recompute = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_opt(argc, argv, &i, "--model", &v)) model = v;
+        else if (cli_opt(argc, argv, &i, "--hf", &v)) hf = v;
+        else if (cli_opt(argc, argv, &i, "--batch", &v)) B = atoi(v);
+        else if (cli_opt(argc, argv, &i, "--seq", &v)) T = atoi(v);
+        else if (cli_opt(argc, argv, &i, "--tp", &v)) tp = atoi(v);
+        else if (!strcmp(argv[i], "--recompute")) recompute = 1;
+        else if (!strcmp(argv[i], "--help")) {
+            printf("usage: llamac inspect (--model PRESET|FILE.ini | --hf DIR) [--batch B] [--seq T] [--tp K] [--recompute]\n"
+                   "  --hf DIR   a Hugging Face Llama checkpoint (config.json + model.safetensors or its index);\n"
+                   "             every weight is read and checked as a load would\n");
+            return 0;
+        } else return err_set("unknown option '%s' (see llamac inspect --help)", argv[i]);
+    }
+    if (!model == !hf)
+        return err_set("give one of --model PRESET (presets: %s/models/*.ini) or --hf DIR", llama_configs_dir());
+    if (B < 1 || tp < 1) return err_set("--batch and --tp must be positive");
+    struct llama_config c = {0};
+    if (hf) {
+        if (hf_read_config(&c, hf) != 0) return -1;
+    } else {
+        if (llama_config_preset(&c, model) != 0) return -1;
+        if (llama_config_validate(&c, model) != 0) return -1;
+    }
+    if (print_report(&c, hf ? hf : model, B, T, tp, recompute) != 0) return -1;
+    fflush(stdout);
+    return hf ? check_hf_weights(&c, hf) : 0;
 }

@@ -1,0 +1,609 @@
+// Hugging Face Llama directories: config.json <-> struct llama_config, and the weights (one
+// model.safetensors or an index plus shards) <-> the model's parameter block.
+//
+// Loading runs in two passes so that nothing is read from a file that has not been validated: first
+// every header is opened and checked, and the set of tensors (names, shapes, which file holds each) is
+// matched against the model's layout; only then is any data read.
+#include "model/hf.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/error.h"
+
+#define HF_MAX_JSON (64u << 20)  // config.json and the index are small; refuse anything absurd
+
+// ---------------------------------------------------------------------------------------------------
+// JSON files
+// ---------------------------------------------------------------------------------------------------
+
+static int is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// Parses PATH as a JSON object; -1 with err_set("PATH: ...").
+static cJSON *read_json_object(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        err_set("%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(fp);
+        err_set("%s: not a regular file", path);
+        return NULL;
+    }
+    if ((uint64_t)st.st_size > HF_MAX_JSON) {
+        fclose(fp);
+        err_set("%s: %lld bytes is too large for a JSON file here (limit %u)", path, (long long)st.st_size, HF_MAX_JSON);
+        return NULL;
+    }
+    size_t n = (size_t)st.st_size;
+    char *txt = xmalloc(n + 1);
+    size_t got = fread(txt, 1, n, fp);
+    fclose(fp);
+    if (got != n) {
+        free(txt);
+        err_set("%s: short read (%zu of %zu bytes)", path, got, n);
+        return NULL;
+    }
+    txt[n] = '\0';
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(txt, n + 1, &end, 1);  // n + 1: cJSON checks the terminator
+    if (!root || !cJSON_IsObject(root)) {
+        long at = root ? 0 : (end ? (long)(end - txt) : 0);
+        free(txt);
+        cJSON_Delete(root);
+        if (at) err_set("%s: not valid JSON (error near byte %ld)", path, at);
+        else err_set("%s: not a JSON object", path);
+        return NULL;
+    }
+    free(txt);
+    return root;
+}
+
+// The value of KEY, with null counted as absent.
+static const cJSON *jget(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNull(v) ? NULL : v;
+}
+
+// An integer in [lo, INT32_MAX]; *out keeps its value when the key is absent and not required.
+static int jint(int *out, const cJSON *o, const char *key, int required, int lo, const char *path, const char *pre) {
+    const cJSON *v = jget(o, key);
+    if (!v) return required ? err_set("%s: key '%s%s' is missing", path, pre, key) : 0;
+    double d = v->valuedouble;
+    if (!cJSON_IsNumber(v) || d != floor(d) || d < lo || d > 2147483647.0)
+        return err_set("%s: key '%s%s' must be an integer >= %d", path, pre, key, lo);
+    *out = (int)d;
+    return 0;
+}
+
+// A positive finite number.
+static int jpos(float *out, const cJSON *o, const char *key, int required, const char *path, const char *pre) {
+    const cJSON *v = jget(o, key);
+    if (!v) return required ? err_set("%s: key '%s%s' is missing", path, pre, key) : 0;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0) || !isfinite((float)v->valuedouble))
+        return err_set("%s: key '%s%s' must be a positive number", path, pre, key);
+    *out = (float)v->valuedouble;
+    return 0;
+}
+
+static int jbool(int *out, const cJSON *o, const char *key, const char *path) {
+    const cJSON *v = jget(o, key);
+    if (!v) return 0;
+    if (!cJSON_IsBool(v)) return err_set("%s: key '%s' must be true or false", path, key);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+// A string key that, when present, must equal `want`.
+static int jexpect(const cJSON *o, const char *key, const char *want, const char *path, const char *why) {
+    const cJSON *v = jget(o, key);
+    if (!v) return 0;
+    char p[64];
+    if (!cJSON_IsString(v)) return err_set("%s: key '%s' must be a string", path, key);
+    if (strcmp(v->valuestring, want) != 0)
+        return err_set("%s: %s '%s' is not supported (%s)", path, key, st_printable(p, sizeof(p), v->valuestring), why);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// config.json
+// ---------------------------------------------------------------------------------------------------
+
+static int read_rope_scaling(struct llama_config *c, const cJSON *rs, const char *path) {
+    c->rope_scaling = ROPE_SCALING_NONE;
+    if (!rs) return 0;
+    if (!cJSON_IsObject(rs)) return err_set("%s: key 'rope_scaling' must be null or an object", path);
+    const cJSON *ty = jget(rs, "rope_type");
+    if (!ty) ty = jget(rs, "type");
+    if (!cJSON_IsString(ty)) return err_set("%s: key 'rope_scaling.rope_type' is missing or not a string", path);
+    const char *t = ty->valuestring;
+    if (!strcmp(t, "default")) return 0;
+    if (!strcmp(t, "linear")) {
+        c->rope_scaling = ROPE_SCALING_LINEAR;
+        return jpos(&c->rope_factor, rs, "factor", 1, path, "rope_scaling.");
+    }
+    if (!strcmp(t, "llama3")) {
+        c->rope_scaling = ROPE_SCALING_LLAMA3;
+        if (jpos(&c->rope_factor, rs, "factor", 1, path, "rope_scaling.") ||
+            jpos(&c->rope_low_freq_factor, rs, "low_freq_factor", 1, path, "rope_scaling.") ||
+            jpos(&c->rope_high_freq_factor, rs, "high_freq_factor", 1, path, "rope_scaling.") ||
+            jint(&c->rope_original_max_seq_len, rs, "original_max_position_embeddings", 1, 1, path, "rope_scaling."))
+            return -1;
+        if (!(c->rope_high_freq_factor > c->rope_low_freq_factor))
+            return err_set("%s: rope_scaling.high_freq_factor must be larger than low_freq_factor", path);
+        return 0;
+    }
+    char p[64];
+    return err_set("%s: rope_scaling type '%s' is not supported (linear or llama3)", path, st_printable(p, sizeof(p), t));
+}
+
+int hf_read_config(struct llama_config *c, const char *dir) {
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    cJSON *o = read_json_object(path);
+    if (!o) return -1;
+    memset(c, 0, sizeof(*c));
+    // The directory's base name, trailing slashes ignored
+    char base[1024];
+    snprintf(base, sizeof(base), "%s", dir);
+    size_t bl = strlen(base);
+    while (bl > 1 && base[bl - 1] == '/') base[--bl] = '\0';
+    const char *slash = strrchr(base, '/');
+    snprintf(c->name, sizeof(c->name), "%s", slash && slash[1] ? slash + 1 : base);
+
+    c->norm_eps = 1e-6f;  // LlamaConfig's defaults
+    c->rope_theta = 10000.0f;
+    c->max_seq_len = 2048;
+    c->rope_factor = 1.0f;
+    c->rope_low_freq_factor = 1.0f;
+    c->rope_high_freq_factor = 4.0f;
+    c->rope_original_max_seq_len = 8192;
+    c->n_kv_heads = 0;
+    c->head_dim = 0;
+    int rc = jexpect(o, "model_type", "llama", path, "llamac reads Llama models only");
+    if (!rc) rc = jexpect(o, "hidden_act", "silu", path, "Llama's MLP is SwiGLU");
+    int abias = 0, mbias = 0;
+    if (!rc) rc = jbool(&abias, o, "attention_bias", path);
+    if (!rc) rc = jbool(&mbias, o, "mlp_bias", path);
+    if (!rc && (abias || mbias))
+        rc = err_set("%s: %s is true, but llamac's Llama has no biases", path, abias ? "attention_bias" : "mlp_bias");
+    if (!rc) rc = jint(&c->dim, o, "hidden_size", 1, 1, path, "");
+    if (!rc) rc = jint(&c->ffn_hidden, o, "intermediate_size", 1, 1, path, "");
+    if (!rc) rc = jint(&c->n_layers, o, "num_hidden_layers", 1, 1, path, "");
+    if (!rc) rc = jint(&c->n_heads, o, "num_attention_heads", 1, 1, path, "");
+    if (!rc) rc = jint(&c->vocab_size, o, "vocab_size", 1, 1, path, "");
+    if (!rc) rc = jint(&c->n_kv_heads, o, "num_key_value_heads", 0, 1, path, "");
+    if (!rc) rc = jint(&c->head_dim, o, "head_dim", 0, 1, path, "");
+    if (!rc) rc = jpos(&c->norm_eps, o, "rms_norm_eps", 0, path, "");
+    if (!rc) rc = jpos(&c->rope_theta, o, "rope_theta", 0, path, "");
+    if (!rc) rc = jint(&c->max_seq_len, o, "max_position_embeddings", 0, 1, path, "");
+    if (!rc) rc = jbool(&c->tie_embeddings, o, "tie_word_embeddings", path);
+    if (!rc) rc = read_rope_scaling(c, jget(o, "rope_scaling"), path);
+    cJSON_Delete(o);
+    if (rc) return -1;
+    if (c->n_kv_heads == 0) c->n_kv_heads = c->n_heads;
+    if (c->head_dim == 0) {
+        if (c->dim % c->n_heads != 0)
+            return err_set("%s: hidden_size %d is not a multiple of num_attention_heads %d and head_dim is not given",
+                           path, c->dim, c->n_heads);
+        c->head_dim = c->dim / c->n_heads;
+    }
+    return llama_config_validate(c, path);
+}
+
+// The shortest decimal that reads back as the same float (1e-05, not 9.99999975e-06).
+static void fmt_float(char *out, size_t n, float v) {
+    for (int p = 6; p <= 9; p++) {
+        snprintf(out, n, "%.*g", p, (double)v);
+        if (strtof(out, NULL) == v) break;
+    }
+}
+
+static int write_text_atomic(const char *path, const char *text) {
+    char tmp[1200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *fp = fopen(tmp, "wb");
+    if (!fp) return err_set("%s: cannot create: %s", tmp, strerror(errno));
+    int ok = fputs(text, fp) >= 0 && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
+    int saved = errno;
+    if (fclose(fp) != 0 && ok) {
+        ok = 0;
+        saved = errno;
+    }
+    if (!ok) {
+        unlink(tmp);
+        return err_set("%s: write failed: %s", tmp, strerror(saved));
+    }
+    if (rename(tmp, path) != 0) {
+        saved = errno;
+        unlink(tmp);
+        return err_set("%s: cannot rename into place: %s", path, strerror(saved));
+    }
+    return 0;
+}
+
+int hf_write_config(const struct llama_config *c, const char *dir, enum st_dtype dtype) {
+    static const char *torch_dtype[] = {"float32", "float16", "bfloat16"};
+    char eps[32], theta[32], rs[512], f1[32], f2[32], f3[32];
+    fmt_float(eps, sizeof(eps), c->norm_eps);
+    fmt_float(theta, sizeof(theta), c->rope_theta);
+    fmt_float(f1, sizeof(f1), c->rope_factor);
+    fmt_float(f2, sizeof(f2), c->rope_low_freq_factor);
+    fmt_float(f3, sizeof(f3), c->rope_high_freq_factor);
+    if (c->rope_scaling == ROPE_SCALING_LINEAR)
+        snprintf(rs, sizeof(rs), "{\"rope_type\": \"linear\", \"factor\": %s}", f1);
+    else if (c->rope_scaling == ROPE_SCALING_LLAMA3)
+        snprintf(rs, sizeof(rs), "{\"rope_type\": \"llama3\", \"factor\": %s, \"low_freq_factor\": %s, "
+                 "\"high_freq_factor\": %s, \"original_max_position_embeddings\": %d}", f1, f2, f3,
+                 c->rope_original_max_seq_len);
+    else
+        snprintf(rs, sizeof(rs), "null");
+    char text[4096], path[1100];
+    snprintf(text, sizeof(text),
+             "{\n"
+             "  \"architectures\": [\"LlamaForCausalLM\"],\n"
+             "  \"model_type\": \"llama\",\n"
+             "  \"hidden_act\": \"silu\",\n"
+             "  \"hidden_size\": %d,\n"
+             "  \"intermediate_size\": %d,\n"
+             "  \"num_hidden_layers\": %d,\n"
+             "  \"num_attention_heads\": %d,\n"
+             "  \"num_key_value_heads\": %d,\n"
+             "  \"head_dim\": %d,\n"
+             "  \"vocab_size\": %d,\n"
+             "  \"max_position_embeddings\": %d,\n"
+             "  \"rms_norm_eps\": %s,\n"
+             "  \"rope_theta\": %s,\n"
+             "  \"rope_scaling\": %s,\n"
+             "  \"tie_word_embeddings\": %s,\n"
+             "  \"attention_bias\": false,\n"
+             "  \"mlp_bias\": false,\n"
+             "  \"torch_dtype\": \"%s\"\n"
+             "}\n",
+             c->dim, c->ffn_hidden, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size,
+             c->max_seq_len, eps, theta, rs, c->tie_embeddings ? "true" : "false", torch_dtype[dtype]);
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    return write_text_atomic(path, text);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The checkpoint's tensors: every file opened and validated, every tensor located
+// ---------------------------------------------------------------------------------------------------
+
+struct hf_entry {
+    const char *name;
+    int file;                     // index into ck->files
+    const struct st_tensor *t;
+};
+
+struct hf_ckpt {
+    char source[1100];            // the file that lists the tensors: model.safetensors or the index
+    int nfiles;
+    struct st_file *files;
+    int n;
+    struct hf_entry *e;           // (n) sorted by name
+};
+
+static int cmp_entry(const void *a, const void *b) {
+    return strcmp(((const struct hf_entry *)a)->name, ((const struct hf_entry *)b)->name);
+}
+
+static const struct hf_entry *ckpt_find(const struct hf_ckpt *ck, const char *name) {
+    struct hf_entry key = {name, 0, NULL};
+    return bsearch(&key, ck->e, (size_t)ck->n, sizeof(*ck->e), cmp_entry);
+}
+
+static void ckpt_close(struct hf_ckpt *ck) {
+    for (int i = 0; i < ck->nfiles; i++) st_close(&ck->files[i]);
+    free(ck->files);
+    free(ck->e);
+    memset(ck, 0, sizeof(*ck));
+}
+
+// A shard name from the index must be a plain file name: no directory part, not "." or "..".
+static int plain_file_name(const char *s) {
+    if (!s[0] || !strcmp(s, ".") || !strcmp(s, "..")) return 0;
+    for (const char *p = s; *p; p++)
+        if (*p == '/' || *p == '\\' || (unsigned char)*p < 0x20) return 0;
+    return 1;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+// (tensor, shard) pairs of the index's weight_map, sorted by tensor name.
+struct wm_pair { const char *name, *file; };
+static int cmp_wm(const void *a, const void *b) {
+    return strcmp(((const struct wm_pair *)a)->name, ((const struct wm_pair *)b)->name);
+}
+
+static int open_index(struct hf_ckpt *ck, const char *dir) {
+    const char *path = ck->source;
+    cJSON *root = read_json_object(path);
+    if (!root) return -1;
+    int rc = 0;
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(root, "metadata");
+    char pn[100], pf[100];
+    if (md && !cJSON_IsObject(md) && !cJSON_IsNull(md)) rc = err_set("%s: \"metadata\" must be an object", path);
+    else if (!cJSON_IsObject(wm)) rc = err_set("%s: \"weight_map\" is missing or not an object", path);
+    int nw = rc ? 0 : cJSON_GetArraySize(wm);
+    struct wm_pair *pairs = xmalloc(sizeof(*pairs) * (size_t)(nw ? nw : 1));
+    const char **names = xmalloc(sizeof(char *) * (size_t)(nw ? nw : 1));
+    int k = 0;
+    for (const cJSON *v = rc ? NULL : wm->child; v; v = v->next, k++) {
+        st_printable(pn, sizeof(pn), v->string);
+        if (!cJSON_IsString(v)) {
+            rc = err_set("%s: weight_map entry '%s' is not a file name string", path, pn);
+            break;
+        }
+        if (!plain_file_name(v->valuestring)) {
+            rc = err_set("%s: shard file name '%s' (for tensor '%s') is not a plain file name inside the model "
+                         "directory", path, st_printable(pf, sizeof(pf), v->valuestring), pn);
+            break;
+        }
+        pairs[k] = (struct wm_pair){v->string, v->valuestring};
+        names[k] = v->valuestring;
+    }
+    if (rc == 0 && nw == 0) rc = err_set("%s: weight_map lists no tensors", path);
+    if (rc == 0) {
+        qsort(pairs, (size_t)nw, sizeof(*pairs), cmp_wm);
+        for (int i = 1; i < nw && rc == 0; i++)
+            if (!strcmp(pairs[i].name, pairs[i - 1].name))
+                rc = err_set("%s: weight_map lists tensor '%s' twice", path, st_printable(pn, sizeof(pn), pairs[i].name));
+    }
+    if (rc == 0) {  // the distinct shards, each opened (and its header validated) once
+        qsort(names, (size_t)nw, sizeof(*names), cmp_str);
+        int u = 0;
+        for (int i = 0; i < nw; i++)
+            if (i == 0 || strcmp(names[i], names[u - 1]) != 0) names[u++] = names[i];
+        ck->files = xcalloc((size_t)u, sizeof(*ck->files));
+        for (int i = 0; i < u && rc == 0; i++) {
+            char fp[1400];
+            snprintf(fp, sizeof(fp), "%s/%s", dir, names[i]);
+            if (st_open(&ck->files[i], fp) != 0) rc = -1;
+            else ck->nfiles++;
+        }
+    }
+    // Every shard holds exactly the tensors the index gives it
+    for (int i = 0; i < ck->nfiles && rc == 0; i++) {
+        const struct st_file *f = &ck->files[i];
+        const char *fname = strrchr(f->path, '/') + 1;
+        for (int j = 0; j < f->n && rc == 0; j++) {
+            struct wm_pair key = {f->t[j].name, NULL};
+            const struct wm_pair *p = bsearch(&key, pairs, (size_t)nw, sizeof(*pairs), cmp_wm);
+            if (!p || strcmp(p->file, fname) != 0)
+                rc = err_set("%s: tensor '%s' is not listed for this file in model.safetensors.index.json", f->path,
+                             st_printable(pn, sizeof(pn), f->t[j].name));
+        }
+    }
+    for (int i = 0; i < nw && rc == 0; i++) {
+        char fp[1400];
+        snprintf(fp, sizeof(fp), "%s/%s", dir, pairs[i].file);
+        for (int j = 0; j < ck->nfiles; j++)
+            if (!strcmp(ck->files[j].path, fp) && !st_find(&ck->files[j], pairs[i].name))
+                rc = err_set("%s: the index maps tensor '%s' to %s, which does not contain it", path,
+                             st_printable(pn, sizeof(pn), pairs[i].name), st_printable(pf, sizeof(pf), pairs[i].file));
+    }
+    free(pairs);
+    free(names);
+    cJSON_Delete(root);
+    return rc;
+}
+
+static int ckpt_open(struct hf_ckpt *ck, const char *dir) {
+    memset(ck, 0, sizeof(*ck));
+    char single[1100], index[1100];
+    snprintf(single, sizeof(single), "%s/model.safetensors", dir);
+    snprintf(index, sizeof(index), "%s/model.safetensors.index.json", dir);
+    if (is_file(single)) {
+        snprintf(ck->source, sizeof(ck->source), "%s", single);
+        ck->files = xcalloc(1, sizeof(*ck->files));
+        if (st_open(&ck->files[0], single) != 0) return ckpt_close(ck), -1;
+        ck->nfiles = 1;
+    } else if (is_file(index)) {
+        snprintf(ck->source, sizeof(ck->source), "%s", index);
+        if (open_index(ck, dir) != 0) return ckpt_close(ck), -1;
+    } else {
+        return err_set("%s: no model.safetensors or model.safetensors.index.json (not a Hugging Face checkpoint "
+                       "directory?)", dir);
+    }
+    for (int i = 0; i < ck->nfiles; i++) ck->n += ck->files[i].n;
+    ck->e = xmalloc(sizeof(*ck->e) * (size_t)(ck->n ? ck->n : 1));
+    int k = 0;
+    for (int i = 0; i < ck->nfiles; i++)
+        for (int j = 0; j < ck->files[i].n; j++) ck->e[k++] = (struct hf_entry){ck->files[i].t[j].name, i, &ck->files[i].t[j]};
+    qsort(ck->e, (size_t)ck->n, sizeof(*ck->e), cmp_entry);
+    for (int i = 1; i < ck->n; i++)
+        if (!strcmp(ck->e[i].name, ck->e[i - 1].name)) {
+            char pn[100];
+            err_set("%s: tensor '%s' appears in both %s and %s", ck->source, st_printable(pn, sizeof(pn), ck->e[i].name),
+                    ck->files[ck->e[i - 1].file].path, ck->files[ck->e[i].file].path);
+            return ckpt_close(ck), -1;
+        }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------------------
+
+static int is_norm(enum param_kind k) { return k == PARAM_ATTN_NORM || k == PARAM_FFN_NORM || k == PARAM_NORM; }
+
+// The canonical shape of p: [full_rows, full_cols], or [C] for norms.
+static int canonical_shape(const struct param_tensor *p, int64_t *shape) {
+    if (is_norm(p->kind)) {
+        shape[0] = p->full_cols;
+        return 1;
+    }
+    shape[0] = p->full_rows;
+    shape[1] = p->full_cols;
+    return 2;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+static void fmt_shape(char *out, size_t n, const int64_t *shape, int ndim) {
+    size_t k = (size_t)snprintf(out, n, "[");
+    for (int d = 0; d < ndim && k < n; d++) k += (size_t)snprintf(out + k, n - k, d ? ", %lld" : "%lld", (long long)shape[d]);
+    if (k < n) snprintf(out + k, n - k, "]");
+}
+
+static int check_shape(const struct hf_ckpt *ck, const struct hf_entry *e, const int64_t *want, int nd) {
+    int ok = e->t->ndim == nd;
+    for (int d = 0; ok && d < nd; d++) ok = e->t->shape[d] == want[d];
+    if (ok) return 0;
+    char got[96], exp[96], pn[100];
+    fmt_shape(got, sizeof(got), e->t->shape, e->t->ndim);
+    fmt_shape(exp, sizeof(exp), want, nd);
+    return err_set("%s: tensor '%s' has shape %s but config.json implies %s", ck->files[e->file].path,
+                   st_printable(pn, sizeof(pn), e->name), got, exp);
+}
+
+// Loads DIR into m's parameters, or with m == NULL only checks it: the same names, shapes and data
+// reads either way, so `llamac inspect --hf` validates exactly what a load would without allocating a
+// model. pl is the layout of m (or of a tp = 1 model of the config).
+static int load_or_check(struct llama *m, const struct param_layout *pl, int tie, const char *dir,
+                         struct hf_weights_info *info) {
+    struct hf_ckpt ck;
+    if (ckpt_open(&ck, dir) != 0) return -1;
+    char pn[100];
+    int rc = 0;
+
+    // Pass 1: names and shapes, before any data is read
+    const struct hf_entry *tied_head = NULL;
+    for (int i = 0; i < ck.n && rc == 0; i++) {
+        const struct hf_entry *e = &ck.e[i];
+        if (ends_with(e->name, "rotary_emb.inv_freq")) continue;
+        const struct param_tensor *p = param_find(pl, e->name);
+        if (!p && tie && !strcmp(e->name, "lm_head.weight")) {
+            p = param_get(pl, PARAM_EMBED, -1);  // same shape as the embedding; must be equal (checked below)
+            tied_head = e;
+        }
+        if (!p) {
+            rc = err_set("%s: unexpected tensor '%s' (not a parameter of the Llama model config.json describes)",
+                         ck.files[e->file].path, st_printable(pn, sizeof(pn), e->name));
+            break;
+        }
+        int64_t shape[2];
+        int nd = canonical_shape(p, shape);
+        rc = check_shape(&ck, e, shape, nd);
+    }
+    for (int i = 0; i < pl->n && rc == 0; i++)
+        if (!ckpt_find(&ck, pl->t[i].name))
+            rc = err_set("%s: tensor '%s' is missing (config.json implies it)", ck.source, pl->t[i].name);
+
+    // Pass 2: the data, one canonical tensor at a time, sliced for this rank
+    size_t max_full = 0, max_local = 0;
+    for (int i = 0; i < pl->n; i++) {
+        size_t nf = (size_t)pl->t[i].full_rows * pl->t[i].full_cols;
+        if (nf > max_full) max_full = nf;
+        if (pl->t[i].numel > max_local) max_local = pl->t[i].numel;
+    }
+    float *full = rc ? NULL : xmalloc_aligned(sizeof(float) * max_full);
+    float *local = rc || !m ? NULL : xmalloc_aligned(sizeof(float) * max_local);
+    int n_dtype[3] = {0, 0, 0};
+    for (int i = 0; i < pl->n && rc == 0; i++) {
+        const struct param_tensor *p = &pl->t[i];
+        const struct hf_entry *e = ckpt_find(&ck, p->name);
+        if (st_read_f32(&ck.files[e->file], e->t, full) != 0) {
+            rc = -1;
+            break;
+        }
+        n_dtype[e->t->dtype]++;
+        if (m) {
+            param_slice_from_full(p, local, full);
+            m->be->from_host(be_at(m->be, BUF_PARAM, m->params, p->offset), local, BUF_PARAM, p->numel);
+        }
+        if (p->kind == PARAM_EMBED && tied_head) {  // an lm_head saved beside tied embeddings must equal them
+            float *head = xmalloc_aligned(sizeof(float) * max_full);
+            rc = st_read_f32(&ck.files[tied_head->file], tied_head->t, head);
+            if (rc == 0 && memcmp(head, full, sizeof(float) * (size_t)p->full_rows * p->full_cols) != 0)
+                rc = err_set("%s: lm_head.weight differs from model.embed_tokens.weight, but config.json has "
+                             "tie_word_embeddings true", ck.files[tied_head->file].path);
+            if (rc == 0) n_dtype[tied_head->t->dtype]++;
+            free(head);
+        }
+    }
+    free(full);
+    free(local);
+    if (rc == 0 && info) {
+        memset(info, 0, sizeof(*info));
+        info->n_tensors = ck.n;
+        info->n_files = ck.nfiles;
+        memcpy(info->n_dtype, n_dtype, sizeof(n_dtype));
+        for (int d = 0; d < 3; d++)
+            if (n_dtype[d]) {
+                size_t len = strlen(info->dtype);
+                snprintf(info->dtype + len, sizeof(info->dtype) - len, "%s%s", len ? "+" : "", st_dtype_name((enum st_dtype)d));
+            }
+    }
+    ckpt_close(&ck);
+    return rc;
+}
+
+int hf_load_weights_info(struct llama *m, const char *dir, struct hf_weights_info *info) {
+    return load_or_check(m, &m->layout, m->cfg.tie_embeddings, dir, info);
+}
+
+int hf_load_weights(struct llama *m, const char *dir) { return hf_load_weights_info(m, dir, NULL); }
+
+int hf_check_weights(const struct llama_config *c, const char *dir, struct hf_weights_info *info) {
+    struct param_layout pl;
+    if (param_layout_init(&pl, c, 1, 0) != 0) return -1;
+    int rc = load_or_check(NULL, &pl, c->tie_embeddings, dir, info);
+    param_layout_free(&pl);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Saving
+// ---------------------------------------------------------------------------------------------------
+
+int hf_save(const struct llama *m, const char *dir, enum st_dtype dtype) {
+    if (m->tp->size != 1)
+        return err_set("%s: saving a tensor-parallel model (tp = %d) needs its slices gathered first; only tp = 1 "
+                       "is supported", dir, m->tp->size);
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) return err_set("%s: exists and is not a directory", dir);
+    } else if (mkdir(dir, 0755) != 0) {
+        return err_set("%s: cannot create directory: %s", dir, strerror(errno));
+    }
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/model.safetensors.index.json", dir);
+    if (is_file(path))
+        return err_set("%s: the directory holds a sharded checkpoint; save to an empty directory", path);
+
+    const struct param_layout *pl = &m->layout;
+    float *host = xmalloc_aligned(sizeof(float) * pl->total);
+    llama_params_to_host(m, host);
+    struct st_write_tensor *w = xcalloc((size_t)pl->n, sizeof(*w));
+    for (int i = 0; i < pl->n; i++) {
+        const struct param_tensor *p = &pl->t[i];
+        CHECK(p->rows == p->full_rows && p->cols == p->full_cols);  // tp = 1: every tensor whole, no padding
+        w[i].name = p->name;
+        w[i].ndim = canonical_shape(p, w[i].shape);
+        w[i].data = host + p->offset;
+    }
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    int rc = st_write(path, w, pl->n, dtype, "{\"format\":\"pt\"}");
+    free(w);
+    free(host);
+    if (rc == 0) rc = hf_write_config(&m->cfg, dir, dtype);
+    return rc;
+}
