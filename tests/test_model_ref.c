@@ -53,6 +53,8 @@ static void check_case(const char *name, int recompute) {
     float *grads = malloc(sizeof(float) * m.layout.total);
     llama_grads_to_host(&m, grads);
     int checked = 0;
+    double worst = 0;
+    const char *worst_name = "";
     for (int i = 0; i < m.layout.n; i++) {
         const struct param_tensor *t = &m.layout.t[i];
         char gname[160];
@@ -64,10 +66,13 @@ static void check_case(const char *name, int recompute) {
         double e = rel_err(grads + t->offset, want, t->numel);
         cr_expect(e < 1e-4, "%s%s: gradient of %s differs from PyTorch: relative error %.3g", name,
                   recompute ? " (recompute)" : "", t->name, e);
+        if (e > worst) worst = e, worst_name = t->name;
         free(want);
         checked++;
     }
     cr_expect(checked == m.layout.n && checked >= 20, "every tensor compared (%d)", checked);
+    printf("model_ref %s%s: loss %.9f (PyTorch %.9f, relative error %.2g); worst gradient relative error %.2g (%s)\n",
+           name, recompute ? " (recompute)" : "", loss, ref_loss, lerr, worst, worst_name);
     st_close(&ref);
     free(grads);
     free(tok);

@@ -98,6 +98,10 @@ class Llama(torch.nn.Module):
         """Parameters by their Hugging Face names."""
         out = {}
         for name, p in self.named_parameters():
+            for proj, group in (("q_proj", "self_attn"), ("k_proj", "self_attn"), ("v_proj", "self_attn"),
+                                ("o_proj", "self_attn"), ("gate_proj", "mlp"), ("up_proj", "mlp"),
+                                ("down_proj", "mlp")):
+                name = name.replace("." + proj + ".", "." + group + "." + proj + ".")
             out[name if name.startswith("lm_head") else "model." + name] = p
         return out
 
