@@ -12,8 +12,8 @@
 // at once, while backward computes the layers before it. A bucket may span several ranges and a range
 // several buckets; ranges may come in any order but must not overlap. Every call also tests the
 // requests in flight, which is what makes Open MPI progress them during backward (MPI moves data only
-// inside MPI calls unless it has a progress thread). dp_sync_finish starts whatever was never reported
-// and waits for everything.
+// inside MPI calls unless it has a progress thread). dp_sync_finish waits for the buckets in flight and
+// then reduces whatever was never reported with blocking all-reduces.
 //
 // Collectives on one communicator must be started in the same order on every rank: the order here
 // follows the order of the reported ranges, which is the same on every rank of a DP group because its
@@ -57,7 +57,7 @@ struct dp_sync *dp_sync_create(struct comm *dp, void *grads, size_t n_total, dou
 void dp_sync_destroy(struct dp_sync *s);
 // The on_grads_ready callback: ctx is the struct dp_sync; elements [off, off + n) are final.
 void dp_sync_on_ready(void *ctx, size_t off, size_t n);
-// Starts the buckets not started yet and waits for all: the buffer then holds the sum over the group.
+// Waits for the buckets in flight and reduces the others: the buffer then holds the sum over the group.
 void dp_sync_finish(struct dp_sync *s);
 // Readies the sync for the next step (after dp_sync_finish).
 void dp_sync_reset(struct dp_sync *s);

@@ -77,11 +77,9 @@ hms_to_s() { echo "$1" | awk -F: '{ s = 0; for (i = 1; i <= NF; i++) s = s * 60 
 RUN_DIR=${LLAMAC_RUN_DIR:-}
 if [ -z "$RUN_DIR" ]; then
     prev=""
-    for a in ${ARGS[@]+"${ARGS[@]}"}; do
-        case "$prev$a" in
-            --setrun.run_dir=*) RUN_DIR=${a#run.run_dir=} ;;
-            --set=run.run_dir=*) RUN_DIR=${a#--set=run.run_dir=} ;;
-        esac
+    for a in ${ARGS[@]+"${ARGS[@]}"}; do  # the last of --set run.run_dir=X / --set=run.run_dir=X wins
+        case $prev in --set) case $a in run.run_dir=*) RUN_DIR=${a#run.run_dir=} ;; esac ;; esac
+        case $a in --set=run.run_dir=*) RUN_DIR=${a#--set=run.run_dir=} ;; esac
         prev=$a
     done
 fi

@@ -80,8 +80,11 @@ static void run_case(const char *group, struct comm *dp, double mb, const char *
     float *grads = malloc(N_TOTAL * sizeof(float)), *ref = malloc(N_TOTAL * sizeof(float));
     struct dp_sync *s = dp_sync_create(dp, grads, N_TOTAL, mb);
     char what[160];
-    snprintf(what, sizeof(what), "%s, %.4g MB buckets (%zu elements, %d buckets), %s ranges (%d of %d reported)", group,
-             mb, s->bucket_elems, s->n_buckets, pattern, n_report, nr);
+    char size[32];
+    if (mb > 0) snprintf(size, sizeof(size), "%.4g MB", mb);
+    else snprintf(size, sizeof(size), "default %g MB", DP_BUCKET_MB_DEFAULT);
+    snprintf(what, sizeof(what), "%s, %s buckets (%zu elements, %d buckets), %s ranges (%d of %d reported)", group,
+             size, s->bucket_elems, s->n_buckets, pattern, n_report, nr);
     check_buckets(s, what);
     for (int step = 0; step < steps; step++) {
         fill(grads, N_TOTAL, g.world_rank, step);

@@ -1,7 +1,9 @@
 // The process grid (launch/grid.c): `mpi_grid TP` builds the grid and checks that every group holds the
 // world ranks DESIGN.md says (TP innermost: TP group r / tp, DP group r % tp), exit 0; a layout that
 // does not fit prints grid_init's one-line error on rank 0 and exits 2 (mpi_grid_bad_layout expects it).
-// Run without mpirun it is the singleton case: a one-rank world.
+// Run without mpirun it is the singleton case: a one-rank world. `mpi_grid 1 bad-root` (on 2 ranks or
+// more) broadcasts from a rank that does not exist: MPI_CHECK must report the call with file and line
+// and abort the job.
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,12 @@ int main(int argc, char **argv) {
     if (grid_init(&g, &argc, &argv, tp) != 0) {
         if (g.world_rank == 0) fprintf(stderr, "llamac: %s\n", err_msg());
         return 2;
+    }
+    if (argc > 2 && !strcmp(argv[2], "bad-root")) {  // an MPI error must name the call, file and line
+        float x = 0;
+        comm_broadcast(g.world, &x, 1, COMM_F32, g.world_size + 5);
+        grid_finalize(&g);
+        return 0;
     }
     int expect[64];
     for (int i = 0; i < g.world_size; i++) expect[i] = i;

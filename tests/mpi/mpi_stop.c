@@ -1,7 +1,8 @@
 // A stand-in for `llamac train` that keeps the batch scripts' contract (launch/slurm.sbatch), used by
 // tests/mpi/test_scripts.sh to run the scripts end to end under a real mpirun:
 //
-//   mpi_stop train RUN.ini      (RUN.ini: [run] run_dir, [train] steps, step_ms, wall_limit_s, fail)
+//   mpi_stop train RUN.ini [--set run.run_dir=DIR]
+//                               (RUN.ini: [run] run_dir, [train] steps, step_ms, wall_limit_s, fail)
 //
 // Every rank installs the stop handlers, then rank 0 creates RUN_DIR/RUNNING (the test signals only
 // after that). Each step sleeps step_ms and asks stop_agreed(); on a stop each rank writes
@@ -52,8 +53,14 @@ int main(int argc, char **argv) {
     const double t0 = time_now();
     struct grid g;
     if (grid_init(&g, &argc, &argv, 1) != 0) return 2;
-    if (argc != 3 || strcmp(argv[1], "train") != 0 || read_ini(argv[2]) != 0) {
-        if (g.world_rank == 0) fprintf(stderr, "mpi_stop: usage: mpi_stop train RUN.ini (%s)\n", err_msg());
+    int ok = argc >= 3 && !strcmp(argv[1], "train") && read_ini(argv[2]) == 0;
+    for (int i = 3; ok && i < argc; i++)  // --set run.run_dir=X, the one override the scripts read
+        if (!strcmp(argv[i], "--set") && i + 1 < argc && !strncmp(argv[i + 1], "run.run_dir=", 12))
+            snprintf(run_dir, sizeof(run_dir), "%s", argv[++i] + 12);
+        else
+            ok = !err_set("unexpected argument %s", argv[i]);
+    if (!ok) {
+        if (g.world_rank == 0) fprintf(stderr, "mpi_stop: usage: mpi_stop train RUN.ini [--set run.run_dir=DIR] (%s)\n", err_msg());
         grid_finalize(&g);
         return 2;
     }

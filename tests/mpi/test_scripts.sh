@@ -182,6 +182,18 @@ check "resumed at step 3" logged done/RUNNING "^3$"
 check "not requeued" no_sched
 check "returned promptly (no watchdog left behind): $((t1 - t0)) s" [ $((t1 - t0)) -lt 20 ]
 
+if [ "$mode" = slurm ]; then
+    echo "== slurm: run_dir overridden on the command line (--set run.run_dir=...)"
+    mk_run cfgdir 1000 wall_limit_s=1
+    mkdir -p "$tmp/override"
+    : > "$tmp/sched.log"
+    bash "$script" "$tmp/cfgdir.ini" --set "run.run_dir=$tmp/override" > "$tmp/override.log" 2>&1 &
+    spid=$!
+    finish override
+    check "the trainer and the script used the override" sh -c "[ -f '$tmp/override/STOPPED' ] && [ ! -e '$tmp/cfgdir/STOPPED' ]"
+    check "requeued" logged sched.log "^scontrol requeue 4242$"
+fi
+
 echo "== $mode: a crash"
 mk_run crash 1000 fail=1
 start crash

@@ -25,6 +25,8 @@ llamac_mpi_test(mpi_grid_bad_layout sh ${LLAMAC_MPI_DIR}/expect_fail.sh
   "^llamac: parallel.tp = 2 does not divide the 3 ranks started" 1 ${LLAMAC_MPIRUN} -np 3 $<TARGET_FILE:mpi_grid> 2)
 llamac_mpi_test(mpi_grid_bad_tp sh ${LLAMAC_MPI_DIR}/expect_fail.sh
   "^llamac: parallel.tp = 0: the tensor-parallel size must be at least 1" 1 $<TARGET_FILE:mpi_grid> 0)
+llamac_mpi_test(mpi_check_reports sh ${LLAMAC_MPI_DIR}/expect_fail.sh
+  "internal error at .*launch/mpi_comm.c:[0-9]*: MPI_Bcast(.*) failed: MPI_ERR_ROOT" 1+ ${LLAMAC_MPIRUN} -np 2 $<TARGET_FILE:mpi_grid> 1 bad-root)
 # The batch scripts end to end: a signal to the script reaches every rank through mpirun, all ranks
 # stop at the same step, and the job requeues (Slurm) or resubmits (PBS) itself; a finished run does not.
 llamac_mpi_test(slurm_script sh ${LLAMAC_MPI_DIR}/test_scripts.sh slurm $<TARGET_FILE:mpi_stop> ${CMAKE_SOURCE_DIR})
