@@ -43,6 +43,7 @@ int main(int argc, char **argv) {
     struct grid g;
     if (grid_init(&g, &argc, &argv, 1) != 0) {
         fprintf(stderr, "bench_comm: %s\n", err_msg());
+        grid_finalize(&g);
         return 1;
     }
     int max_mb = argc > 1 ? atoi(argv[1]) : 64;

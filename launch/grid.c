@@ -8,12 +8,6 @@
 #include "core/log.h"
 #include "launch/mpi_comm.h"
 
-static int grid_refuse(struct grid *g) {
-    if (g->owns_mpi) MPI_Finalize();
-    g->owns_mpi = 0;
-    return -1;
-}
-
 // Finds out whether each TP group lives on one node (shared memory) and how many ranks each node runs.
 static void grid_check_nodes(struct grid *g) {
     MPI_Comm node, tpc = comm_mpi_handle(g->tp);
@@ -51,15 +45,10 @@ int grid_init(struct grid *g, int *argc, char ***argv, int tp) {
     MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &g->world_size));
     log_set_rank(g->world_rank, g->world_size);
 
-    if (tp < 1) {
-        err_set("parallel.tp = %d: the tensor-parallel size must be at least 1", tp);
-        return grid_refuse(g);
-    }
-    if (g->world_size % tp != 0) {
-        err_set("parallel.tp = %d does not divide the %d ranks started: launch a multiple of %d ranks "
-                "(mpirun -np N) or change parallel.tp", tp, g->world_size, tp);
-        return grid_refuse(g);
-    }
+    if (tp < 1) return err_set("parallel.tp = %d: the tensor-parallel size must be at least 1", tp);
+    if (g->world_size % tp != 0)
+        return err_set("parallel.tp = %d does not divide the %d ranks started: launch a multiple of %d ranks "
+                       "(mpirun -np N) or change parallel.tp", tp, g->world_size, tp);
     g->tp_size = tp;
     g->dp_size = g->world_size / tp;
     g->tp_rank = g->world_rank % tp;

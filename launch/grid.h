@@ -31,10 +31,17 @@ struct grid {
 
 // Starts MPI (unless the program already did), builds the groups and sets the log rank. argc/argv may
 // be NULL. Returns -1 with err_set on a layout that does not fit (tp < 1, world size not a multiple of
-// tp); MPI is then already finalized, g->world_rank and g->world_size are set (print the error on rank
-// 0 only) and the caller should exit non-zero.
+// tp), the same on every rank. MPI then stays up and g->world_rank is set: print err_msg() on rank 0,
+// then call grid_finalize, then exit non-zero. In that order, because mpirun kills every rank as soon
+// as one exits non-zero, and MPI_Finalize holds the others until rank 0 has printed.
+//
+//     if (grid_init(&g, &argc, &argv, tp) != 0) {
+//         if (g.world_rank == 0) fprintf(stderr, "llamac: %s\n", err_msg());
+//         grid_finalize(&g);
+//         return 1;
+//     }
 int grid_init(struct grid *g, int *argc, char ***argv, int tp);
-// Frees the communicators and ends MPI if grid_init started it.
+// Frees the communicators and ends MPI if grid_init started it (also after a failed grid_init).
 void grid_finalize(struct grid *g);
 // "world 8 = dp 4 x tp 2" (for the start-up log line).
 void grid_describe(const struct grid *g, char *out, int n);

@@ -224,6 +224,7 @@ static void check_barrier(void) {
 int main(int argc, char **argv) {
     if (grid_init(&g, &argc, &argv, 2) != 0) {
         fprintf(stderr, "mpi_comm_test: %s\n", err_msg());
+        grid_finalize(&g);
         return 1;
     }
     if (g.world_size != 4) {

@@ -150,6 +150,7 @@ static void check_zero1(const char *group, struct comm *dp) {
 int main(int argc, char **argv) {
     if (grid_init(&g, &argc, &argv, 2) != 0) {
         fprintf(stderr, "mpi_dp_sync: %s\n", err_msg());
+        grid_finalize(&g);
         return 1;
     }
     struct range llama[MAX_RANGES], shuf[MAX_RANGES], whole = {0, N_TOTAL};

@@ -29,6 +29,7 @@ int main(int argc, char **argv) {
     struct grid g;
     if (grid_init(&g, &argc, &argv, tp) != 0) {
         if (g.world_rank == 0) fprintf(stderr, "llamac: %s\n", err_msg());
+        grid_finalize(&g);
         return 2;
     }
     if (argc > 2 && !strcmp(argv[2], "bad-root")) {  // an MPI error must name the call, file and line

@@ -52,7 +52,10 @@ static void write_file(const char *name, const char *fmt, long v, long w) {
 int main(int argc, char **argv) {
     const double t0 = time_now();
     struct grid g;
-    if (grid_init(&g, &argc, &argv, 1) != 0) return 2;
+    if (grid_init(&g, &argc, &argv, 1) != 0) {
+        grid_finalize(&g);
+        return 2;
+    }
     int ok = argc >= 3 && !strcmp(argv[1], "train") && read_ini(argv[2]) == 0;
     for (int i = 3; ok && i < argc; i++)  // --set run.run_dir=X, the one override the scripts read
         if (!strcmp(argv[i], "--set") && i + 1 < argc && !strncmp(argv[i + 1], "run.run_dir=", 12))
