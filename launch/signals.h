@@ -31,7 +31,8 @@ struct stop_info {
 };
 
 // Installs the handlers for SIGTERM, SIGUSR1 and SIGINT (SA_RESTART, so interrupted reads resume) and
-// clears the flag. signals_restore puts the previous handlers back.
+// clears the flag. Call it right after grid_init, before anything slow: until then SIGUSR1 still has
+// its default action, which kills the rank. signals_restore puts the previous handlers back.
 void signals_install(void);
 void signals_restore(void);
 // The signal this process received since install (or stop_clear), or 0. Async-signal-safe to read.

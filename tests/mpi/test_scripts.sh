@@ -21,7 +21,7 @@ done
 cat > "$tmp/bin/qstat" <<'EOF'
 #!/bin/sh
 echo "Job Id: $2"
-echo "    Resource_List.walltime = ${FAKE_WALLTIME:-00:00:06}"
+echo "    Resource_List.walltime = ${FAKE_WALLTIME:-00:00:08}"
 EOF
 chmod +x "$tmp/bin/qstat"
 PATH="$tmp/bin:$PATH"
@@ -142,15 +142,15 @@ else
     export PBS_JOBID=77.server PBS_O_WORKDIR="$tmp" LLAMAC_STOP_MARGIN=2 LLAMAC_PBS_SCRIPT="$script"
     unset LLAMAC_WALLTIME PBS_WALLTIME 2>/dev/null
 
-    echo "== pbs: the watchdog stops the run 2 s before a 6 s walltime (from qstat -f)"
-    export FAKE_WALLTIME=00:00:06
+    echo "== pbs: the watchdog stops the run 2 s before an 8 s walltime (from qstat -f)"
+    export FAKE_WALLTIME=00:00:08
     mk_run watchdog 1000
     start watchdog
     finish watchdog
     check "exit status 0" status_is 0
     check "STOPPED written, no DONE" sh -c "[ -f '$tmp/watchdog/STOPPED' ] && [ ! -f '$tmp/watchdog/DONE' ]"
     check "every rank got SIGUSR1 and stopped after the same step" same_stop watchdog 10
-    check "walltime read from qstat" logged watchdog.log "walltime 6 s"
+    check "walltime read from qstat" logged watchdog.log "walltime 8 s"
     check "resubmitted with qsub, restart 1" \
         logged sched.log "^qsub -v LLAMAC_INI=$tmp/watchdog.ini,LLAMAC_RESTART_COUNT=1,.*LLAMAC_PBS_SCRIPT=$script $script\$"
 
