@@ -1,0 +1,82 @@
+// MPI start-up and the DP x TP groups; see grid.h for the layout.
+#include "launch/grid.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "launch/mpi_comm.h"
+
+// Finds out whether each TP group lives on one node (shared memory) and how many ranks each node runs.
+static void grid_check_nodes(struct grid *g) {
+    MPI_Comm node, tpc = comm_mpi_handle(g->tp);
+    MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g->world_rank, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_size(node, &g->ranks_per_node));
+    int node_id = g->world_rank, lo, hi;  // a node is named by its lowest world rank
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &node_id, 1, MPI_INT, MPI_MIN, node));
+    MPI_CHECK(MPI_Allreduce(&node_id, &lo, 1, MPI_INT, MPI_MIN, tpc));
+    MPI_CHECK(MPI_Allreduce(&node_id, &hi, 1, MPI_INT, MPI_MAX, tpc));
+    MPI_CHECK(MPI_Comm_free(&node));
+    g->tp_on_one_node = lo == hi;
+    int all_on_one = g->tp_on_one_node;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &all_on_one, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+    if (!all_on_one && g->world_rank == 0)
+        log_warn("a tensor-parallel group spans several nodes (tp %d, %d ranks on node 0): its all-reduces will "
+                 "cross the network; run a multiple of tp ranks per node, placed by slot (mpirun --map-by slot)",
+                 g->tp_size, g->ranks_per_node);
+}
+
+int grid_init(struct grid *g, int *argc, char ***argv, int tp) {
+    memset(g, 0, sizeof(*g));
+    int init = 0;
+    MPI_CHECK(MPI_Initialized(&init));
+    if (!init) {
+        int provided = 0;
+        MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+        g->owns_mpi = 1;
+        // MPI_CHECK reports failures itself (file, line, call) instead of MPI aborting silently.
+        MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+        if (provided < MPI_THREAD_FUNNELED)
+            log_warn("MPI provides thread level %d, below MPI_THREAD_FUNNELED: keep the data loader in-process",
+                     provided);
+    }
+    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &g->world_rank));
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &g->world_size));
+    log_set_rank(g->world_rank, g->world_size);
+
+    if (tp < 1) return err_set("parallel.tp = %d: the tensor-parallel size must be at least 1", tp);
+    if (g->world_size % tp != 0)
+        return err_set("parallel.tp = %d does not divide the %d ranks started: launch a multiple of %d ranks "
+                       "(mpirun -np N) or change parallel.tp", tp, g->world_size, tp);
+    g->tp_size = tp;
+    g->dp_size = g->world_size / tp;
+    g->tp_rank = g->world_rank % tp;
+    g->dp_rank = g->world_rank / tp;
+
+    MPI_Comm tpc, dpc;
+    MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, g->dp_rank, g->tp_rank, &tpc));  // same r / tp
+    MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, g->tp_rank, g->dp_rank, &dpc));  // same r % tp
+    g->world = comm_mpi_create(MPI_COMM_WORLD);
+    g->tp = comm_mpi_create(tpc);
+    g->dp = comm_mpi_create(dpc);
+    MPI_CHECK(MPI_Comm_free(&tpc));
+    MPI_CHECK(MPI_Comm_free(&dpc));
+    CHECK(g->tp->rank == g->tp_rank && g->tp->size == g->tp_size);
+    CHECK(g->dp->rank == g->dp_rank && g->dp->size == g->dp_size);
+    grid_check_nodes(g);
+    return 0;
+}
+
+void grid_finalize(struct grid *g) {
+    comm_mpi_destroy(g->dp);
+    comm_mpi_destroy(g->tp);
+    comm_mpi_destroy(g->world);
+    if (g->owns_mpi) MPI_Finalize();
+    memset(g, 0, sizeof(*g));
+}
+
+void grid_describe(const struct grid *g, char *out, int n) {
+    snprintf(out, (size_t)n, "world %d = dp %d x tp %d (%d ranks per node%s)", g->world_size, g->dp_size,
+             g->tp_size, g->ranks_per_node, g->tp_on_one_node ? "" : ", tp groups span nodes");
+}
