@@ -358,6 +358,14 @@ void llama_backward(struct llama *m, float dloss) {
 
 void llama_zero_grads(struct llama *m) { m->be->zero(m->grads, BUF_GRAD, m->layout.total); }
 
+void llama_pad_blocks(struct llama *m, size_t n) {
+    CHECK(n >= m->layout.total);
+    m->be->free(m->params);
+    m->be->free(m->grads);
+    m->params = m->be->alloc(BUF_PARAM, n);
+    m->grads = m->be->alloc(BUF_GRAD, n);
+}
+
 void llama_params_to_host(const struct llama *m, float *host) {
     m->be->to_host(host, m->params, BUF_PARAM, m->layout.total);
 }

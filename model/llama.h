@@ -85,6 +85,9 @@ double llama_forward(struct llama *m, const int *tokens, const int *targets, int
 // targets for a mean). Gradients accumulate into m->grads; call llama_zero_grads first.
 void llama_backward(struct llama *m, float dloss);
 void llama_zero_grads(struct llama *m);
+// Reallocates the parameter and gradient blocks (zeroed) with room for n >= layout.total elements, so
+// that a data-parallel group can shard them evenly (ZeRO-1). Call before the parameters are set.
+void llama_pad_blocks(struct llama *m, size_t n);
 
 // Host copies (fp32) of this rank's parameters or gradients, in layout order.
 void llama_params_to_host(const struct llama *m, float *host);
