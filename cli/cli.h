@@ -4,6 +4,7 @@
 
 int cmd_inspect(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
+int cmd_prep(int argc, char **argv);
 
 // Small helpers for the subcommands' option parsing.
 int cli_opt(int argc, char **argv, int *i, const char *name, const char **value);

@@ -13,6 +13,7 @@ static const struct command {
 } commands[] = {
     {"inspect", cmd_inspect, "print a model's parameter count and the memory a training step needs"},
     {"forward", cmd_forward, "run forward and backward of a model on random tokens and print the loss"},
+    {"prep", cmd_prep, "tokenize text corpora into HDF5 shards (and build the demo corpus)"},
 };
 
 static void usage(FILE *f) {
