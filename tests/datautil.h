@@ -58,7 +58,7 @@ static char *fix_read(const char *path, size_t *n) {
     return buf;
 }
 
-static int fix_files_equal(const char *a, const char *b) {
+__attribute__((unused)) static int fix_files_equal(const char *a, const char *b) {
     size_t na = 0, nb = 0;
     char *x = fix_read(a, &na), *y = fix_read(b, &nb);
     int eq = x && y && na == nb && memcmp(x, y, na) == 0;
@@ -118,7 +118,7 @@ static void fix_tokenizer(void) {
         sources[l].format = PREP_FORTUNE;
     }
     struct prep_config c = {.out_dir = out, .vocab_size = FIX_VOCAB, .sources = sources, .n_sources = FIX_N_LANGS,
-                            .shard_tokens = 20000, .val_fraction = 0.05, .seed = 1, .threads = 2};
+                            .shard_tokens = 8000, .val_fraction = 0.05, .seed = 1, .threads = 2};
     if (prep_run(&c, NULL) != 0) fix_die("prep with tokenizer training");
     snprintf(model, sizeof(model), "%s/tokenizer.model", out);
     char dst[1200];
@@ -130,7 +130,7 @@ static void fix_tokenizer(void) {
 }
 
 // Sets up LLAMAC_TEST_TMP/<name>/ with the demo corpus, the sample, tok.model, and tokprep/ (the sample
-// prepared with shard_tokens 20000, val_fraction 0.05, seed 1).
+// prepared with shard_tokens 8000, val_fraction 0.05, seed 1).
 static void fix_setup(void) {
     fix_rm_rf(fix_root);
     mkdir(fix_root, 0755);
