@@ -138,7 +138,7 @@ static void fix_setup(void) {
     fix_tokenizer();
 }
 
-static const char *fix_model(void) {
+__attribute__((unused)) static const char *fix_model(void) {
     static char p[1200];
     snprintf(p, sizeof(p), "%s/sample/tok.model", fix_root);
     return p;
