@@ -4,6 +4,7 @@
 
 int cmd_inspect(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
+int cmd_prep(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

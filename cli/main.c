@@ -11,11 +11,12 @@ static const struct command {
     int (*run)(int argc, char **argv);
     const char *help;
 } commands[] = {
+    {"prep", cmd_prep, "tokenize text corpora into HDF5 shards (and build the demo corpus)"},
+    {"train", cmd_train, "train (or resume) the run a config describes; launch ranks with mpirun"},
+    {"sample", cmd_sample, "generate text from a checkpoint"},
+    {"eval", cmd_eval, "validation loss and perplexity of a checkpoint"},
     {"inspect", cmd_inspect, "print a model's parameter count and the memory a training step needs; with --hf DIR,\n"
                              "            also check every weight of a Hugging Face checkpoint"},
-    //{"train", cmd_train, "train (or resume) the run a config describes; launch ranks with mpirun"},
-    //{"sample", cmd_sample, "generate text from a checkpoint"},
-    //{"eval", cmd_eval, "validation loss and perplexity of a checkpoint"},
     {"forward", cmd_forward, "run forward and backward of a model (random, or --hf DIR) on random tokens"},
 };
 

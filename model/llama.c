@@ -167,8 +167,8 @@ void llama_alloc_acts(struct llama *m, int B, int T, int recompute) {
     llama_free_acts(m);
     size_t n, n32;
     llama_act_sizes(&m->cfg, &m->layout, B, T, recompute, &n, &n32);
-    m->B = B;
-    m->T = T;
+    m->cap_B = m->B = B;
+    m->cap_T = m->T = T;
     m->recompute = recompute;
     m->layers = xcalloc((size_t)m->cfg.n_layers + 1, sizeof(*m->layers));
     struct carver cv = {m->be, {m->be->alloc(BUF_ACT, n), m->be->alloc(BUF_ACT32, n32)}, {0, 0}};
@@ -252,8 +252,8 @@ static dbuf *lm_head_weight(struct llama *m) {
 }
 
 double llama_forward(struct llama *m, const int *tokens, const int *targets, int B, int T, long *n_counted) {
-    CHECKF(m->layers && B <= m->B && T <= m->T, "forward B=%d T=%d exceeds the activations (B=%d T=%d)", B, T,
-           m->B, m->T);
+    CHECKF(m->layers && B <= m->cap_B && T <= m->cap_T, "forward B=%d T=%d exceeds the activations (B=%d T=%d)", B,
+           T, m->cap_B, m->cap_T);
     const struct backend *be = m->be;
     const struct ops *op = be->ops;
     const struct param_layout *pl = &m->layout;

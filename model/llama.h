@@ -39,8 +39,8 @@ struct llama {
     dbuf *grads;              // BUF_GRAD, same layout
     dbuf *rope_cos, *rope_sin;  // BUF_STATE (max_seq_len, HS/2)
 
-    // Activations, sized for B x T by llama_alloc_acts
-    int B, T, recompute;
+    // Activations, sized for up to cap_B x cap_T by llama_alloc_acts; B, T of the last forward
+    int cap_B, cap_T, B, T, recompute;
     dbuf *acts;               // the activation block (BUF_ACT) ...
     dbuf *acts32;             // ... and its fp32 part (BUF_ACT32)
     struct llama_layer_acts *layers;  // n_layers + 1: layers[L].x is the final residual stream

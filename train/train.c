@@ -102,12 +102,12 @@ static int train_step(struct trainer *t, struct step_result *out) {
 
     // next batch: every micro-batch of the step, so the global count of targets is known up front
     long counted = 0;
-    int rc = 0;
-    for (int k = 0; k < t->grad_accum && rc == 0; k++) {
-        rc = loader_next(t->loader, t->inputs + (size_t)k * BT, t->targets + (size_t)k * BT);
+    int err = 0;
+    for (int k = 0; k < t->grad_accum && err == 0; k++) {
+        err = loader_next(t->loader, t->inputs + (size_t)k * BT, t->targets + (size_t)k * BT);
         for (int i = 0; i < BT; i++) counted += t->targets[(size_t)k * BT + i] >= 0;
     }
-    if (agree(t, rc) != 0) return -1;
+    if (agree(t, err) != 0) return -1;
     double n_global = comm_all_reduce_f64(t->g.dp, (double)counted, COMM_SUM);
     if (n_global <= 0) return err_set("step %ld: the batch has no counted targets", t->step + 1);
 
@@ -464,7 +464,7 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
     long last_saved = t->step, first_step = t->step;
     while (t->step < c->steps) {
         double t0 = time_now();
-        struct step_result r;
+        struct step_result r = {0};
         if ((rc = agree(t, train_step(t, &r))) != 0) break;
         double dt = time_now() - t0;
         tok_s = tok_s > 0 ? 0.7 * tok_s + 0.3 * tokens_per_step / dt : tokens_per_step / dt;
@@ -475,7 +475,7 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
             if (t->step % c->log_every == 0 || t->step == 1 || t->step == c->steps) progress_line(t, &r, tok_s, mfu);
         }
         if (c->eval_every && (t->step % c->eval_every == 0 || t->step == c->steps)) {
-            double vl;
+            double vl = 0;
             if ((rc = agree(t, evaluate(t, &vl))) != 0) break;
             log_info("eval step %ld: val loss %.4f, perplexity %.2f", t->step, vl, exp(vl));
             if (log_is_main()) {

@@ -1,0 +1,862 @@
+// Corpus preparation: document readers, tokenizer sampling/training, the parallel tokenization pipeline,
+// shard rotation, the manifest, and moving the output into place (see prep.h for the design).
+#include "data/prep.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/rng.h"
+#include "core/timer.h"
+#include "data/shard.h"
+#include "data/tokenizer.h"
+
+#define MAX_DOC_BYTES ((size_t)1 << 30)
+#define CHUNK_BYTES ((size_t)1 << 20)  // text per pipeline chunk
+
+// ---------------------------------------------------------------------------------------------------
+// Formats and names
+// ---------------------------------------------------------------------------------------------------
+static const char *format_names[] = {"auto", "text", "fortune", "blank", "jsonl"};
+
+const char *prep_format_name(enum prep_format f) { return format_names[f]; }
+
+int prep_format_parse(const char *s, enum prep_format *f) {
+    for (int i = 0; i < 5; i++)
+        if (strcmp(s, format_names[i]) == 0) {
+            *f = (enum prep_format)i;
+            return 0;
+        }
+    return err_set("unknown input format '%s' (auto, text, fortune, blank, jsonl)", s);
+}
+
+int prep_name_valid(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n >= PREP_NAME_MAX || s[0] == '.') return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+static int is_blank(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!strchr(" \t\r\n\v\f", s[i])) return 0;
+    return 1;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Document readers
+// ---------------------------------------------------------------------------------------------------
+struct doc_reader {
+    char path[4096];
+    gzFile gz;
+    enum prep_format fmt;
+    char field[64];
+    char *buf;                 // decompressed input
+    size_t buf_len, buf_pos;
+    int eof;
+    char *line;                // the current line, without its newline
+    size_t line_len, line_cap;
+    uint64_t line_no;
+    char *doc;                 // the current document
+    size_t doc_len, doc_cap;
+    uint64_t n_docs;
+    cJSON *json;               // the current JSONL record (owns the returned text)
+};
+
+#define READ_BUF (1 << 16)
+
+static int fill_buf(struct doc_reader *r) {
+    if (r->eof) return 0;
+    int n = gzread(r->gz, r->buf, READ_BUF);
+    int errnum = 0;
+    const char *msg = gzerror(r->gz, &errnum);
+    if (n < 0 || (errnum != Z_OK && errnum != Z_STREAM_END))
+        return err_set("%s: read error: %s", r->path, errnum == Z_ERRNO ? strerror(errno) : msg);
+    if (n == 0) {
+        r->eof = 1;
+        return 0;
+    }
+    r->buf_len = (size_t)n;
+    r->buf_pos = 0;
+    return 1;
+}
+
+static void append(char **p, size_t *len, size_t *cap, const char *s, size_t n) {
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap ? *cap : 4096;
+        while (c < *len + n + 1) c *= 2;
+        *p = xrealloc(*p, c);
+        *cap = c;
+    }
+    memcpy(*p + *len, s, n);
+    *len += n;
+    (*p)[*len] = '\0';
+}
+
+// Reads the next line into r->line (1), or 0 at the end of the file, -1 on error.
+static int read_line(struct doc_reader *r) {
+    r->line_len = 0;
+    int got = 0;
+    for (;;) {
+        if (r->buf_pos == r->buf_len) {
+            int f = fill_buf(r);
+            if (f < 0) return -1;
+            if (f == 0) break;
+        }
+        char *start = r->buf + r->buf_pos, *nl = memchr(start, '\n', r->buf_len - r->buf_pos);
+        size_t take = nl ? (size_t)(nl - start) : r->buf_len - r->buf_pos;
+        if (r->line_len + take > MAX_DOC_BYTES) return err_set("%s:%" PRIu64 ": line longer than 1 GiB", r->path, r->line_no + 1);
+        append(&r->line, &r->line_len, &r->line_cap, start, take);
+        got = 1;
+        r->buf_pos += take + (nl != NULL);
+        if (nl) break;
+    }
+    if (!got) return 0;
+    if (!r->line) append(&r->line, &r->line_len, &r->line_cap, "", 0);
+    r->line_no++;
+    return 1;
+}
+
+static int doc_add(struct doc_reader *r, const char *s, size_t n) {
+    if (r->doc_len + n > MAX_DOC_BYTES)
+        return err_set("%s:%" PRIu64 ": document longer than 1 GiB (wrong --format?)", r->path, r->line_no);
+    append(&r->doc, &r->doc_len, &r->doc_cap, s, n);
+    return 0;
+}
+
+int doc_reader_open(struct doc_reader **out, const char *path, enum prep_format format, const char *text_field) {
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) != 0) return err_set("%s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return err_set("%s: is a directory, not an input file", path);
+    if (access(path, R_OK) != 0) return err_set("%s: cannot read: %s", path, strerror(errno));
+    if (st.st_size == 0) return err_set("%s: empty input file", path);
+    gzFile gz = gzopen(path, "rb");
+    if (!gz) return err_set("%s: cannot open: %s", path, strerror(errno));
+    gzbuffer(gz, 1 << 17);
+    struct doc_reader *r = xcalloc(1, sizeof(*r));
+    snprintf(r->path, sizeof(r->path), "%s", path);
+    snprintf(r->field, sizeof(r->field), "%s", text_field ? text_field : "text");
+    r->gz = gz;
+    r->buf = xmalloc(READ_BUF);
+    if (fill_buf(r) < 0) {
+        doc_reader_close(r);
+        return -1;
+    }
+    if (format == PREP_AUTO) {
+        const char *jsonl[] = {".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson", ".ndjson.gz"};
+        format = PREP_TEXT;
+        for (int i = 0; i < 6; i++)
+            if (ends_with(path, jsonl[i])) format = PREP_JSONL;
+        if (format == PREP_TEXT) {  // a line that is just "%" in the first 64 KiB: fortune's format
+            const char *b = r->buf;
+            size_t n = r->buf_len;
+            for (size_t i = 0; i + 1 < n; i++)
+                if (b[i] == '%' && (i == 0 || b[i - 1] == '\n') && (b[i + 1] == '\n' || b[i + 1] == '\r')) {
+                    format = PREP_FORTUNE;
+                    break;
+                }
+        }
+    }
+    r->fmt = format;
+    *out = r;
+    return 0;
+}
+
+enum prep_format doc_reader_format(const struct doc_reader *r) { return r->fmt; }
+uint64_t doc_reader_offset(const struct doc_reader *r) { return (uint64_t)gzoffset(r->gz); }
+
+void doc_reader_close(struct doc_reader *r) {
+    if (!r) return;
+    gzclose(r->gz);
+    cJSON_Delete(r->json);
+    free(r->buf);
+    free(r->line);
+    free(r->doc);
+    free(r);
+}
+
+static void strip_trailing_newlines(struct doc_reader *r) {
+    while (r->doc_len > 0 && (r->doc[r->doc_len - 1] == '\n' || r->doc[r->doc_len - 1] == '\r')) r->doc_len--;
+    if (r->doc) r->doc[r->doc_len] = '\0';
+}
+
+static int next_text(struct doc_reader *r) {
+    if (r->n_docs > 0) return 0;
+    r->doc_len = 0;
+    for (;;) {
+        if (r->buf_pos == r->buf_len) {
+            int f = fill_buf(r);
+            if (f < 0) return -1;
+            if (f == 0) break;
+        }
+        if (doc_add(r, r->buf + r->buf_pos, r->buf_len - r->buf_pos) != 0) return -1;
+        r->buf_pos = r->buf_len;
+    }
+    strip_trailing_newlines(r);
+    return r->doc_len > 0 && !is_blank(r->doc, r->doc_len);
+}
+
+// fortune: documents end at a line "%"; blank: at a blank line.
+static int next_separated(struct doc_reader *r) {
+    r->doc_len = 0;
+    int lines = 0;
+    for (;;) {
+        int g = read_line(r);
+        if (g < 0) return -1;
+        int sep;
+        if (g == 0) sep = 1;
+        else if (r->fmt == PREP_FORTUNE) {
+            size_t n = r->line_len;
+            if (n > 0 && r->line[n - 1] == '\r') n--;
+            sep = n == 1 && r->line[0] == '%';
+        } else sep = is_blank(r->line, r->line_len);
+        if (sep) {
+            strip_trailing_newlines(r);
+            if (r->doc_len > 0 && !is_blank(r->doc, r->doc_len)) return 1;
+            if (g == 0) return 0;
+            r->doc_len = 0;
+            lines = 0;
+            continue;
+        }
+        if (lines++ > 0 && doc_add(r, "\n", 1) != 0) return -1;
+        if (doc_add(r, r->line, r->line_len) != 0) return -1;
+    }
+}
+
+static int next_jsonl(struct doc_reader *r, const char **doc, size_t *len) {
+    for (;;) {
+        int g = read_line(r);
+        if (g <= 0) return g;
+        if (is_blank(r->line, r->line_len)) continue;
+        cJSON_Delete(r->json);
+        r->json = cJSON_ParseWithLength(r->line, r->line_len);
+        if (!r->json) return err_set("%s:%" PRIu64 ": not valid JSON", r->path, r->line_no);
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(r->json, r->field);
+        if (!cJSON_IsObject(r->json) || !t)
+            return err_set("%s:%" PRIu64 ": no field \"%s\" (set another with --text-field)", r->path, r->line_no, r->field);
+        if (!cJSON_IsString(t) || !t->valuestring)
+            return err_set("%s:%" PRIu64 ": field \"%s\" is not a string", r->path, r->line_no, r->field);
+        size_t n = strlen(t->valuestring);
+        if (n == 0 || is_blank(t->valuestring, n)) continue;
+        *doc = t->valuestring;
+        *len = n;
+        return 1;
+    }
+}
+
+int doc_reader_next(struct doc_reader *r, const char **doc, size_t *len) {
+    int g;
+    if (r->fmt == PREP_JSONL) g = next_jsonl(r, doc, len);
+    else {
+        g = r->fmt == PREP_TEXT ? next_text(r) : next_separated(r);
+        if (g == 1) {
+            *doc = r->doc;
+            *len = r->doc_len;
+        }
+    }
+    if (g == 1) r->n_docs++;
+    if (g == 0 && r->n_docs == 0) return err_set("%s: no documents in the file (empty or blank)", r->path);
+    return g;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Files and directories
+// ---------------------------------------------------------------------------------------------------
+static int mkdir_p(const char *path) {
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create directory: %s", tmp, strerror(errno));
+            *p = '/';
+        }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create directory: %s", tmp, strerror(errno));
+    return 0;
+}
+
+static int copy_file(const char *from, const char *to) {
+    FILE *in = fopen(from, "rb");
+    if (!in) return err_set("%s: cannot open: %s", from, strerror(errno));
+    FILE *out = fopen(to, "wb");
+    if (!out) {
+        fclose(in);
+        return err_set("%s: cannot create: %s", to, strerror(errno));
+    }
+    char buf[1 << 16];
+    size_t n;
+    int ok = 1;
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+        if (fwrite(buf, 1, n, out) != n) ok = 0;
+    if (ferror(in)) ok = 0;
+    fclose(in);
+    if (fclose(out) != 0) ok = 0;
+    if (!ok) return err_set("%s: copy to %s failed", from, to);
+    return 0;
+}
+
+// Removes a directory prep made: its *.h5, *.model, *.json and *.tmp files, its subdirectories of the
+// same kind, then itself. Anything else is left (and so is the directory).
+static void remove_prep_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) != 0) continue;
+        if (S_ISDIR(st.st_mode)) remove_prep_dir(p);
+        else if (ends_with(p, ".h5") || ends_with(p, ".model") || ends_with(p, ".json") || ends_with(p, ".tmp"))
+            remove(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static uint64_t file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Tokenizer training sample
+// ---------------------------------------------------------------------------------------------------
+// Each source gets an equal share of the sample budget; within a source each document is taken with a
+// probability set from the input size (gzip counted as 4x), decided by a hash of its index, so the sample
+// is spread over the whole source and is the same on every run.
+static int train_tokenizer(const struct prep_config *c, const char *model_path) {
+    double budget_total = (c->sample_mb > 0 ? c->sample_mb : 64) * 1e6;
+    double budget = budget_total / c->n_sources;
+    char *text = NULL;
+    size_t text_len = 0, text_cap = 0;
+    size_t *starts = NULL, *lens = NULL, n = 0, cap = 0;
+    int rc = 0;
+    for (int s = 0; s < c->n_sources && rc == 0; s++) {
+        const struct prep_source *src = &c->sources[s];
+        double est = 0;
+        for (int p = 0; p < src->n_paths; p++) est += (double)file_size(src->paths[p]) * (ends_with(src->paths[p], ".gz") ? 4 : 1);
+        double prob = est > budget ? budget / est : 1.0;
+        uint64_t key = rng_hash_str(src->name, c->seed ^ 0x746f6b656e697aULL), idx = 0;
+        double taken = 0;
+        for (int p = 0; p < src->n_paths && rc == 0 && taken < budget; p++) {
+            struct doc_reader *r;
+            if (doc_reader_open(&r, src->paths[p], src->format, c->text_field) != 0) { rc = -1; break; }
+            const char *doc;
+            size_t len;
+            int g;
+            while (taken < budget && (g = doc_reader_next(r, &doc, &len)) == 1) {
+                if (rng_uniform_at(key, idx++) >= prob) continue;
+                taken += (double)len;
+                for (size_t a = 0; a < len;) {  // one sentence per line
+                    const char *nl = memchr(doc + a, '\n', len - a);
+                    size_t b = nl ? (size_t)(nl - doc) : len;
+                    if (b > a && !is_blank(doc + a, b - a)) {
+                        if (n == cap) {
+                            cap = cap ? 2 * cap : 4096;
+                            starts = xrealloc(starts, cap * sizeof(size_t));
+                            lens = xrealloc(lens, cap * sizeof(size_t));
+                        }
+                        starts[n] = text_len;
+                        lens[n++] = b - a;
+                        append(&text, &text_len, &text_cap, doc + a, b - a);
+                    }
+                    a = b + 1;
+                }
+            }
+            if (g < 0) rc = -1;
+            doc_reader_close(r);
+        }
+    }
+    if (rc == 0) {
+        const char **sent = xmalloc(sizeof(char *) * (n ? n : 1));
+        for (size_t i = 0; i < n; i++) sent[i] = text + starts[i];
+        if (c->progress) log_info("training a %d-piece BPE tokenizer on %.1f MB of text (%zu lines)", c->vocab_size, text_len / 1e6, n);
+        struct tokenizer_train_opts o = {c->vocab_size, c->character_coverage};
+        rc = tokenizer_train(model_path, &o, sent, lens, n);
+        free(sent);
+    }
+    free(text);
+    free(starts);
+    free(lens);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The pipeline: read (this thread) → tokenize (workers) → write in order (this thread)
+// ---------------------------------------------------------------------------------------------------
+enum { SLOT_FREE, SLOT_FILLED, SLOT_BUSY, SLOT_DONE };
+
+struct slot {
+    int state;
+    uint64_t seq;
+    int source;
+    char *text;                  // the documents back to back
+    size_t text_len, text_cap;
+    size_t *doc_start, *doc_bytes, *doc_ntok, n_docs, cap_docs;
+    uint8_t *doc_val;            // held out?
+    struct token_buf toks;       // the ids of all documents back to back
+    uint64_t consumed;           // input bytes consumed when this chunk was filled (progress)
+    int failed;
+    char err[1024];
+};
+
+struct pipeline {
+    pthread_mutex_t mu;
+    pthread_cond_t work, done;
+    struct slot *slots;
+    int n_slots, stop;
+    const struct tokenizer *tok;
+};
+
+static void *tokenize_worker(void *arg) {
+    struct pipeline *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        struct slot *s = NULL;
+        while (!p->stop) {
+            for (int i = 0; i < p->n_slots; i++)
+                if (p->slots[i].state == SLOT_FILLED && (!s || p->slots[i].seq < s->seq)) s = &p->slots[i];
+            if (s) break;
+            pthread_cond_wait(&p->work, &p->mu);
+        }
+        if (p->stop) break;
+        s->state = SLOT_BUSY;
+        pthread_mutex_unlock(&p->mu);
+        s->toks.n = 0;
+        for (size_t d = 0; d < s->n_docs; d++) {
+            size_t before = s->toks.n;
+            if (tokenizer_encode(p->tok, s->text + s->doc_start[d], s->doc_bytes[d], &s->toks) != 0) {
+                s->failed = 1;
+                snprintf(s->err, sizeof(s->err), "%s", err_msg());
+                break;
+            }
+            s->doc_ntok[d] = s->toks.n - before;
+        }
+        pthread_mutex_lock(&p->mu);
+        s->state = SLOT_DONE;
+        pthread_cond_broadcast(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+struct split_out {               // one source's shards of one split
+    struct shard_writer *w;
+    int next_index;
+    uint64_t docs, tokens, bytes;
+    int shards;
+};
+
+struct shard_rec { char file[64]; int source, split; uint64_t tokens, docs; };
+
+struct prep_run {
+    const struct prep_config *c;
+    const struct tokenizer *tok;
+    char tmp[4096];
+    struct split_out (*out)[2];  // [source][split]
+    struct shard_rec *shards;
+    int n_shards, cap_shards;
+    uint64_t shard_tokens;
+};
+
+static int close_split(struct prep_run *r, int source, int split) {
+    struct split_out *o = &r->out[source][split];
+    if (!o->w) return 0;
+    uint64_t nt, nd;
+    int rc = shard_writer_close(o->w, &nt, &nd);
+    o->w = NULL;
+    if (rc) return -1;
+    if (r->n_shards == r->cap_shards) {
+        r->cap_shards = r->cap_shards ? 2 * r->cap_shards : 64;
+        r->shards = xrealloc(r->shards, r->cap_shards * sizeof(*r->shards));
+    }
+    struct shard_rec *s = &r->shards[r->n_shards++];
+    snprintf(s->file, sizeof(s->file), "%s/%s_%05d.h5", split ? "val" : "shards", r->c->sources[source].name, o->next_index - 1);
+    s->source = source;
+    s->split = split;
+    s->tokens = nt;
+    s->docs = nd;
+    o->shards++;
+    return 0;
+}
+
+static int write_doc(struct prep_run *r, int source, int split, const int *ids, size_t n, size_t bytes) {
+    struct split_out *o = &r->out[source][split];
+    if (!o->w) {
+        const struct prep_source *src = &r->c->sources[source];
+        struct shard_meta m = {0};
+        snprintf(m.source, sizeof(m.source), "%s", src->name);
+        snprintf(m.language, sizeof(m.language), "%s", src->language);
+        snprintf(m.tokenizer_sha256, sizeof(m.tokenizer_sha256), "%s", tokenizer_sha256(r->tok));
+        m.vocab_size = tokenizer_vocab_size(r->tok);
+        m.bos_id = tokenizer_bos_id(r->tok);
+        m.eos_id = tokenizer_eos_id(r->tok);
+        m.split = split;
+        char path[4300];
+        snprintf(path, sizeof(path), "%s/%s/%s_%05d.h5", r->tmp, split ? "val" : "shards", src->name, o->next_index++);
+        uint64_t chunk = r->shard_tokens < SHARD_CHUNK_TOKENS ? r->shard_tokens : SHARD_CHUNK_TOKENS;
+        if (shard_writer_open(&o->w, path, &m, chunk) != 0) return -1;
+    }
+    if (shard_writer_add_doc(o->w, ids, n) != 0) return -1;
+    o->docs++;
+    o->tokens += n + (tokenizer_bos_id(r->tok) >= 0) + (tokenizer_eos_id(r->tok) >= 0);
+    o->bytes += bytes;
+    if (shard_writer_tokens(o->w) >= r->shard_tokens) return close_split(r, source, split);
+    return 0;
+}
+
+static int write_slot(struct prep_run *r, struct slot *s) {
+    if (s->failed) return err_set("%s", s->err);
+    size_t at = 0;
+    for (size_t d = 0; d < s->n_docs; d++) {
+        if (write_doc(r, s->source, s->doc_val[d], s->toks.ids + at, s->doc_ntok[d], s->doc_bytes[d]) != 0) return -1;
+        at += s->doc_ntok[d];
+    }
+    return 0;
+}
+
+static uint64_t val_key(const struct prep_config *c, int source) {
+    return rng_hash_str(c->sources[source].name, c->seed ^ 0x76616cULL);
+}
+
+// Where the reader stands: source, input file, document index within the source.
+struct read_pos {
+    int source, path;
+    struct doc_reader *r;
+    uint64_t doc_index, consumed_done;  // input bytes of the files already finished
+    uint64_t val_key;
+};
+
+// Fills a slot with documents of one source, up to CHUNK_BYTES of text. 1 filled, 0 nothing left, -1 error.
+static int fill_slot(const struct prep_config *c, struct read_pos *rp, struct slot *s) {
+    s->text_len = 0;
+    s->n_docs = 0;
+    s->failed = 0;
+    while (rp->source < c->n_sources) {
+        const struct prep_source *src = &c->sources[rp->source];
+        if (!rp->r) {
+            if (rp->path >= src->n_paths) {
+                rp->source++;
+                rp->path = 0;
+                rp->doc_index = 0;
+                if (rp->source < c->n_sources) rp->val_key = val_key(c, rp->source);
+                if (s->n_docs > 0) return 1;  // a chunk holds one source
+                continue;
+            }
+            if (doc_reader_open(&rp->r, src->paths[rp->path], src->format, c->text_field) != 0) return -1;
+        }
+        const char *doc;
+        size_t len;
+        int g;
+        while (s->text_len < CHUNK_BYTES && (g = doc_reader_next(rp->r, &doc, &len)) == 1) {
+            if (s->n_docs == s->cap_docs) {
+                s->cap_docs = s->cap_docs ? 2 * s->cap_docs : 1024;
+                s->doc_start = xrealloc(s->doc_start, s->cap_docs * sizeof(size_t));
+                s->doc_bytes = xrealloc(s->doc_bytes, s->cap_docs * sizeof(size_t));
+                s->doc_ntok = xrealloc(s->doc_ntok, s->cap_docs * sizeof(size_t));
+                s->doc_val = xrealloc(s->doc_val, s->cap_docs);
+            }
+            s->doc_start[s->n_docs] = s->text_len;
+            s->doc_bytes[s->n_docs] = len;
+            s->doc_val[s->n_docs] = c->val_fraction > 0 && rng_uniform_at(rp->val_key, rp->doc_index) < c->val_fraction;
+            s->n_docs++;
+            rp->doc_index++;
+            append(&s->text, &s->text_len, &s->text_cap, doc, len);
+            s->source = rp->source;
+        }
+        s->consumed = rp->consumed_done + doc_reader_offset(rp->r);
+        if (s->text_len >= CHUNK_BYTES) return 1;
+        if (g < 0) return -1;
+        rp->consumed_done += file_size(src->paths[rp->path]);
+        doc_reader_close(rp->r);
+        rp->r = NULL;
+        rp->path++;
+    }
+    return s->n_docs > 0;
+}
+
+static void progress_line(const struct prep_config *c, double t0, uint64_t bytes, uint64_t consumed, uint64_t total, int final) {
+    if (!c->progress) return;
+    double el = time_now() - t0, frac = total ? (double)consumed / (double)total : 1;
+    if (frac > 1) frac = 1;
+    char eta[32];
+    log_fmt_duration(eta, sizeof(eta), frac > 0 ? el * (1 - frac) / frac : -1);
+    log_progress("prep: %.1f MB of text, %.1f MB/s, %3.0f%% of input%s%s", bytes / 1e6, el > 0 ? bytes / 1e6 / el : 0,
+                 100 * frac, final ? "" : ", ETA ", final ? "" : eta);
+}
+
+static int run_pipeline(struct prep_run *r, struct prep_stats *st) {
+    const struct prep_config *c = r->c;
+    int threads = c->threads > 0 ? c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1) threads = 1;
+    struct pipeline p = {.tok = r->tok};
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.work, NULL);
+    pthread_cond_init(&p.done, NULL);
+    p.n_slots = 2 * threads + 2;
+    p.slots = xcalloc(p.n_slots, sizeof(struct slot));
+    pthread_t *tid = xmalloc(sizeof(pthread_t) * threads);
+    for (int i = 0; i < threads; i++) CHECK(pthread_create(&tid[i], NULL, tokenize_worker, &p) == 0);
+
+    uint64_t total = 0;
+    for (int s = 0; s < c->n_sources; s++)
+        for (int i = 0; i < c->sources[s].n_paths; i++) total += file_size(c->sources[s].paths[i]);
+    struct read_pos rp = {0};
+    if (c->n_sources > 0) rp.val_key = val_key(c, 0);
+    uint64_t next_fill = 0, next_write = 0, bytes = 0;
+    int reading = 1, rc = 0;
+    double t0 = time_now(), last = t0;
+    pthread_mutex_lock(&p.mu);
+    while (rc == 0) {
+        struct slot *w = &p.slots[next_write % p.n_slots];
+        if (next_write < next_fill && w->state == SLOT_DONE) {
+            pthread_mutex_unlock(&p.mu);
+            rc = write_slot(r, w);
+            bytes += w->text_len;
+            st->docs += w->n_docs;
+            if (time_now() - last > 0.5) {
+                progress_line(c, t0, bytes, w->consumed, total, 0);
+                last = time_now();
+            }
+            pthread_mutex_lock(&p.mu);
+            w->state = SLOT_FREE;
+            next_write++;
+            continue;
+        }
+        if (!reading && next_write == next_fill) break;
+        struct slot *f = &p.slots[next_fill % p.n_slots];
+        if (reading && f->state == SLOT_FREE) {
+            pthread_mutex_unlock(&p.mu);
+            int g = fill_slot(c, &rp, f);
+            pthread_mutex_lock(&p.mu);
+            if (g < 0) rc = -1;
+            else if (g == 0) reading = 0;
+            else {
+                f->seq = next_fill++;
+                f->state = SLOT_FILLED;
+                pthread_cond_signal(&p.work);
+            }
+            continue;
+        }
+        pthread_cond_wait(&p.done, &p.mu);
+    }
+    p.stop = 1;
+    pthread_cond_broadcast(&p.work);
+    pthread_mutex_unlock(&p.mu);
+    for (int i = 0; i < threads; i++) pthread_join(tid[i], NULL);
+    doc_reader_close(rp.r);
+    for (int i = 0; i < p.n_slots; i++) {
+        struct slot *s = &p.slots[i];
+        free(s->text); free(s->doc_start); free(s->doc_bytes); free(s->doc_ntok); free(s->doc_val); free(s->toks.ids);
+    }
+    free(p.slots);
+    free(tid);
+    pthread_mutex_destroy(&p.mu);
+    pthread_cond_destroy(&p.work);
+    pthread_cond_destroy(&p.done);
+    st->bytes = bytes;
+    st->seconds = time_now() - t0;
+    if (rc == 0) progress_line(c, t0, bytes, total, total, 1);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Manifest
+// ---------------------------------------------------------------------------------------------------
+static cJSON *split_json(const struct split_out *o) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "documents", (double)o->docs);
+    cJSON_AddNumberToObject(j, "tokens", (double)o->tokens);
+    cJSON_AddNumberToObject(j, "bytes", (double)o->bytes);
+    cJSON_AddNumberToObject(j, "shards", o->shards);
+    return j;
+}
+
+static int write_manifest(const struct prep_run *r, const char *path) {
+    const struct prep_config *c = r->c;
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "format", MANIFEST_FORMAT);
+    cJSON_AddNumberToObject(m, "version", MANIFEST_VERSION);
+    cJSON *t = cJSON_AddObjectToObject(m, "tokenizer");
+    cJSON_AddStringToObject(t, "file", "tokenizer.model");
+    cJSON_AddStringToObject(t, "sha256", tokenizer_sha256(r->tok));
+    cJSON_AddNumberToObject(t, "vocab_size", tokenizer_vocab_size(r->tok));
+    cJSON_AddNumberToObject(t, "bos_id", tokenizer_bos_id(r->tok));
+    cJSON_AddNumberToObject(t, "eos_id", tokenizer_eos_id(r->tok));
+    cJSON_AddBoolToObject(t, "trained", c->tokenizer == NULL);
+    cJSON_AddStringToObject(m, "token_dtype", tokenizer_vocab_size(r->tok) <= 65536 ? "uint16" : "uint32");
+    cJSON_AddStringToObject(m, "framing", "bos-doc-eos");
+    cJSON_AddNumberToObject(m, "seed", (double)c->seed);
+    cJSON_AddNumberToObject(m, "val_fraction", c->val_fraction);
+    cJSON_AddNumberToObject(m, "shard_tokens", (double)r->shard_tokens);
+    cJSON *srcs = cJSON_AddArrayToObject(m, "sources");
+    for (int s = 0; s < c->n_sources; s++) {
+        const struct prep_source *src = &c->sources[s];
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "name", src->name);
+        cJSON_AddStringToObject(j, "language", src->language);
+        cJSON_AddStringToObject(j, "format", prep_format_name(src->format));
+        cJSON *in = cJSON_AddArrayToObject(j, "inputs");
+        for (int i = 0; i < src->n_paths; i++) cJSON_AddItemToArray(in, cJSON_CreateString(src->paths[i]));
+        cJSON_AddItemToObject(j, "train", split_json(&r->out[s][0]));
+        cJSON_AddItemToObject(j, "val", split_json(&r->out[s][1]));
+        cJSON_AddItemToArray(srcs, j);
+    }
+    cJSON *sh = cJSON_AddArrayToObject(m, "shards");
+    for (int i = 0; i < r->n_shards; i++) {
+        const struct shard_rec *s = &r->shards[i];
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "file", s->file);
+        cJSON_AddStringToObject(j, "source", c->sources[s->source].name);
+        cJSON_AddStringToObject(j, "split", s->split ? "val" : "train");
+        cJSON_AddNumberToObject(j, "tokens", (double)s->tokens);
+        cJSON_AddNumberToObject(j, "documents", (double)s->docs);
+        cJSON_AddItemToArray(sh, j);
+    }
+    char *text = cJSON_Print(m);
+    cJSON_Delete(m);
+    FILE *f = fopen(path, "wb");
+    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    if (f && fclose(f) != 0) ok = 0;
+    free(text);
+    if (!ok) return err_set("%s: cannot write the manifest", path);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// prep_run
+// ---------------------------------------------------------------------------------------------------
+static int check_config(const struct prep_config *c) {
+    if (!c->out_dir || !*c->out_dir) return err_set("no output directory (--out DIR)");
+    if (c->n_sources < 1) return err_set("no inputs (--input SOURCE:PATH[,PATH...])");
+    if (c->n_sources > PREP_MAX_SOURCES) return err_set("%d sources, at most %d", c->n_sources, PREP_MAX_SOURCES);
+    if (!c->tokenizer && (c->vocab_size < 260 || c->vocab_size > (1 << 24)))
+        return err_set("--vocab-size %d: a trained tokenizer needs 260..16777216 pieces (256 bytes + unk, bos, eos)", c->vocab_size);
+    if (c->val_fraction < 0 || c->val_fraction > 0.5) return err_set("--val-fraction %g: must be in [0, 0.5]", c->val_fraction);
+    if ((double)c->seed >= 9007199254740992.0) return err_set("--seed must be below 2^53");
+    for (int s = 0; s < c->n_sources; s++) {
+        const struct prep_source *src = &c->sources[s];
+        if (!prep_name_valid(src->name))
+            return err_set("source name '%s': use 1..%d of [A-Za-z0-9_.-]", src->name, PREP_NAME_MAX - 1);
+        if (!prep_name_valid(src->language))
+            return err_set("language '%s' of source %s: use 1..%d of [A-Za-z0-9_.-]", src->language, src->name, PREP_NAME_MAX - 1);
+        for (int t = 0; t < s; t++)
+            if (!strcmp(c->sources[t].name, src->name)) return err_set("source '%s' given twice", src->name);
+        if (src->n_paths < 1) return err_set("source '%s' has no input files", src->name);
+        for (int i = 0; i < src->n_paths; i++) {  // fail before any work on a missing or empty input
+            struct stat st;
+            const char *p = src->paths[i];
+            if (stat(p, &st) != 0) return err_set("%s: cannot open: %s", p, strerror(errno));
+            if (S_ISDIR(st.st_mode)) return err_set("%s: is a directory, not an input file", p);
+            if (access(p, R_OK) != 0) return err_set("%s: cannot read: %s", p, strerror(errno));
+            if (st.st_size == 0) return err_set("%s: empty input file", p);
+        }
+    }
+    return 0;
+}
+
+// Moves tmp/{shards,val,tokenizer.model,manifest.json} into out, the manifest last; what they replace
+// goes to out/.prep-old-PID first and is deleted at the end.
+static int move_into_place(const char *tmp, const char *out) {
+    char old[4096], a[4300], b[4300];
+    snprintf(old, sizeof(old), "%s/.prep-old-%d", out, (int)getpid());
+    const char *items[] = {"manifest.json", "shards", "val", "tokenizer.model"};
+    int made_old = 0;
+    for (int i = 0; i < 4; i++) {
+        snprintf(a, sizeof(a), "%s/%s", out, items[i]);
+        struct stat st;
+        if (lstat(a, &st) != 0) continue;
+        if (!made_old && mkdir(old, 0755) != 0) return err_set("%s: cannot create: %s", old, strerror(errno));
+        made_old = 1;
+        snprintf(b, sizeof(b), "%s/%s", old, items[i]);
+        if (rename(a, b) != 0) return err_set("%s: cannot move aside: %s", a, strerror(errno));
+    }
+    for (int i = 3; i >= 0; i--) {
+        snprintf(a, sizeof(a), "%s/%s", tmp, items[i]);
+        snprintf(b, sizeof(b), "%s/%s", out, items[i]);
+        struct stat st;
+        if (lstat(a, &st) != 0) continue;
+        if (rename(a, b) != 0) return err_set("%s: cannot move into place: %s", b, strerror(errno));
+    }
+    if (made_old) {
+        remove_prep_dir(old);
+        struct stat st;
+        if (stat(old, &st) == 0) log_warn("%s: left in place (it holds files prep did not write)", old);
+    }
+    return 0;
+}
+
+int prep_run(const struct prep_config *c, struct prep_stats *stats) {
+    struct prep_stats dummy;
+    struct prep_stats *st = stats ? stats : &dummy;
+    memset(st, 0, sizeof(*st));
+    if (check_config(c) != 0) return -1;
+    if (mkdir_p(c->out_dir) != 0) return -1;
+    struct prep_run r = {.c = c};
+    r.shard_tokens = c->shard_tokens ? c->shard_tokens : (uint64_t)1 << 25;
+    snprintf(r.tmp, sizeof(r.tmp), "%s/.prep-tmp-%d", c->out_dir, (int)getpid());
+    remove_prep_dir(r.tmp);
+    char p1[4300], p2[4300], model[4300];
+    snprintf(p1, sizeof(p1), "%s/shards", r.tmp);
+    snprintf(p2, sizeof(p2), "%s/val", r.tmp);
+    if (mkdir_p(p1) != 0 || mkdir_p(p2) != 0) return -1;
+    snprintf(model, sizeof(model), "%s/tokenizer.model", r.tmp);
+
+    struct tokenizer *tok = NULL;
+    int rc;
+    if (c->tokenizer) {  // load the user's file first, so that errors name it, then work from a copy
+        rc = tokenizer_load(&tok, c->tokenizer);
+        tokenizer_free(tok);
+        tok = NULL;
+        if (rc == 0) rc = copy_file(c->tokenizer, model);
+    } else rc = train_tokenizer(c, model);
+    if (rc == 0) rc = tokenizer_load(&tok, model);
+    if (rc == 0) {
+        r.tok = tok;
+        r.out = xcalloc(c->n_sources, sizeof(*r.out));
+        rc = run_pipeline(&r, st);
+        for (int s = 0; s < c->n_sources && rc == 0; s++)
+            for (int split = 0; split < 2 && rc == 0; split++) rc = close_split(&r, s, split);
+        for (int s = 0; s < c->n_sources && rc == 0; s++)
+            if (r.out[s][0].docs == 0)
+                rc = err_set("source '%s': every document went to the validation split (lower --val-fraction)", c->sources[s].name);
+        if (rc == 0) {
+            snprintf(p1, sizeof(p1), "%s/manifest.json", r.tmp);
+            rc = write_manifest(&r, p1);
+        }
+        if (rc == 0) rc = move_into_place(r.tmp, c->out_dir);
+        if (rc == 0) {
+            st->shards = r.n_shards;
+            for (int s = 0; s < c->n_sources; s++) st->tokens += r.out[s][0].tokens + r.out[s][1].tokens;
+        }
+        for (int s = 0; s < c->n_sources; s++)
+            for (int split = 0; split < 2; split++) shard_writer_abort(r.out[s][split].w);
+        free(r.out);
+        free(r.shards);
+    }
+    tokenizer_free(tok);
+    remove_prep_dir(r.tmp);
+    return rc;
+}
