@@ -43,5 +43,12 @@ struct grid {
 int grid_init(struct grid *g, int *argc, char ***argv, int tp);
 // Frees the communicators and ends MPI if grid_init started it (also after a failed grid_init).
 void grid_finalize(struct grid *g);
+// Ends every rank with `status` once all have arrived here (a world barrier), after flushing stdio,
+// WITHOUT MPI_Finalize: for a run whose launcher is taking the job down (a stop on SIGTERM or SIGINT,
+// with the checkpoint already published). Open MPI's mpirun, on SIGTERM or SIGINT, sends the ranks
+// SIGCONT, then SIGTERM odls_base_sigkill_timeout seconds later (default 1), then SIGKILL as long
+// after that; meanwhile its runtime is shutting down, so MPI_Finalize waits about 2 s in PMIx_Finalize
+// and the rank is killed there instead of exiting 0. Collective; does not return.
+void grid_exit_now(struct grid *g, int status) __attribute__((noreturn));
 // "world 8 = dp 4 x tp 2" (for the start-up log line).
 void grid_describe(const struct grid *g, char *out, int n);

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -418,6 +419,7 @@ static void log_banner(const struct trainer *t, const char *ini) {
 int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv) {
     struct trainer tr, *t = &tr;
     memset(t, 0, sizeof(*t));
+    int teardown = 0;  // stopped on SIGTERM/SIGINT: the launcher is ending the job (grid_exit_now)
     cfg_init(&t->cfg);
     int rc = cfg_load_file(&t->cfg, ini);
     for (int i = 0; rc == 0 && i < n_sets; i++) rc = cfg_set(&t->cfg, sets[i]);
@@ -492,6 +494,11 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
         if (stopped) break;
     }
     (void)last_saved;
+    if (stopped == 1) {
+        struct stop_info si;
+        stop_last(&si);
+        teardown = si.reason == STOP_SIGNAL && (si.signal == SIGTERM || si.signal == SIGINT);
+    }
     if (rc == 0 && log_is_main()) {
         if (metrics_plot(&t->mt, c->model.name) != 0) log_warn("%s", err_msg());
         if (stopped) {
@@ -512,6 +519,9 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
     }
 out:
     trainer_free(t);
+    // After a SIGTERM/SIGINT stop, MPI_Finalize would outlast mpirun's grace period (grid.h): the
+    // checkpoint and STOPPED are on disk, so every rank exits 0 at once.
+    if (rc == 0 && teardown) grid_exit_now(&t->g, 0);
     grid_finalize(&t->g);
     return rc;
 }

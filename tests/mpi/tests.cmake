@@ -3,7 +3,7 @@
 set(LLAMAC_MPIRUN ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe)
 set(LLAMAC_MPI_DIR ${CMAKE_CURRENT_SOURCE_DIR}/mpi)
 
-foreach(name mpi_comm_test mpi_dp_sync mpi_tp_equiv mpi_grid mpi_stop)
+foreach(name mpi_comm_test mpi_dp_sync mpi_tp_equiv mpi_grid mpi_stop ckpt_compare)
   add_executable(${name} ${LLAMAC_MPI_DIR}/${name}.c)
   target_link_libraries(${name} PRIVATE llamac_lib)
   target_include_directories(${name} PRIVATE ${LLAMAC_MPI_DIR} ${CMAKE_CURRENT_SOURCE_DIR})
@@ -31,3 +31,19 @@ llamac_mpi_test(mpi_check_reports sh ${LLAMAC_MPI_DIR}/expect_fail.sh
 # stop at the same step, and the job requeues (Slurm) or resubmits (PBS) itself; a finished run does not.
 llamac_mpi_test(slurm_script sh ${LLAMAC_MPI_DIR}/test_scripts.sh slurm $<TARGET_FILE:mpi_stop> ${CMAKE_SOURCE_DIR})
 llamac_mpi_test(pbs_script sh ${LLAMAC_MPI_DIR}/test_scripts.sh pbs $<TARGET_FILE:mpi_stop> ${CMAKE_SOURCE_DIR})
+
+# `llamac train` under mpirun end to end (tests/mpi/parallel_train.sh): layout equivalence, ZeRO-1,
+# resharding a checkpoint, SIGTERM to mpirun. The par_data fixture re-tokenizes the train_data corpus
+# with 515 pieces, a vocabulary tp = 2 does not divide (the loader refuses a model vocabulary that
+# differs from the tokenizer's, so the padding needs a tokenizer of that size).
+set(LLAMAC_PAR_DATA ${LLAMAC_TEST_TMP}/par_data)
+add_test(NAME par_data_prep COMMAND sh -c "\
+rm -rf ${LLAMAC_PAR_DATA} && $<TARGET_FILE:llamac> prep --out ${LLAMAC_PAR_DATA} --train-tokenizer --vocab-size 515 \
+  --quiet --val-fraction 0.05 --input en:${LLAMAC_TRAIN_DATA}/corpus/en.txt --input de:${LLAMAC_TRAIN_DATA}/corpus/de.txt \
+  --input ru:${LLAMAC_TRAIN_DATA}/corpus/ru.txt")
+set_tests_properties(par_data_prep PROPERTIES FIXTURES_SETUP par_data FIXTURES_REQUIRED train_data)
+foreach(mode equiv zero1 reshard sigterm)
+  llamac_mpi_test(par_${mode} bash ${LLAMAC_MPI_DIR}/parallel_train.sh ${mode} $<TARGET_FILE:llamac>
+    $<TARGET_FILE:ckpt_compare> ${CMAKE_SOURCE_DIR} ${LLAMAC_PAR_DATA} ${LLAMAC_TEST_TMP})
+  set_tests_properties(par_${mode} PROPERTIES FIXTURES_REQUIRED par_data)
+endforeach()

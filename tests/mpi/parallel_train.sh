@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# `llamac train` under mpirun, end to end (DESIGN.md, Parallelism): parallel_train.sh MODE LLAMAC
+# CKPT_COMPARE SOURCE_DIR DATA_DIR TMP_DIR, MODE one of
+#
+#   equiv    the same global batch at (dp, tp) = (1,1), (2,1), (1,2), (2,2), (4,1): the first step's loss
+#            and grad norm within 1e-5 of (1,1), every gradient tensor within 1e-5 (||g - g1|| / ||g1||,
+#            read from /adam_m and /adam_v of step 1: m = (1 - beta1) c g, v = (1 - beta2) (c g)^2), the
+#            parameters after step 1 within 1e-5, and the losses of steps 2..11 within 1e-4.
+#   zero1    parallel.zero1 at (2,1) and (2,2): losses, grad norms, and the parameters and both moments
+#            of the final checkpoint (which every data-parallel rank writes a shard of) within 1e-5 of the
+#            same layout without ZeRO-1; a ZeRO-1 checkpoint of (2,2) resumes at (1,1) without ZeRO-1
+#            and continues the curve within 1e-4.
+#   reshard  a run stopped after step 5 at (2,2) (run.stop_after) resumes at (2,2), (4,1) and (1,1):
+#            the same layout is bit-identical to an uninterrupted (2,2) run (losses and the final
+#            checkpoint), the others give its losses within 1e-4.
+#   sigterm  SIGTERM to mpirun mid-run at (2,2): every rank stops after the same step, writes the
+#            checkpoint of that step and STOPPED, and exits 0; the run resumed with the same command
+#            is bit-identical to an uninterrupted run.
+#
+# The layouts keep one global batch: batch_size 2 per rank, seq_len 32, global_batch_tokens 256, so
+# (1,1) and (1,2) accumulate 4 micro-batches, (2,1) and (2,2) 2, (4,1) 1. The model is
+# tests/configs/tiny_run.ini (4 heads, 2 kv heads, ffn hidden 192: all divisible by tp = 2) on a
+# 515-piece tokenizer (the par_data fixture), so tp = 2 pads the vocabulary to 516 and its slices
+# differ in size. Clipping at 0.5 acts on every step, so the global gradient norm of each layout is
+# part of what is compared.
+set -u
+mode=$1 llamac=$2 compare=$3 src=$4 data=$5 tmp=$6/par_$1
+ini=$src/tests/configs/tiny_run.ini
+mpirun=(mpirun --allow-run-as-root --oversubscribe)
+export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+rm -rf "$tmp"
+mkdir -p "$tmp"
+failed=0
+
+check() {  # check NAME COMMAND...: runs COMMAND, prints its output and ok/FAIL
+    local name=$1
+    shift
+    local out
+    out=$("$@" 2>&1)
+    local rc=$?
+    [ -n "$out" ] && printf '%s\n' "$out" | sed 's/^/    /'
+    if [ $rc -eq 0 ]; then echo "ok    $name"; else echo "FAIL  $name"; failed=1; fi
+}
+
+# train_args NAME TP [--set K=V...]: the command line of run NAME (into $tmp/NAME) in ${args[@]}
+train_args() {
+    local name=$1 tp=$2
+    shift 2
+    args=("$llamac" train "$ini" --set data.dir="$data" --set run.run_dir="$tmp/$name"
+        --set model.vocab_size=515 --set train.batch_size=2 --set train.seq_len=32
+        --set train.global_batch_tokens=256 --set train.steps=11 --set train.eval_every=0
+        --set train.ckpt_every=1 --set train.keep_ckpts=100 --set optim.clip=0.5 --set parallel.tp="$tp" "$@")
+}
+
+# train NAME DP TP [--set K=V...]: llamac train at (DP, TP) into $tmp/NAME (output in $tmp/NAME.log);
+# one rank runs the binary without mpirun (the (1,1) case of the same code). Status in $rc.
+train() {
+    local name=$1 dp=$2 tp=$3
+    shift 3
+    local launch=()
+    [ $((dp * tp)) -gt 1 ] && launch=("${mpirun[@]}" -np $((dp * tp)))
+    train_args "$name" "$tp" "$@"
+    "${launch[@]}" "${args[@]}" > "$tmp/$name.log" 2>&1
+    rc=$?
+    if [ $rc -ne 0 ]; then
+        echo "FAIL  $name: llamac train at dp $dp, tp $tp exited with $rc:"
+        sed 's/^/    | /' "$tmp/$name.log"
+        failed=1
+    fi
+    return $rc
+}
+
+ckpt() { printf '%s/%s/ckpt/step_%07d.h5' "$tmp" "$1" "$2"; }
+metrics() { printf '%s/%s/metrics.jsonl' "$tmp" "$1"; }
+logged() { grep -q -e "$2" "$tmp/$1"; }
+has() { [ -e "$1" ]; }
+hasnt() { [ ! -e "$1" ]; }
+same_text() { [ "$(cat "$1")" = "$2" ] || { echo "$1: '$(cat "$1")', expected '$2'"; return 1; }; }
+
+# copy_run FROM TO: a copy of a run directory, to resume it elsewhere
+copy_run() { rm -rf "$tmp/$2" && cp -r "$tmp/$1" "$tmp/$2"; }
+
+case $mode in
+equiv)
+    train r11 1 1 || exit 1
+    for l in "2 1" "1 2" "2 2" "4 1"; do
+        set -- $l
+        name=r$1$2
+        train $name $1 $2 || continue
+        echo "== (dp, tp) = ($1, $2) against (1, 1)"
+        check "$name: loss of step 1 within 1e-5" "$compare" losses "$(metrics r11)" "$(metrics $name)" 1 1 1e-5
+        check "$name: gradient norm of step 1 within 1e-5" "$compare" grad_norm "$(metrics r11)" "$(metrics $name)" 1 1 1e-5
+        check "$name: every gradient tensor of step 1 within 1e-5 (adam_m, adam_v)" \
+            "$compare" tensors "$(ckpt r11 1)" "$(ckpt $name 1)" adam_m,adam_v 1e-5
+        check "$name: parameters after step 1 within 1e-5" "$compare" tensors "$(ckpt r11 1)" "$(ckpt $name 1)" params 1e-5
+        check "$name: losses of steps 2..11 within 1e-4" "$compare" losses "$(metrics r11)" "$(metrics $name)" 2 11 1e-4
+        check "$name: the banner names the layout" logged $name.log "dp $1 x tp $2"
+    done
+    ;;
+zero1)
+    for l in "2 1" "2 2"; do
+        set -- $l
+        train r$1$2 $1 $2 || continue
+        train z$1$2 $1 $2 --set parallel.zero1=true || continue
+        echo "== (dp, tp) = ($1, $2): ZeRO-1 against plain data parallel"
+        check "z$1$2: ZeRO-1 in the banner" logged z$1$2.log "ZeRO-1"
+        check "z$1$2: losses of steps 1..11 within 1e-5" "$compare" losses "$(metrics r$1$2)" "$(metrics z$1$2)" 1 11 1e-5
+        check "z$1$2: gradient norms of steps 1..11 within 1e-5" \
+            "$compare" grad_norm "$(metrics r$1$2)" "$(metrics z$1$2)" 1 11 1e-5
+        check "z$1$2: gradients of step 1 within 1e-5" \
+            "$compare" tensors "$(ckpt r$1$2 1)" "$(ckpt z$1$2 1)" adam_m,adam_v 1e-5
+        check "z$1$2: final parameters and sharded moments within 1e-5" \
+            "$compare" tensors "$(ckpt r$1$2 11)" "$(ckpt z$1$2 11)" params,adam_m,adam_v 1e-5
+    done
+    echo "== a ZeRO-1 checkpoint of (2, 2) resumes at (1, 1)"
+    train zstop 2 2 --set parallel.zero1=true --set run.stop_after=5 &&
+        copy_run zstop zresume11 && train zresume11 1 1 &&
+        check "resumed from the ZeRO-1 checkpoint of dp 2, tp 2" logged zresume11.log \
+            "resumed from .*step_0000005.h5: step 5, .*saved at dp 2, tp 2; now dp 1, tp 1" &&
+        check "losses of steps 6..11 within 1e-4 of the uninterrupted ZeRO-1 run" \
+            "$compare" losses "$(metrics z22)" "$(metrics zresume11)" 6 11 1e-4
+    ;;
+reshard)
+    train whole 2 2 || exit 1
+    train stop 2 2 --set run.stop_after=5 || exit 1
+    check "the stopped run wrote STOPPED and the checkpoint of step 5" sh -c \
+        "[ -f '$tmp/stop/STOPPED' ] && [ ! -f '$tmp/stop/DONE' ] && [ \"\$(cat '$tmp/stop/ckpt/latest')\" = step_0000005.h5 ]"
+    check "the checkpoint of step 5 equals the uninterrupted run's" \
+        "$compare" tensors "$(ckpt whole 5)" "$(ckpt stop 5)" params,adam_m,adam_v 0
+    for l in "2 2" "4 1" "1 1"; do
+        set -- $l
+        name=resume$1$2
+        copy_run stop $name
+        train $name $1 $2 || continue
+        echo "== saved at (2, 2), resumed at ($1, $2)"
+        check "$name: resumed from step 5" logged $name.log "resumed from .*step_0000005.h5: step 5, .*now dp $1, tp $2"
+        check "$name: finished (DONE)" has "$tmp/$name/DONE"
+        if [ "$1$2" = 22 ]; then
+            check "$name: losses of steps 1..11 identical to the uninterrupted run" \
+                "$compare" losses "$(metrics whole)" "$(metrics $name)" 1 11 0
+            check "$name: final parameters and moments bit-identical" \
+                "$compare" tensors "$(ckpt whole 11)" "$(ckpt $name 11)" params,adam_m,adam_v 0
+        else
+            check "$name: losses of steps 6..11 within 1e-4 of the uninterrupted run" \
+                "$compare" losses "$(metrics whole)" "$(metrics $name)" 6 11 1e-4
+        fi
+    done
+    ;;
+sigterm)
+    # Open MPI's mpirun (4.1) on SIGTERM aborts the job: SIGCONT to each rank's process group at once,
+    # SIGTERM odls_base_sigkill_timeout seconds later (default 1), SIGKILL as long after that, and it
+    # exits 1 whatever the ranks did. In that second the ranks finish their step, write the checkpoint
+    # and STOPPED and exit 0 without MPI_Finalize (grid_exit_now), which would wait ~2 s on the runtime
+    # being torn down. record_exit.py records each rank's own exit status (mpirun kills the rest of the
+    # job as soon as one process has exited, shell wrappers included). The run logs rarely
+    # (log_every) because mpirun stops reading the ranks' output while it aborts: a rank that prints
+    # every few milliseconds would block on a full terminal buffer. The test widens the window to 3 s
+    # (OMPI_MCA_odls_base_sigkill_timeout): on 2 busy cores, 4 ranks need more than 1 s for a step and
+    # a checkpoint. That would also leave time for MPI_Finalize, so the ranks must also have exited
+    # within 1 s of STOPPED (written last, right before they leave).
+    export OMPI_MCA_odls_base_sigkill_timeout=3
+    common=(--set train.steps=1000 --set train.ckpt_every=0 --set run.log_every=1000)
+    mkdir -p "$tmp/status"
+    train_args sig 2 "${common[@]}"
+    "${mpirun[@]}" -np 4 python3 "$src/tests/mpi/record_exit.py" "$tmp/status" "${args[@]}" > "$tmp/sig.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 600); do grep -q '"step": 3,' "$tmp/sig/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
+    kill -TERM $pid
+    wait $pid
+    rc=$?
+    sed 's/^/    | /' "$tmp/sig.log"
+    echo "mpirun exited with $rc after SIGTERM (Open MPI 4 returns 1 for a job it aborted)"
+    check "mpirun's status is 0 or Open MPI's 1 for an aborted job" test $rc -le 1
+    for r in 0 1 2 3; do
+        check "rank $r: llamac exited 0" same_text "$tmp/status/rank$r" "exit 0"
+    done
+    check "every rank exited within 1 s of writing STOPPED" python3 -c "
+import os, sys
+t0 = os.stat('$tmp/sig/STOPPED').st_mtime
+late = [(r, float(open('$tmp/status/rank%d.time' % r).read()) - t0) for r in range(4)]
+print('    exit - STOPPED: ' + ', '.join('rank %d %.3f s' % x for x in late))
+sys.exit(max(d for _, d in late) >= 1.0)"
+    stop=$(sed -n 's/^{"step": \([0-9]*\),.*/\1/p' "$tmp/sig/metrics.jsonl" | tail -1)
+    check "STOPPED names SIGTERM on all 4 ranks; no DONE" sh -c \
+        "grep -q 'SIGTERM received (ranks 0..3)' '$tmp/sig/STOPPED' && [ ! -e '$tmp/sig/DONE' ]"
+    [ -n "$stop" ] && [ -e "$tmp/sig/STOPPED" ] || exit 1
+    echo "    stopped after step $stop (the last row of metrics.jsonl)"
+    check "the checkpoint of step $stop exists and is latest" same_text "$tmp/sig/ckpt/latest" "$(printf 'step_%07d.h5' $stop)"
+    check "it is the only checkpoint (ckpt_every = 0)" test "$(ls "$tmp/sig/ckpt" | grep -c '^step_')" = 1
+    if grep -q "stopped at step" "$tmp/sig.log"; then
+        check "the log line names the step and the signal" logged sig.log "stopped at step $stop (SIGTERM received (ranks 0..3)) after a checkpoint"
+    else
+        echo "    (mpirun did not pass on the ranks' last lines)"
+    fi
+    # resume with the same command (5 more steps), and an uninterrupted run to the same step
+    cp "$tmp/sig.log" "$tmp/sig_first.log"
+    train sig 2 2 "${common[@]}" --set run.stop_after=5 || exit 1
+    check "resumed from the checkpoint of step $stop" logged sig.log "resumed from .*$(printf 'step_%07d.h5' $stop): step $stop,"
+    train whole 2 2 "${common[@]}" --set run.stop_after=$((stop + 5)) || exit 1
+    check "losses of steps 1..$((stop + 5)) identical to the uninterrupted run" \
+        "$compare" losses "$(metrics whole)" "$(metrics sig)" 1 $((stop + 5)) 0
+    check "parameters and moments at step $((stop + 5)) bit-identical" \
+        "$compare" tensors "$(ckpt whole $((stop + 5)))" "$(ckpt sig $((stop + 5)))" params,adam_m,adam_v 0
+    ;;
+*)
+    echo "parallel_train.sh: MODE is equiv, zero1, reshard or sigterm" >&2
+    exit 2
+    ;;
+esac
+[ $failed -eq 0 ] && echo "parallel_train.sh $mode: all checks passed" || echo "parallel_train.sh $mode: FAILED"
+exit $failed
