@@ -1,5 +1,10 @@
-// llamac inspect --model PRESET | --hf DIR  [--batch B] [--seq T] [--tp K] [--recompute]
-// Prints the model's shapes, its exact parameter count, and the memory one rank needs for a training step.
+// llamac inspect --model PRESET | --hf DIR  [--batch B] [--seq T] [--dp N] [--tp K] [--zero1] [--recompute]
+// Prints the model's shapes, its exact parameter count, and the memory one rank needs for a training step
+// in a layout of dp x tp ranks: parameters and gradients are this rank's tensor-parallel slice (1/tp of
+// the matrices, vocabulary padded to a multiple of tp, norms whole); AdamW's two moments cover that slice,
+// or with --zero1 one data-parallel shard of it (1/dp, padded as the trainer pads: launch/dp.h), plus
+// the buffer the gradients of the shard are reduce-scattered into. The figures follow the allocations
+// of train/train.c: keep them together.
 // With --hf the config comes from DIR/config.json and every weight is then read and checked exactly as
 // loading it into a model would (hf_check_weights), so that a bad checkpoint fails here with the same
 // one-line error a training run would give, without the memory of a model.
@@ -10,6 +15,7 @@
 #include "cli/cli.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "launch/dp.h"
 #include "model/config.h"
 #include "model/hf.h"
 #include "model/llama.h"
@@ -38,8 +44,9 @@ static void fmt_short(char *out, size_t n, long long v) {
     else snprintf(out, n, "%.1fK", (double)(v / 100LL) / 10.0);
 }
 
-// The report for config c (label: what the user named), for one rank of tp.
-static int print_report(const struct llama_config *c, const char *label, int B, int T, int tp, int recompute) {
+// The report for config c (label: what the user named), for one rank of a dp x tp layout.
+static int print_report(const struct llama_config *c, const char *label, int B, int T, int dp, int tp, int zero1,
+                        int recompute) {
     if (T <= 0) T = c->max_seq_len;
     struct param_layout pl;
     if (param_layout_init(&pl, c, tp, 0) != 0) return -1;
@@ -60,18 +67,39 @@ static int print_report(const struct llama_config *c, const char *label, int B, 
     printf("\n");
     printf("parameters  %s (%s)\n", count, shortc);
 
+    // elements per rank, as train/train.c allocates them
+    size_t local = pl.total, shard = local, blocks = local, grad_shard = 0;
+    if (zero1 && dp > 1) {
+        shard = dp_shard_size(local, dp);
+        blocks = shard * (size_t)dp;  // llama_pad_blocks
+        grad_shard = shard;
+    }
     size_t act, act32;
     llama_act_sizes(c, &pl, B, T, recompute, &act, &act32);
-    double P = (double)pl.total * 4, G = P, O = 2 * P, A = (double)(act + act32) * 4;
-    char bp[32], bg[32], bo[32], ba[32], bt[32];
+    double P = (double)blocks * 4, G = P, O = 2.0 * (double)shard * 4, S = (double)grad_shard * 4,
+           A = (double)(act + act32) * 4;
+    char bp[32], bg[32], bo[32], bs[32], ba[32], bt[32], bfull[32];
     fmt_bytes(bp, sizeof(bp), P);
     fmt_bytes(bg, sizeof(bg), G);
     fmt_bytes(bo, sizeof(bo), O);
+    fmt_bytes(bs, sizeof(bs), S);
     fmt_bytes(ba, sizeof(ba), A);
-    fmt_bytes(bt, sizeof(bt), P + G + O + A);
-    printf("memory per rank for one training step (cpu backend, fp32; tp %d, batch %d x %d tokens%s):\n", tp, B, T,
-           recompute ? ", recompute" : "");
-    printf("  parameters %s, gradients %s, AdamW moments %s, activations %s: total %s\n", bp, bg, bo, ba, bt);
+    fmt_bytes(bt, sizeof(bt), P + G + O + S + A);
+    fmt_bytes(bfull, sizeof(bfull), 2.0 * (double)local * 4);
+    printf("memory per rank for one training step (cpu backend, fp32; dp %d x tp %d%s, batch %d x %d tokens%s):\n", dp,
+           tp, zero1 ? ", ZeRO-1" : "", B, T, recompute ? ", recompute" : "");
+    char elems[64];
+    fmt_count(elems, sizeof(elems), (long long)local);
+    printf("  parameters     %12s  (%s elements%s)\n", bp, elems, tp > 1 ? ": 1/tp of the matrices, norms whole" : "");
+    printf("  gradients      %12s\n", bg);
+    if (zero1 && dp > 1) {
+        printf("  AdamW moments  %12s  (ZeRO-1: 1/dp of %s)\n", bo, bfull);
+        printf("  gradient shard %12s  (ZeRO-1: the reduce-scattered gradients of this rank's shard)\n", bs);
+    } else {
+        printf("  AdamW moments  %12s%s\n", bo, zero1 ? "  (ZeRO-1 shards nothing with dp 1)" : "");
+    }
+    printf("  activations    %12s\n", ba);
+    printf("  total          %12s\n", bt);
     param_layout_free(&pl);
     return 0;
 }
@@ -87,24 +115,29 @@ static int check_hf_weights(const struct llama_config *c, const char *dir) {
 
 int cmd_inspect(int argc, char **argv) {
     const char *model = NULL, *hf = NULL, *v;
-    int B = 1, T = 0, tp = 1, recompute = 0;
+    int B = 1, T = 0, dp = 1, tp = 1, zero1 = 0, recompute = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_opt(argc, argv, &i, "--model", &v)) model = v;
         else if (cli_opt(argc, argv, &i, "--hf", &v)) hf = v;
         else if (cli_opt(argc, argv, &i, "--batch", &v)) B = atoi(v);
         else if (cli_opt(argc, argv, &i, "--seq", &v)) T = atoi(v);
+        else if (cli_opt(argc, argv, &i, "--dp", &v)) dp = atoi(v);
         else if (cli_opt(argc, argv, &i, "--tp", &v)) tp = atoi(v);
+        else if (!strcmp(argv[i], "--zero1")) zero1 = 1;
         else if (!strcmp(argv[i], "--recompute")) recompute = 1;
         else if (!strcmp(argv[i], "--help")) {
-            printf("usage: llamac inspect (--model PRESET|FILE.ini | --hf DIR) [--batch B] [--seq T] [--tp K] [--recompute]\n"
+            printf("usage: llamac inspect (--model PRESET|FILE.ini | --hf DIR) [--batch B] [--seq T] [--dp N] [--tp K]\n"
+                   "                      [--zero1] [--recompute]\n"
                    "  --hf DIR   a Hugging Face Llama checkpoint (config.json + model.safetensors or its index);\n"
-                   "             every weight is read and checked as a load would\n");
+                   "             every weight is read and checked as a load would\n"
+                   "  --dp N --tp K --zero1   memory per rank of a run on N x K ranks (parallel.tp = K), with\n"
+                   "             AdamW's moments sharded over the N data-parallel ranks (parallel.zero1)\n");
             return 0;
         } else return err_set("unknown option '%s' (see llamac inspect --help)", argv[i]);
     }
     if (!model == !hf)
         return err_set("give one of --model PRESET (presets: %s/models/*.ini) or --hf DIR", llama_configs_dir());
-    if (B < 1 || tp < 1) return err_set("--batch and --tp must be positive");
+    if (B < 1 || dp < 1 || tp < 1) return err_set("--batch, --dp and --tp must be positive integers");
     struct llama_config c = {0};
     if (hf) {
         if (hf_read_config(&c, hf) != 0) return -1;
@@ -112,7 +145,7 @@ int cmd_inspect(int argc, char **argv) {
         if (llama_config_preset(&c, model) != 0) return -1;
         if (llama_config_validate(&c, model) != 0) return -1;
     }
-    if (print_report(&c, hf ? hf : model, B, T, tp, recompute) != 0) return -1;
+    if (print_report(&c, hf ? hf : model, B, T, dp, tp, zero1, recompute) != 0) return -1;
     fflush(stdout);
     return hf ? check_hf_weights(&c, hf) : 0;
 }

@@ -3,8 +3,12 @@
 // Who asks (REFERENCE.md, HPC behaviour):
 //   SIGUSR1  the batch scripts (launch/slurm.sbatch, launch/pbs.sh) forward the scheduler's early
 //            warning to mpirun, which passes it to every rank. This is the signal to rely on.
-//   SIGTERM  the scheduler at the time limit, or mpirun passing on its own SIGTERM/SIGINT; mpirun
-//            follows with SIGKILL a few seconds later, so there may be no time left to checkpoint.
+//   SIGTERM  the scheduler at the time limit, or mpirun passing on its own SIGTERM/SIGINT. Open MPI 4.1's
+//            mpirun then aborts the job: SIGCONT to the ranks at once, SIGTERM odls_base_sigkill_timeout
+//            seconds later (1 by default), SIGKILL as long after that, and it exits 1 whatever the
+//            ranks did. One step and a checkpoint must fit in that window; the trainer then exits
+//            without MPI_Finalize (grid_exit_now). Raise the window with
+//            OMPI_MCA_odls_base_sigkill_timeout=N (it also delays the SIGTERM by N seconds).
 //   SIGINT   Ctrl-C on an interactive run. A second SIGINT kills the process at once.
 //   wall time  a limit in seconds (the run config's), checked at every step: the stop that needs no
 //            signal at all, for schedulers whose warning comes too late.
