@@ -8,8 +8,8 @@
 #            parameters after step 1 within 1e-5, and the losses of steps 2..11 within 1e-4.
 #   zero1    parallel.zero1 at (2,1) and (2,2): losses, grad norms, and the parameters and both moments
 #            of the final checkpoint (which every data-parallel rank writes a shard of) within 1e-5 of the
-#            same layout without ZeRO-1; a ZeRO-1 checkpoint of (2,2) resumes at (1,1) without ZeRO-1
-#            and continues the curve within 1e-4.
+#            same layout without ZeRO-1; a ZeRO-1 checkpoint of (2,2) resumes at (1,1) without ZeRO-1,
+#            and a plain one of (2,1) at (2,2) with ZeRO-1, continuing the curve within 1e-4.
 #   reshard  a run stopped after step 5 at (2,2) (run.stop_after) resumes at (2,2), (4,1) and (1,1):
 #            the same layout is bit-identical to an uninterrupted (2,2) run (losses and the final
 #            checkpoint), the others give its losses within 1e-4.
@@ -119,6 +119,15 @@ zero1)
             "resumed from .*step_0000005.h5: step 5, .*saved at dp 2, tp 2; now dp 1, tp 1" &&
         check "losses of steps 6..11 within 1e-4 of the uninterrupted ZeRO-1 run" \
             "$compare" losses "$(metrics z22)" "$(metrics zresume11)" 6 11 1e-4
+    echo "== a checkpoint of plain (2, 1) resumes with ZeRO-1 at (2, 2)"
+    copy_run r21 plain5
+    rm -f "$tmp"/plain5/ckpt/step_00000{06,07,08,09,10,11}.h5 "$tmp/plain5/DONE"
+    echo step_0000005.h5 > "$tmp/plain5/ckpt/latest"
+    train plain5 2 2 --set parallel.zero1=true &&
+        check "resumed from step 5 of dp 2, tp 1 with ZeRO-1" logged plain5.log \
+            "resumed from .*step_0000005.h5: step 5, .*saved at dp 2, tp 1; now dp 2, tp 2" &&
+        check "losses of steps 6..11 within 1e-4 of the uninterrupted run" \
+            "$compare" losses "$(metrics r21)" "$(metrics plain5)" 6 11 1e-4
     ;;
 reshard)
     train whole 2 2 || exit 1
