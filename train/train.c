@@ -18,6 +18,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/timer.h"
@@ -442,8 +443,8 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
         char tok_from[1100], tok_to[1100];
         snprintf(tok_from, sizeof(tok_from), "%s/tokenizer.model", c->data_dir);
         snprintf(tok_to, sizeof(tok_to), "%s/tokenizer.model", c->run_dir);
-        mkdir(c->run_dir, 0755);
-        rc = copy_file(tok_from, tok_to);
+        rc = fs_mkdir_p(c->run_dir);
+        if (rc == 0) rc = copy_file(tok_from, tok_to);
         if (rc == 0) rc = metrics_open(&t->mt, c->run_dir, t->step);
         remove_marker(c->run_dir, "DONE");
         remove_marker(c->run_dir, "STOPPED");
