@@ -515,6 +515,38 @@ static int open_shards(struct loader *l, const struct manifest *m) {
     return 0;
 }
 
+int loader_parse_mixture(struct loader_config *c, const char *spec) {
+    c->n_sources = 0;
+    char *copy = strdup(spec ? spec : ""), *save = NULL;
+    int rc = 0, weighted = -1;
+    for (char *item = strtok_r(copy, ",", &save); item && rc == 0; item = strtok_r(NULL, ",", &save)) {
+        while (*item == ' ' || *item == '\t') item++;
+        char *end = item + strlen(item);
+        while (end > item && (end[-1] == ' ' || end[-1] == '\t')) *--end = '\0';
+        if (!*item) continue;
+        char *colon = strchr(item, ':');
+        double w = 0;
+        if (colon) {
+            *colon = '\0';
+            char *e;
+            w = strtod(colon + 1, &e);
+            if (e == colon + 1 || *e || !(w > 0)) rc = err_set("mixture \"%s\": weight of %s must be a positive number", spec, item);
+        }
+        if (rc == 0 && weighted >= 0 && weighted != (colon != NULL))
+            rc = err_set("mixture \"%s\": give a weight to every source or to none", spec);
+        weighted = colon != NULL;
+        if (rc == 0 && !prep_name_valid(item)) rc = err_set("mixture \"%s\": '%s' is not a source name", spec, item);
+        if (rc == 0 && c->n_sources == LOADER_MAX_SOURCES) rc = err_set("mixture \"%s\": more than %d sources", spec, LOADER_MAX_SOURCES);
+        if (rc == 0) {
+            snprintf(c->source_names[c->n_sources], sizeof(c->source_names[0]), "%s", item);
+            c->weights[c->n_sources++] = w;
+        }
+    }
+    free(copy);
+    if (rc) c->n_sources = 0;
+    return rc;
+}
+
 int loader_open(struct loader **out, const struct loader_config *c) {
     *out = NULL;
     if (!c->data_dir) return err_set("no data directory");

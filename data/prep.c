@@ -628,6 +628,7 @@ static int run_pipeline(struct prep_run *r, struct prep_stats *st) {
     uint64_t next_fill = 0, next_write = 0, bytes = 0;
     int reading = 1, rc = 0;
     double t0 = time_now(), last = t0;
+    double progress_every = isatty(STDOUT_FILENO) ? 0.5 : 30;  // a terminal line, or a log line now and then
     pthread_mutex_lock(&p.mu);
     while (rc == 0) {
         struct slot *w = &p.slots[next_write % p.n_slots];
@@ -636,7 +637,7 @@ static int run_pipeline(struct prep_run *r, struct prep_stats *st) {
             rc = write_slot(r, w);
             bytes += w->text_len;
             st->docs += w->n_docs;
-            if (time_now() - last > 0.5) {
+            if (time_now() - last > progress_every) {
                 progress_line(c, t0, bytes, w->consumed, total, 0);
                 last = time_now();
             }
