@@ -124,30 +124,42 @@ static int manifest_parse(struct manifest *m, const cJSON *root) {
     if (!cJSON_IsArray(shards)) return err_set("%s: no \"shards\" list", p);
     m->n_shards = cJSON_GetArraySize(shards);
     m->shards = xcalloc(m->n_shards ? m->n_shards : 1, sizeof(struct mshard));
-    uint64_t sum[LOADER_MAX_SOURCES * 4][2] = {{0}};
+    uint64_t (*sum)[2] = xcalloc(m->n_sources, sizeof(*sum));
+    int rc = 0;
     i = 0;
     cJSON_ArrayForEach(s, shards) {
         struct mshard *ms = &m->shards[i++];
         const char *file = json_str(s, "file"), *src = json_str(s, "source"), *split = json_str(s, "split");
-        if (!file || !src || !split || json_u64(s, "tokens", &ms->tokens) != 0 || json_u64(s, "documents", &ms->docs) != 0)
-            return err_set("%s: shard %d: missing or malformed file, source, split, tokens or documents", p, i - 1);
-        if (strlen(file) >= sizeof(ms->file) || strstr(file, "..") || !(strncmp(file, "shards/", 7) == 0 || strncmp(file, "val/", 4) == 0))
-            return err_set("%s: shard %d: file \"%s\" is not under shards/ or val/", p, i - 1, file);
+        if (!file || !src || !split || json_u64(s, "tokens", &ms->tokens) != 0 || json_u64(s, "documents", &ms->docs) != 0) {
+            rc = err_set("%s: shard %d: missing or malformed file, source, split, tokens or documents", p, i - 1);
+            break;
+        }
+        if (strlen(file) >= sizeof(ms->file) || strstr(file, "..") || !(strncmp(file, "shards/", 7) == 0 || strncmp(file, "val/", 4) == 0)) {
+            rc = err_set("%s: shard %d: file \"%s\" is not under shards/ or val/", p, i - 1, file);
+            break;
+        }
         snprintf(ms->file, sizeof(ms->file), "%s", file);
         ms->split = !strcmp(split, "val") ? 1 : !strcmp(split, "train") ? 0 : -1;
-        if (ms->split < 0) return err_set("%s: shard %s: split \"%s\" is neither train nor val", p, file, split);
+        if (ms->split < 0) {
+            rc = err_set("%s: shard %s: split \"%s\" is neither train nor val", p, file, split);
+            break;
+        }
         ms->source = -1;
         for (int k = 0; k < m->n_sources; k++)
             if (!strcmp(m->sources[k].name, src)) ms->source = k;
-        if (ms->source < 0) return err_set("%s: shard %s: source \"%s\" is not among the sources", p, file, src);
-        if (ms->source < LOADER_MAX_SOURCES * 4) sum[ms->source][ms->split] += ms->tokens;
+        if (ms->source < 0) {
+            rc = err_set("%s: shard %s: source \"%s\" is not among the sources", p, file, src);
+            break;
+        }
+        sum[ms->source][ms->split] += ms->tokens;
     }
-    for (int k = 0; k < m->n_sources && k < LOADER_MAX_SOURCES * 4; k++)
-        for (int split = 0; split < 2; split++)
+    for (int k = 0; k < m->n_sources && rc == 0; k++)
+        for (int split = 0; split < 2 && rc == 0; split++)
             if (sum[k][split] != m->sources[k].tokens[split])
-                return err_set("%s: source %s: its %s shards add up to %" PRIu64 " tokens, the source says %" PRIu64, p,
-                               m->sources[k].name, split ? "val" : "train", sum[k][split], m->sources[k].tokens[split]);
-    return 0;
+                rc = err_set("%s: source %s: its %s shards add up to %" PRIu64 " tokens, the source says %" PRIu64, p,
+                             m->sources[k].name, split ? "val" : "train", sum[k][split], m->sources[k].tokens[split]);
+    free(sum);
+    return rc;
 }
 
 static int manifest_load(const char *dir, struct manifest *m) {

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -333,6 +334,25 @@ static void remove_prep_dir(const char *dir) {
     }
     closedir(d);
     rmdir(dir);
+}
+
+// Removes what runs that died left behind: OUT/.prep-tmp-PID and OUT/.prep-old-PID of processes gone.
+static void remove_stale_dirs(const char *out) {
+    DIR *d = opendir(out);
+    if (!d) return;
+    struct dirent *e;
+    char p[4500];
+    while ((e = readdir(d)) != NULL) {
+        const char *num = NULL;
+        if (strncmp(e->d_name, ".prep-tmp-", 10) == 0 || strncmp(e->d_name, ".prep-old-", 10) == 0) num = e->d_name + 10;
+        if (!num || !*num || strspn(num, "0123456789") != strlen(num)) continue;
+        long pid = atol(num);
+        if (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+            snprintf(p, sizeof(p), "%s/%s", out, e->d_name);
+            remove_prep_dir(p);
+        }
+    }
+    closedir(d);
 }
 
 static uint64_t file_size(const char *path) {
@@ -818,6 +838,7 @@ int prep_run(const struct prep_config *c, struct prep_stats *stats) {
     struct prep_run r = {.c = c};
     r.shard_tokens = c->shard_tokens ? c->shard_tokens : (uint64_t)1 << 25;
     snprintf(r.tmp, sizeof(r.tmp), "%s/.prep-tmp-%d", c->out_dir, (int)getpid());
+    remove_stale_dirs(c->out_dir);
     remove_prep_dir(r.tmp);
     char p1[4300], p2[4300], model[4300];
     snprintf(p1, sizeof(p1), "%s/shards", r.tmp);
