@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,6 +336,25 @@ static void remove_prep_dir(const char *dir) {
     rmdir(dir);
 }
 
+// Removes what runs that died left behind: OUT/.prep-tmp-PID and OUT/.prep-old-PID of processes gone.
+static void remove_stale_dirs(const char *out) {
+    DIR *d = opendir(out);
+    if (!d) return;
+    struct dirent *e;
+    char p[4500];
+    while ((e = readdir(d)) != NULL) {
+        const char *num = NULL;
+        if (strncmp(e->d_name, ".prep-tmp-", 10) == 0 || strncmp(e->d_name, ".prep-old-", 10) == 0) num = e->d_name + 10;
+        if (!num || !*num || strspn(num, "0123456789") != strlen(num)) continue;
+        long pid = atol(num);
+        if (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+            snprintf(p, sizeof(p), "%s/%s", out, e->d_name);
+            remove_prep_dir(p);
+        }
+    }
+    closedir(d);
+}
+
 static uint64_t file_size(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
@@ -628,6 +648,7 @@ static int run_pipeline(struct prep_run *r, struct prep_stats *st) {
     uint64_t next_fill = 0, next_write = 0, bytes = 0;
     int reading = 1, rc = 0;
     double t0 = time_now(), last = t0;
+    double progress_every = isatty(STDOUT_FILENO) ? 0.5 : 30;  // a terminal line, or a log line now and then
     pthread_mutex_lock(&p.mu);
     while (rc == 0) {
         struct slot *w = &p.slots[next_write % p.n_slots];
@@ -636,7 +657,7 @@ static int run_pipeline(struct prep_run *r, struct prep_stats *st) {
             rc = write_slot(r, w);
             bytes += w->text_len;
             st->docs += w->n_docs;
-            if (time_now() - last > 0.5) {
+            if (time_now() - last > progress_every) {
                 progress_line(c, t0, bytes, w->consumed, total, 0);
                 last = time_now();
             }
@@ -817,6 +838,7 @@ int prep_run(const struct prep_config *c, struct prep_stats *stats) {
     struct prep_run r = {.c = c};
     r.shard_tokens = c->shard_tokens ? c->shard_tokens : (uint64_t)1 << 25;
     snprintf(r.tmp, sizeof(r.tmp), "%s/.prep-tmp-%d", c->out_dir, (int)getpid());
+    remove_stale_dirs(c->out_dir);
     remove_prep_dir(r.tmp);
     char p1[4300], p2[4300], model[4300];
     snprintf(p1, sizeof(p1), "%s/shards", r.tmp);
