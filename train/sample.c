@@ -94,12 +94,15 @@ int sample_generate(struct llama *m, const struct tokenizer *tok, const char *pr
     struct token_buf buf = {0};
     token_buf_push(&buf, tokenizer_bos_id(tok));
     if (tokenizer_encode(tok, prompt, strlen(prompt), &buf) != 0) return -1;
-    size_t n_prompt = buf.n;
+    // Text is printed as the difference between decodings of the whole sequence, so that the first
+    // generated piece keeps its leading space (SentencePiece drops it when a decoding starts there).
+    size_t printed = 0;
+    char *ptext = tokenizer_decode(tok, buf.ids, buf.n, &printed);
+    free(ptext);
     llama_alloc_acts(m, 1, Tmax, 0);
     float *logits = xmalloc(sizeof(float) * (size_t)V);
     struct rng r;
     rng_seed(&r, o->seed);
-    size_t printed = 0;
     fputs(prompt, out);
     for (int step = 0; step < o->max_tokens; step++) {
         size_t start = buf.n > (size_t)Tmax ? buf.n - (size_t)Tmax : 0;
@@ -112,7 +115,7 @@ int sample_generate(struct llama *m, const struct tokenizer *tok, const char *pr
         token_buf_push(&buf, id);
         // print what decodes cleanly so far (a character may span several byte tokens)
         size_t len;
-        char *text = tokenizer_decode(tok, buf.ids + n_prompt, buf.n - n_prompt, &len);
+        char *text = tokenizer_decode(tok, buf.ids, buf.n, &len);
         if (!text) break;
         size_t safe = len, j = len;
         while (j > printed && ((unsigned char)text[j - 1] & 0xC0) == 0x80) j--;
@@ -129,7 +132,7 @@ int sample_generate(struct llama *m, const struct tokenizer *tok, const char *pr
         free(text);
     }
     size_t len;
-    char *text = tokenizer_decode(tok, buf.ids + n_prompt, buf.n - n_prompt, &len);
+    char *text = tokenizer_decode(tok, buf.ids, buf.n, &len);
     if (text && len > printed) fwrite(text + printed, 1, len - printed, out);
     fputc('\n', out);
     free(text);
