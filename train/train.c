@@ -457,6 +457,12 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
         goto out;
     }
 
+    if (t->step == 0 && c->eval_every) {  // the starting point of the validation curve
+        double vl = 0;
+        if ((rc = agree(t, evaluate(t, &vl))) != 0) goto out;
+        log_info("eval step 0: val loss %.4f, perplexity %.2f", vl, exp(vl));
+        if (log_is_main()) metrics_eval(&t->mt, 0, vl);
+    }
     t->t_start = time_now();
     const double tokens_per_step = (double)c->global_batch_tokens;
     const double flops_per_token = run_flops_per_token(&c->model, c->seq_len);
