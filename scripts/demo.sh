@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # The main job: set up (packages, build), then pretrain a small LLaMA from scratch on this machine's CPU
 # on a multilingual corpus it prepares itself, print samples in several languages, and draw the loss.
-#   data/demo-corpus/   9 languages of text from Debian's fortune packages (installed when missing)
-#   data/demo/          tokenizer.model (BPE, 4096 pieces, trained here), HDF5 shards, manifest.json
+#   demo/corpus/   9 languages of text from Debian's fortune packages (installed when missing)
+#   demo/data/          tokenizer.model (BPE, 4096 pieces, trained here), HDF5 shards, manifest.json
 #   runs/demo/          checkpoints, metrics.jsonl, loss.png
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
 llamac=build/llamac
 
-if [ ! -f data/demo/manifest.json ]; then
-  $llamac prep --demo-corpus data/demo-corpus
+if [ ! -f demo/data/manifest.json ]; then
+  $llamac prep --demo-corpus demo/corpus
   inputs=()
-  for lang in en de ru bg es it pl cs pt; do inputs+=(--input "$lang:data/demo-corpus/$lang.txt"); done
-  $llamac prep --out data/demo --train-tokenizer --vocab-size 4096 --sample-mb 8 "${inputs[@]}"
+  for lang in en de ru bg es it pl cs pt; do inputs+=(--input "$lang:demo/corpus/$lang.txt"); done
+  $llamac prep --out demo/data --train-tokenizer --vocab-size 4096 --sample-mb 8 "${inputs[@]}"
 fi
 
 rm -rf runs/demo  # the demo always starts from scratch; `llamac train` itself resumes a run_dir
