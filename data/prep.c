@@ -16,6 +16,7 @@
 #include <zlib.h>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/timer.h"
@@ -283,19 +284,6 @@ int doc_reader_next(struct doc_reader *r, const char **doc, size_t *len) {
 // ---------------------------------------------------------------------------------------------------
 // Files and directories
 // ---------------------------------------------------------------------------------------------------
-static int mkdir_p(const char *path) {
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create directory: %s", tmp, strerror(errno));
-            *p = '/';
-        }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create directory: %s", tmp, strerror(errno));
-    return 0;
-}
-
 static int copy_file(const char *from, const char *to) {
     FILE *in = fopen(from, "rb");
     if (!in) return err_set("%s: cannot open: %s", from, strerror(errno));
@@ -834,7 +822,7 @@ int prep_run(const struct prep_config *c, struct prep_stats *stats) {
     struct prep_stats *st = stats ? stats : &dummy;
     memset(st, 0, sizeof(*st));
     if (check_config(c) != 0) return -1;
-    if (mkdir_p(c->out_dir) != 0) return -1;
+    if (fs_mkdir_p(c->out_dir) != 0) return -1;
     struct prep_run r = {.c = c};
     r.shard_tokens = c->shard_tokens ? c->shard_tokens : (uint64_t)1 << 25;
     snprintf(r.tmp, sizeof(r.tmp), "%s/.prep-tmp-%d", c->out_dir, (int)getpid());
@@ -843,7 +831,7 @@ int prep_run(const struct prep_config *c, struct prep_stats *stats) {
     char p1[4300], p2[4300], model[4300];
     snprintf(p1, sizeof(p1), "%s/shards", r.tmp);
     snprintf(p2, sizeof(p2), "%s/val", r.tmp);
-    if (mkdir_p(p1) != 0 || mkdir_p(p2) != 0) return -1;
+    if (fs_mkdir_p(p1) != 0 || fs_mkdir_p(p2) != 0) return -1;
     snprintf(model, sizeof(model), "%s/tokenizer.model", r.tmp);
 
     struct tokenizer *tok = NULL;
