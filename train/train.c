@@ -23,6 +23,7 @@
 #include "core/rng.h"
 #include "core/timer.h"
 #include "data/loader.h"
+#include "data/sha256.h"
 #include "launch/dp.h"
 #include "launch/grid.h"
 #include "launch/mpi_comm.h"
@@ -64,6 +65,7 @@ struct trainer {
     struct rng rng;
     struct metrics mt;
     double t_start;
+    char tokenizer_sha256[65];    // of run_dir/tokenizer.model when the run already has one
 };
 
 // Every rank learns whether any rank failed; the lowest failing rank's message becomes everyone's, so
@@ -179,6 +181,7 @@ static int evaluate(struct trainer *t, double *val_loss) {
     struct loader *vl = NULL;
     struct loader_config lc;
     run_config_loader(&lc, rc, t->g.dp_rank, t->g.dp_size, 1);
+    if (t->tokenizer_sha256[0]) lc.tokenizer_sha256 = t->tokenizer_sha256;
     int err = loader_open(&vl, &lc);
     double sum = 0, count = 0;
     for (int b = 0; b < rc->eval_batches && err == 0; b++) {
@@ -387,8 +390,15 @@ static int trainer_setup(struct trainer *t, const char *ini) {
     build_ranges(t);
     if (t->g.dp_size > 1 && !c->zero1) t->dps = dp_sync_create(t->g.dp, t->m.grads, total, c->dp_bucket_mb);
 
+    // a run that already started keeps its tokenizer: the data must have been made with the same one
     struct loader_config lc;
     run_config_loader(&lc, c, t->g.dp_rank, t->g.dp_size, 0);
+    char run_tok[1100];
+    snprintf(run_tok, sizeof(run_tok), "%s/tokenizer.model", c->run_dir);
+    if (access(run_tok, R_OK) == 0) {
+        if (agree(t, sha256_file_hex(t->tokenizer_sha256, run_tok)) != 0) return -1;
+        lc.tokenizer_sha256 = t->tokenizer_sha256;
+    }
     if (agree(t, loader_open(&t->loader, &lc)) != 0) return -1;
 
     // start: resume from the newest checkpoint in run_dir, else released weights, else random
