@@ -14,20 +14,6 @@
 #include "model/safetensors.h"
 #include "train/sample.h"
 
-static int copy_file(const char *from, const char *to) {
-    FILE *in = fopen(from, "rb");
-    if (!in) return err_set("%s: cannot read: %s", from, strerror(errno));
-    FILE *out = fopen(to, "wb");
-    if (!out) {
-        fclose(in);
-        return err_set("%s: cannot write: %s", to, strerror(errno));
-    }
-    char buf[65536];
-    for (size_t n; (n = fread(buf, 1, sizeof(buf), in)) > 0;) fwrite(buf, 1, n, out);
-    fclose(in);
-    return fclose(out) == 0 ? 0 : err_set("%s: cannot write", to);
-}
-
 int cmd_export(int argc, char **argv) {
     const char *ckpt = NULL, *out = NULL, *dtype = "bf16", *v;
     for (int i = 1; i < argc; i++) {
@@ -55,7 +41,7 @@ int cmd_export(int argc, char **argv) {
     if (rc == 0) {
         snprintf(from, sizeof(from), "%s/tokenizer.model", run_dir);
         snprintf(to, sizeof(to), "%s/tokenizer.model", out);
-        rc = copy_file(from, to);
+        rc = fs_copy_file(from, to);
     }
     if (rc == 0) printf("exported %s (%s) to %s\n", ckpt, dtype, out);
     if (m.be) llama_free(&m);

@@ -31,3 +31,31 @@ int fs_fsync_path(const char *path) {
     close(fd);
     return rc;
 }
+
+int fs_copy_file(const char *from, const char *to) {
+    char tmp[4200];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", to) >= (int)sizeof(tmp)) return err_set("%s: path too long", to);
+    FILE *in = fopen(from, "rb");
+    if (!in) return err_set("%s: cannot read: %s", from, strerror(errno));
+    FILE *out = fopen(tmp, "wb");
+    if (!out) {
+        fclose(in);
+        return err_set("%s: cannot write: %s", tmp, strerror(errno));
+    }
+    char buf[1 << 16];
+    int ok = 1;
+    for (size_t n; (n = fread(buf, 1, sizeof(buf), in)) > 0;)
+        if (fwrite(buf, 1, n, out) != n) ok = 0;
+    if (ferror(in)) ok = 0;
+    fclose(in);
+    if (fclose(out) != 0) ok = 0;
+    if (!ok) {
+        unlink(tmp);
+        return err_set("%s: copying from %s failed", to, from);
+    }
+    if (rename(tmp, to) != 0) {
+        unlink(tmp);
+        return err_set("%s: cannot replace: %s", to, strerror(errno));
+    }
+    return 0;
+}

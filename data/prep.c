@@ -284,26 +284,6 @@ int doc_reader_next(struct doc_reader *r, const char **doc, size_t *len) {
 // ---------------------------------------------------------------------------------------------------
 // Files and directories
 // ---------------------------------------------------------------------------------------------------
-static int copy_file(const char *from, const char *to) {
-    FILE *in = fopen(from, "rb");
-    if (!in) return err_set("%s: cannot open: %s", from, strerror(errno));
-    FILE *out = fopen(to, "wb");
-    if (!out) {
-        fclose(in);
-        return err_set("%s: cannot create: %s", to, strerror(errno));
-    }
-    char buf[1 << 16];
-    size_t n;
-    int ok = 1;
-    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
-        if (fwrite(buf, 1, n, out) != n) ok = 0;
-    if (ferror(in)) ok = 0;
-    fclose(in);
-    if (fclose(out) != 0) ok = 0;
-    if (!ok) return err_set("%s: copy to %s failed", from, to);
-    return 0;
-}
-
 // Removes a directory prep made: its *.h5, *.model, *.json and *.tmp files, its subdirectories of the
 // same kind, then itself. Anything else is left (and so is the directory).
 static void remove_prep_dir(const char *dir) {
@@ -840,7 +820,7 @@ int prep_run(const struct prep_config *c, struct prep_stats *stats) {
         rc = tokenizer_load(&tok, c->tokenizer);
         tokenizer_free(tok);
         tok = NULL;
-        if (rc == 0) rc = copy_file(c->tokenizer, model);
+        if (rc == 0) rc = fs_copy_file(c->tokenizer, model);
     } else rc = train_tokenizer(c, model);
     if (rc == 0) rc = tokenizer_load(&tok, model);
     if (rc == 0) {

@@ -35,12 +35,8 @@ int ckpt_open_model(struct llama *m, const char *path, char *run_dir, size_t n, 
     struct ckpt_ctx x = {MPI_COMM_SELF, 0, 0};
     struct ckpt_meta meta;
     if (ckpt_read_meta(&x, file, &meta) != 0) return -1;
-    struct cfg mc;
-    cfg_init(&mc);
     struct llama_config c = {0};
-    int rc = cfg_load_string(&mc, meta.model_ini, file);
-    if (rc == 0) rc = llama_config_read(&c, &mc, "model");
-    cfg_free(&mc);
+    int rc = llama_config_from_ini(&c, meta.model_ini, file);
     if (rc == 0) rc = llama_init(m, &c, backend_cpu(), comm_self());
     if (rc == 0) rc = ckpt_load(&x, file, m, NULL);
     if (rc == 0 && meta_out) *meta_out = meta;

@@ -241,12 +241,8 @@ static int resume(struct trainer *t, const char *path) {
     struct ckpt_ctx x = ckpt_context(t);
     struct ckpt_meta meta;
     if (ckpt_read_meta(&x, path, &meta) != 0) return -1;
-    struct cfg mc;
-    cfg_init(&mc);
     struct llama_config saved = {0};
-    int rc = cfg_load_string(&mc, meta.model_ini, path);
-    if (rc == 0) rc = llama_config_read(&saved, &mc, "model");
-    cfg_free(&mc);
+    int rc = llama_config_from_ini(&saved, meta.model_ini, path);
     char why[128];
     if (rc == 0 && !llama_config_same_shape(&saved, &t->m.cfg, why, sizeof(why)))
         rc = err_set("%s: the checkpoint's model differs from the run's config (%s; checkpoint vs run)", path, why);
@@ -295,24 +291,6 @@ static void build_ranges(struct trainer *t) {
         t->n_norm_ranges = k;
     }
     free(all);
-}
-
-static int copy_file(const char *from, const char *to) {
-    FILE *in = fopen(from, "rb");
-    if (!in) return err_set("%s: cannot read: %s", from, strerror(errno));
-    char tmp[1200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", to);
-    FILE *out = fopen(tmp, "wb");
-    if (!out) {
-        fclose(in);
-        return err_set("%s: cannot write: %s", tmp, strerror(errno));
-    }
-    char buf[65536];
-    for (size_t n; (n = fread(buf, 1, sizeof(buf), in)) > 0;) fwrite(buf, 1, n, out);
-    fclose(in);
-    int rc = fclose(out);
-    if (rc != 0 || rename(tmp, to) != 0) return err_set("%s: cannot write", to);
-    return 0;
 }
 
 static void touch_marker(const char *run_dir, const char *name, const char *text) {
@@ -454,7 +432,7 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
         snprintf(tok_from, sizeof(tok_from), "%s/tokenizer.model", c->data_dir);
         snprintf(tok_to, sizeof(tok_to), "%s/tokenizer.model", c->run_dir);
         rc = fs_mkdir_p(c->run_dir);
-        if (rc == 0) rc = copy_file(tok_from, tok_to);
+        if (rc == 0) rc = fs_copy_file(tok_from, tok_to);
         if (rc == 0) rc = metrics_open(&t->mt, c->run_dir, t->step);
         remove_marker(c->run_dir, "DONE");
         remove_marker(c->run_dir, "STOPPED");
