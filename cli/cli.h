@@ -8,6 +8,7 @@ int cmd_prep(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 // Small helpers for the subcommands' option parsing.
 int cli_opt(int argc, char **argv, int *i, const char *name, const char **value);

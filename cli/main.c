@@ -15,6 +15,7 @@ static const struct command {
     {"train", cmd_train, "train (or resume) the run a config describes; launch ranks with mpirun"},
     {"sample", cmd_sample, "generate text from a checkpoint"},
     {"eval", cmd_eval, "validation loss and perplexity of a checkpoint"},
+    {"export", cmd_export, "write a checkpoint as a Hugging Face Llama directory (safetensors)"},
     {"inspect", cmd_inspect, "print a model's parameter count and the memory a training step needs; with --hf DIR,\n"
                              "            also check every weight of a Hugging Face checkpoint"},
     {"forward", cmd_forward, "run forward and backward of a model (random, or --hf DIR) on random tokens"},

@@ -156,7 +156,7 @@ static int demo_corpus(const char *dir, int install) {
     char cmd[2048] = "";
     for (int i = 0; i < n; i++)
         snprintf(cmd + strlen(cmd), sizeof(cmd) - strlen(cmd), " --input %s:%s/%s.txt", langs[i].lang, dir, langs[i].lang);
-    log_info("  llamac prep --out data/demo --train-tokenizer --vocab-size 8000%s", cmd);
+    log_info("  llamac prep --out demo/data --train-tokenizer --vocab-size 4096%s", cmd);
     return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/log.h"
 
 #define FORTUNE_DIR "/usr/share/games/fortunes/"
@@ -140,7 +141,7 @@ int democorpus_build(const char *dir, int allow_install, struct demo_lang *langs
         log_warn("missing fortune packages:%s (%s); their languages are left out", missing,
                  geteuid() == 0 ? "installation not allowed" : "run as root to install them");
     }
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create directory: %s", dir, strerror(errno));
+    if (fs_mkdir_p(dir) != 0) return -1;
     for (int l = 0; l < DEMO_MAX_LANGS; l++) {
         char **files = NULL;
         int nf = 0;

@@ -124,30 +124,42 @@ static int manifest_parse(struct manifest *m, const cJSON *root) {
     if (!cJSON_IsArray(shards)) return err_set("%s: no \"shards\" list", p);
     m->n_shards = cJSON_GetArraySize(shards);
     m->shards = xcalloc(m->n_shards ? m->n_shards : 1, sizeof(struct mshard));
-    uint64_t sum[LOADER_MAX_SOURCES * 4][2] = {{0}};
+    uint64_t (*sum)[2] = xcalloc(m->n_sources, sizeof(*sum));
+    int rc = 0;
     i = 0;
     cJSON_ArrayForEach(s, shards) {
         struct mshard *ms = &m->shards[i++];
         const char *file = json_str(s, "file"), *src = json_str(s, "source"), *split = json_str(s, "split");
-        if (!file || !src || !split || json_u64(s, "tokens", &ms->tokens) != 0 || json_u64(s, "documents", &ms->docs) != 0)
-            return err_set("%s: shard %d: missing or malformed file, source, split, tokens or documents", p, i - 1);
-        if (strlen(file) >= sizeof(ms->file) || strstr(file, "..") || !(strncmp(file, "shards/", 7) == 0 || strncmp(file, "val/", 4) == 0))
-            return err_set("%s: shard %d: file \"%s\" is not under shards/ or val/", p, i - 1, file);
+        if (!file || !src || !split || json_u64(s, "tokens", &ms->tokens) != 0 || json_u64(s, "documents", &ms->docs) != 0) {
+            rc = err_set("%s: shard %d: missing or malformed file, source, split, tokens or documents", p, i - 1);
+            break;
+        }
+        if (strlen(file) >= sizeof(ms->file) || strstr(file, "..") || !(strncmp(file, "shards/", 7) == 0 || strncmp(file, "val/", 4) == 0)) {
+            rc = err_set("%s: shard %d: file \"%s\" is not under shards/ or val/", p, i - 1, file);
+            break;
+        }
         snprintf(ms->file, sizeof(ms->file), "%s", file);
         ms->split = !strcmp(split, "val") ? 1 : !strcmp(split, "train") ? 0 : -1;
-        if (ms->split < 0) return err_set("%s: shard %s: split \"%s\" is neither train nor val", p, file, split);
+        if (ms->split < 0) {
+            rc = err_set("%s: shard %s: split \"%s\" is neither train nor val", p, file, split);
+            break;
+        }
         ms->source = -1;
         for (int k = 0; k < m->n_sources; k++)
             if (!strcmp(m->sources[k].name, src)) ms->source = k;
-        if (ms->source < 0) return err_set("%s: shard %s: source \"%s\" is not among the sources", p, file, src);
-        if (ms->source < LOADER_MAX_SOURCES * 4) sum[ms->source][ms->split] += ms->tokens;
+        if (ms->source < 0) {
+            rc = err_set("%s: shard %s: source \"%s\" is not among the sources", p, file, src);
+            break;
+        }
+        sum[ms->source][ms->split] += ms->tokens;
     }
-    for (int k = 0; k < m->n_sources && k < LOADER_MAX_SOURCES * 4; k++)
-        for (int split = 0; split < 2; split++)
+    for (int k = 0; k < m->n_sources && rc == 0; k++)
+        for (int split = 0; split < 2 && rc == 0; split++)
             if (sum[k][split] != m->sources[k].tokens[split])
-                return err_set("%s: source %s: its %s shards add up to %" PRIu64 " tokens, the source says %" PRIu64, p,
-                               m->sources[k].name, split ? "val" : "train", sum[k][split], m->sources[k].tokens[split]);
-    return 0;
+                rc = err_set("%s: source %s: its %s shards add up to %" PRIu64 " tokens, the source says %" PRIu64, p,
+                             m->sources[k].name, split ? "val" : "train", sum[k][split], m->sources[k].tokens[split]);
+    free(sum);
+    return rc;
 }
 
 static int manifest_load(const char *dir, struct manifest *m) {
@@ -513,6 +525,38 @@ static int open_shards(struct loader *l, const struct manifest *m) {
         CHECK(src->start[src->n_shards] == src->n_tokens);  // the manifest's sums were checked
     }
     return 0;
+}
+
+int loader_parse_mixture(struct loader_config *c, const char *spec) {
+    c->n_sources = 0;
+    char *copy = strdup(spec ? spec : ""), *save = NULL;
+    int rc = 0, weighted = -1;
+    for (char *item = strtok_r(copy, ",", &save); item && rc == 0; item = strtok_r(NULL, ",", &save)) {
+        while (*item == ' ' || *item == '\t') item++;
+        char *end = item + strlen(item);
+        while (end > item && (end[-1] == ' ' || end[-1] == '\t')) *--end = '\0';
+        if (!*item) continue;
+        char *colon = strchr(item, ':');
+        double w = 0;
+        if (colon) {
+            *colon = '\0';
+            char *e;
+            w = strtod(colon + 1, &e);
+            if (e == colon + 1 || *e || !(w > 0)) rc = err_set("mixture \"%s\": weight of %s must be a positive number", spec, item);
+        }
+        if (rc == 0 && weighted >= 0 && weighted != (colon != NULL))
+            rc = err_set("mixture \"%s\": give a weight to every source or to none", spec);
+        weighted = colon != NULL;
+        if (rc == 0 && !prep_name_valid(item)) rc = err_set("mixture \"%s\": '%s' is not a source name", spec, item);
+        if (rc == 0 && c->n_sources == LOADER_MAX_SOURCES) rc = err_set("mixture \"%s\": more than %d sources", spec, LOADER_MAX_SOURCES);
+        if (rc == 0) {
+            snprintf(c->source_names[c->n_sources], sizeof(c->source_names[0]), "%s", item);
+            c->weights[c->n_sources++] = w;
+        }
+    }
+    free(copy);
+    if (rc) c->n_sources = 0;
+    return rc;
 }
 
 int loader_open(struct loader **out, const struct loader_config *c) {

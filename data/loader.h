@@ -72,6 +72,10 @@ struct loader_info {
 
 struct loader;
 
+// Fills n_sources, source_names and weights from a mixture spec such as "en:0.4, ru:0.3, de:0.3" (weights
+// of any scale), "en, ru" (those sources, by tokens) or "" (every source, by tokens). -1 with err_set.
+int loader_parse_mixture(struct loader_config *c, const char *spec);
+
 // Opens the data; -1 with err_set naming the file and the problem (manifest, shard, tokenizer).
 int loader_open(struct loader **out, const struct loader_config *c);
 // The next batch of this rank: inputs and targets (B*T each, row-major). -1 with err_set on a read error

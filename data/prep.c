@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include <zlib.h>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/timer.h"
@@ -282,39 +284,6 @@ int doc_reader_next(struct doc_reader *r, const char **doc, size_t *len) {
 // ---------------------------------------------------------------------------------------------------
 // Files and directories
 // ---------------------------------------------------------------------------------------------------
-static int mkdir_p(const char *path) {
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create directory: %s", tmp, strerror(errno));
-            *p = '/';
-        }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set("%s: cannot create directory: %s", tmp, strerror(errno));
-    return 0;
-}
-
-static int copy_file(const char *from, const char *to) {
-    FILE *in = fopen(from, "rb");
-    if (!in) return err_set("%s: cannot open: %s", from, strerror(errno));
-    FILE *out = fopen(to, "wb");
-    if (!out) {
-        fclose(in);
-        return err_set("%s: cannot create: %s", to, strerror(errno));
-    }
-    char buf[1 << 16];
-    size_t n;
-    int ok = 1;
-    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
-        if (fwrite(buf, 1, n, out) != n) ok = 0;
-    if (ferror(in)) ok = 0;
-    fclose(in);
-    if (fclose(out) != 0) ok = 0;
-    if (!ok) return err_set("%s: copy to %s failed", from, to);
-    return 0;
-}
-
 // Removes a directory prep made: its *.h5, *.model, *.json and *.tmp files, its subdirectories of the
 // same kind, then itself. Anything else is left (and so is the directory).
 static void remove_prep_dir(const char *dir) {
@@ -333,6 +302,25 @@ static void remove_prep_dir(const char *dir) {
     }
     closedir(d);
     rmdir(dir);
+}
+
+// Removes what runs that died left behind: OUT/.prep-tmp-PID and OUT/.prep-old-PID of processes gone.
+static void remove_stale_dirs(const char *out) {
+    DIR *d = opendir(out);
+    if (!d) return;
+    struct dirent *e;
+    char p[4500];
+    while ((e = readdir(d)) != NULL) {
+        const char *num = NULL;
+        if (strncmp(e->d_name, ".prep-tmp-", 10) == 0 || strncmp(e->d_name, ".prep-old-", 10) == 0) num = e->d_name + 10;
+        if (!num || !*num || strspn(num, "0123456789") != strlen(num)) continue;
+        long pid = atol(num);
+        if (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+            snprintf(p, sizeof(p), "%s/%s", out, e->d_name);
+            remove_prep_dir(p);
+        }
+    }
+    closedir(d);
 }
 
 static uint64_t file_size(const char *path) {
@@ -628,6 +616,7 @@ static int run_pipeline(struct prep_run *r, struct prep_stats *st) {
     uint64_t next_fill = 0, next_write = 0, bytes = 0;
     int reading = 1, rc = 0;
     double t0 = time_now(), last = t0;
+    double progress_every = isatty(STDOUT_FILENO) ? 0.5 : 30;  // a terminal line, or a log line now and then
     pthread_mutex_lock(&p.mu);
     while (rc == 0) {
         struct slot *w = &p.slots[next_write % p.n_slots];
@@ -636,7 +625,7 @@ static int run_pipeline(struct prep_run *r, struct prep_stats *st) {
             rc = write_slot(r, w);
             bytes += w->text_len;
             st->docs += w->n_docs;
-            if (time_now() - last > 0.5) {
+            if (time_now() - last > progress_every) {
                 progress_line(c, t0, bytes, w->consumed, total, 0);
                 last = time_now();
             }
@@ -813,15 +802,16 @@ int prep_run(const struct prep_config *c, struct prep_stats *stats) {
     struct prep_stats *st = stats ? stats : &dummy;
     memset(st, 0, sizeof(*st));
     if (check_config(c) != 0) return -1;
-    if (mkdir_p(c->out_dir) != 0) return -1;
+    if (fs_mkdir_p(c->out_dir) != 0) return -1;
     struct prep_run r = {.c = c};
     r.shard_tokens = c->shard_tokens ? c->shard_tokens : (uint64_t)1 << 25;
     snprintf(r.tmp, sizeof(r.tmp), "%s/.prep-tmp-%d", c->out_dir, (int)getpid());
+    remove_stale_dirs(c->out_dir);
     remove_prep_dir(r.tmp);
     char p1[4300], p2[4300], model[4300];
     snprintf(p1, sizeof(p1), "%s/shards", r.tmp);
     snprintf(p2, sizeof(p2), "%s/val", r.tmp);
-    if (mkdir_p(p1) != 0 || mkdir_p(p2) != 0) return -1;
+    if (fs_mkdir_p(p1) != 0 || fs_mkdir_p(p2) != 0) return -1;
     snprintf(model, sizeof(model), "%s/tokenizer.model", r.tmp);
 
     struct tokenizer *tok = NULL;
@@ -830,7 +820,7 @@ int prep_run(const struct prep_config *c, struct prep_stats *stats) {
         rc = tokenizer_load(&tok, c->tokenizer);
         tokenizer_free(tok);
         tok = NULL;
-        if (rc == 0) rc = copy_file(c->tokenizer, model);
+        if (rc == 0) rc = fs_copy_file(c->tokenizer, model);
     } else rc = train_tokenizer(c, model);
     if (rc == 0) rc = tokenizer_load(&tok, model);
     if (rc == 0) {

@@ -364,7 +364,12 @@ extern "C" int tokenizer_train(const char *model_path, const struct tokenizer_tr
         VectorIterator it(&v);
         std::string proto;
         auto st = sentencepiece::SentencePieceTrainer::Train(kw, &it, &proto);
-        if (!st.ok()) return err_set("%s: tokenizer training failed: %s", model_path, st.ToString().c_str());
+        if (!st.ok()) {  // "Internal: ./src/x.cc(660) [(cond)] Vocabulary size too high..." -> the sentence
+            std::string msg = st.message() ? st.message() : "unknown error";
+            size_t at = msg.find(")] ");
+            if (at != std::string::npos) msg = msg.substr(at + 3);
+            return err_set("tokenizer training failed: %s", msg.c_str());
+        }
         std::string tmp = std::string(model_path) + ".tmp";
         FILE *f = fopen(tmp.c_str(), "wb");
         if (!f) return err_set("%s: cannot create: %s", tmp.c_str(), strerror(errno));

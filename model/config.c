@@ -41,6 +41,16 @@ int llama_config_preset(struct llama_config *c, const char *name) {
     return rc;
 }
 
+int llama_config_from_ini(struct llama_config *c, const char *text, const char *origin) {
+    struct cfg mc;
+    cfg_init(&mc);
+    int rc = cfg_load_string(&mc, text, origin);
+    if (rc == 0) rc = llama_config_read(c, &mc, "model");
+    if (rc == 0) rc = cfg_finish(&mc);
+    cfg_free(&mc);
+    return rc;
+}
+
 int llama_config_read(struct llama_config *c, struct cfg *cfg, const char *s) {
     char k[128];
 #define KEY(name) (snprintf(k, sizeof(k), "%s.%s", s, name), k)

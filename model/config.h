@@ -36,6 +36,8 @@ int llama_ffn_hidden(int dim, int multiple_of, float ffn_dim_multiplier);
 // Fills c from the keys "SECTION.dim", ... of cfg, keeping c's current values as defaults. When
 // "SECTION.preset" is given, the preset is read first (a name in configs/models/ or a path to an INI).
 int llama_config_read(struct llama_config *c, struct cfg *cfg, const char *section);
+// Parses INI text with a [model] section (as llama_config_to_ini writes it); origin names it in errors.
+int llama_config_from_ini(struct llama_config *c, const char *text, const char *origin);
 // Loads a preset by name or path.
 int llama_config_preset(struct llama_config *c, const char *name_or_path);
 // Checks shapes (positive sizes, heads divide, head_dim even); -1 with err_set naming `origin`.

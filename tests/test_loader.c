@@ -443,3 +443,20 @@ Test(loader, bad_data_gives_one_line_errors_naming_the_file) {
     batch_free(&b);
     loader_close(l);
 }
+
+Test(loader, mixture_specs_parse_as_documented) {
+    struct loader_config c = config(4, 32, 0, 1);
+    cr_assert(loader_parse_mixture(&c, "en:0.4, ru:0.3 ,de:0.3") == 0, "%s", err_msg());
+    cr_expect_eq(c.n_sources, 3);
+    cr_expect_str_eq(c.source_names[1], "ru");
+    cr_expect(c.weights[0] == 0.4 && c.weights[2] == 0.3);
+    cr_assert(loader_parse_mixture(&c, "en, ru") == 0);
+    cr_expect(c.n_sources == 2 && c.weights[0] == 0 && c.weights[1] == 0);
+    cr_assert(loader_parse_mixture(&c, "") == 0);
+    cr_expect_eq(c.n_sources, 0);
+    cr_expect(loader_parse_mixture(&c, "en:0.5, ru") == -1);
+    cr_expect(strstr(err_msg(), "every source or to none"), "%s", err_msg());
+    cr_expect(loader_parse_mixture(&c, "en:abc") == -1);
+    cr_expect(loader_parse_mixture(&c, "en:-1") == -1);
+    cr_expect(loader_parse_mixture(&c, "e n:1") == -1);
+}

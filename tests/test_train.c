@@ -186,3 +186,51 @@ Test(train, sample_and_eval_use_a_checkpoint, .timeout = 120) {
     cr_assert_eq(r.status, 0, "%s", r.err);
     cr_expect(strstr(r.out, "val loss") && strstr(r.out, "perplexity"), "%s", r.out);
 }
+
+// The last "val_loss" value of a run's metrics.jsonl (first = 1: the first one), as printed.
+static void val_loss_of(const char *run_dir, int first, char *out, size_t n) {
+    char path[1024], line[1024];
+    snprintf(path, sizeof(path), "%s/%s/metrics.jsonl", TMP, run_dir);
+    FILE *f = fopen(path, "r");
+    out[0] = '\0';
+    while (f && fgets(line, sizeof(line), f)) {
+        char *p = strstr(line, "\"val_loss\": ");
+        if (!p) continue;
+        p += 12;
+        snprintf(out, n, "%.*s", (int)strcspn(p, ",}"), p);
+        if (first) break;
+    }
+    if (f) fclose(f);
+}
+
+Test(train, exported_weights_start_a_fine_tuning_run_where_training_ended, .timeout = 120) {
+    struct result r;
+    rm_run("pre");
+    rm_run("ft");
+    rm_run("hf_pre");
+    train(&r, "", "pre", "--set train.steps=3");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    run(&r, "", "export --ckpt " TMP "/pre --out " TMP "/hf_pre --dtype f32");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    train(&r, "", "ft", "--set train.steps=2 --set model.init=hf:" TMP "/hf_pre");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "initialised from Hugging Face weights") != NULL, "%s", r.out);
+    char end_of_pre[64], start_of_ft[64];
+    val_loss_of("pre", 0, end_of_pre, sizeof(end_of_pre));
+    val_loss_of("ft", 1, start_of_ft, sizeof(start_of_ft));
+    cr_expect(end_of_pre[0] && !strcmp(end_of_pre, start_of_ft),
+              "the fine-tuning run starts from the exported weights: val loss %s at its step 0, %s at the end of "
+              "pretraining", start_of_ft, end_of_pre);
+}
+
+Test(train, data_made_with_another_tokenizer_is_refused_on_resume, .timeout = 120) {
+    struct result r;
+    rm_run("tokswap");
+    train(&r, "", "tokswap", "--set train.steps=2");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    char args[1024];
+    snprintf(args, sizeof(args), "train %s --set data.dir=%s_other_tokenizer --set run.run_dir=%s/tokswap --set train.steps=4",
+             INI, DATA, TMP);
+    run(&r, "", args);
+    expect_one_line_error(&r, "tokenizer");
+}

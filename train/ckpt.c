@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/fs.h"
 
 #define H5_CHECK(x) CHECKF((x) >= 0, "HDF5 call failed: %s", #x)
 
@@ -164,26 +165,6 @@ static hid_t open_file(MPI_Comm comm, const char *path, int create) {
     return f;
 }
 
-static int fsync_path(const char *path) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-static int mkdir_p(const char *dir) {
-    char tmp[1024];
-    snprintf(tmp, sizeof(tmp), "%s", dir);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 // Fault injection for the crash-safety test: LLAMAC_FAULT=ckpt_kill:K kills rank 0 (SIGKILL) halfway
 // through writing the checkpoint of step K.
 static int fault_kill_midway(int64_t step) {
@@ -227,9 +208,9 @@ int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_m
     snprintf(name, sizeof(name), "step_%07lld.h5", (long long)meta->step);
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int ok = rank == 0 ? mkdir_p(dir) : 0;
+    int ok = rank == 0 ? fs_mkdir_p(dir) : 0;
     MPI_Bcast(&ok, 1, MPI_INT, 0, x->comm);
-    if (ok != 0) return err_set("%s: cannot create checkpoint directory: %s", dir, strerror(errno));
+    if (ok != 0) return rank == 0 ? -1 : err_set("%s: cannot create checkpoint directory", dir);
 
     hid_t f = open_file(x->comm, tmp, 1);
     if (f < 0) return err_set("%s: cannot create checkpoint file", tmp);
@@ -308,13 +289,13 @@ int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_m
         char latest[1200], latest_tmp[1300];
         snprintf(latest, sizeof(latest), "%s/latest", dir);
         snprintf(latest_tmp, sizeof(latest_tmp), "%s/latest.tmp", dir);
-        if (fsync_path(tmp) != 0 || rename(tmp, path) != 0 || fsync_path(dir) != 0) {
+        if (fs_fsync_path(tmp) != 0 || rename(tmp, path) != 0 || fs_fsync_path(dir) != 0) {
             err = err_set("%s: cannot publish checkpoint: %s", path, strerror(errno));
         } else {
             FILE *lf = fopen(latest_tmp, "w");
             if (!lf || fprintf(lf, "%s\n", name) < 0 || fflush(lf) != 0 || fsync(fileno(lf)) != 0) err = -1;
             if (lf) fclose(lf);
-            if (err || rename(latest_tmp, latest) != 0 || fsync_path(dir) != 0)
+            if (err || rename(latest_tmp, latest) != 0 || fs_fsync_path(dir) != 0)
                 err = err_set("%s: cannot update: %s", latest, strerror(errno));
             else prune(dir, keep < 1 ? 1 : keep);
         }

@@ -35,12 +35,8 @@ int ckpt_open_model(struct llama *m, const char *path, char *run_dir, size_t n, 
     struct ckpt_ctx x = {MPI_COMM_SELF, 0, 0};
     struct ckpt_meta meta;
     if (ckpt_read_meta(&x, file, &meta) != 0) return -1;
-    struct cfg mc;
-    cfg_init(&mc);
     struct llama_config c = {0};
-    int rc = cfg_load_string(&mc, meta.model_ini, file);
-    if (rc == 0) rc = llama_config_read(&c, &mc, "model");
-    cfg_free(&mc);
+    int rc = llama_config_from_ini(&c, meta.model_ini, file);
     if (rc == 0) rc = llama_init(m, &c, backend_cpu(), comm_self());
     if (rc == 0) rc = ckpt_load(&x, file, m, NULL);
     if (rc == 0 && meta_out) *meta_out = meta;
@@ -94,12 +90,15 @@ int sample_generate(struct llama *m, const struct tokenizer *tok, const char *pr
     struct token_buf buf = {0};
     token_buf_push(&buf, tokenizer_bos_id(tok));
     if (tokenizer_encode(tok, prompt, strlen(prompt), &buf) != 0) return -1;
-    size_t n_prompt = buf.n;
+    // Text is printed as the difference between decodings of the whole sequence, so that the first
+    // generated piece keeps its leading space (SentencePiece drops it when a decoding starts there).
+    size_t printed = 0;
+    char *ptext = tokenizer_decode(tok, buf.ids, buf.n, &printed);
+    free(ptext);
     llama_alloc_acts(m, 1, Tmax, 0);
     float *logits = xmalloc(sizeof(float) * (size_t)V);
     struct rng r;
     rng_seed(&r, o->seed);
-    size_t printed = 0;
     fputs(prompt, out);
     for (int step = 0; step < o->max_tokens; step++) {
         size_t start = buf.n > (size_t)Tmax ? buf.n - (size_t)Tmax : 0;
@@ -112,7 +111,7 @@ int sample_generate(struct llama *m, const struct tokenizer *tok, const char *pr
         token_buf_push(&buf, id);
         // print what decodes cleanly so far (a character may span several byte tokens)
         size_t len;
-        char *text = tokenizer_decode(tok, buf.ids + n_prompt, buf.n - n_prompt, &len);
+        char *text = tokenizer_decode(tok, buf.ids, buf.n, &len);
         if (!text) break;
         size_t safe = len, j = len;
         while (j > printed && ((unsigned char)text[j - 1] & 0xC0) == 0x80) j--;
@@ -129,7 +128,7 @@ int sample_generate(struct llama *m, const struct tokenizer *tok, const char *pr
         free(text);
     }
     size_t len;
-    char *text = tokenizer_decode(tok, buf.ids + n_prompt, buf.n - n_prompt, &len);
+    char *text = tokenizer_decode(tok, buf.ids, buf.n, &len);
     if (text && len > printed) fwrite(text + printed, 1, len - printed, out);
     fputc('\n', out);
     free(text);

@@ -19,10 +19,12 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/timer.h"
 #include "data/loader.h"
+#include "data/sha256.h"
 #include "launch/dp.h"
 #include "launch/grid.h"
 #include "launch/mpi_comm.h"
@@ -64,6 +66,7 @@ struct trainer {
     struct rng rng;
     struct metrics mt;
     double t_start;
+    char tokenizer_sha256[65];    // of run_dir/tokenizer.model when the run already has one
 };
 
 // Every rank learns whether any rank failed; the lowest failing rank's message becomes everyone's, so
@@ -179,6 +182,7 @@ static int evaluate(struct trainer *t, double *val_loss) {
     struct loader *vl = NULL;
     struct loader_config lc;
     run_config_loader(&lc, rc, t->g.dp_rank, t->g.dp_size, 1);
+    if (t->tokenizer_sha256[0]) lc.tokenizer_sha256 = t->tokenizer_sha256;
     int err = loader_open(&vl, &lc);
     double sum = 0, count = 0;
     for (int b = 0; b < rc->eval_batches && err == 0; b++) {
@@ -238,12 +242,8 @@ static int resume(struct trainer *t, const char *path) {
     struct ckpt_ctx x = ckpt_context(t);
     struct ckpt_meta meta;
     if (ckpt_read_meta(&x, path, &meta) != 0) return -1;
-    struct cfg mc;
-    cfg_init(&mc);
     struct llama_config saved = {0};
-    int rc = cfg_load_string(&mc, meta.model_ini, path);
-    if (rc == 0) rc = llama_config_read(&saved, &mc, "model");
-    cfg_free(&mc);
+    int rc = llama_config_from_ini(&saved, meta.model_ini, path);
     char why[128];
     if (rc == 0 && !llama_config_same_shape(&saved, &t->m.cfg, why, sizeof(why)))
         rc = err_set("%s: the checkpoint's model differs from the run's config (%s; checkpoint vs run)", path, why);
@@ -292,24 +292,6 @@ static void build_ranges(struct trainer *t) {
         t->n_norm_ranges = k;
     }
     free(all);
-}
-
-static int copy_file(const char *from, const char *to) {
-    FILE *in = fopen(from, "rb");
-    if (!in) return err_set("%s: cannot read: %s", from, strerror(errno));
-    char tmp[1200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", to);
-    FILE *out = fopen(tmp, "wb");
-    if (!out) {
-        fclose(in);
-        return err_set("%s: cannot write: %s", tmp, strerror(errno));
-    }
-    char buf[65536];
-    for (size_t n; (n = fread(buf, 1, sizeof(buf), in)) > 0;) fwrite(buf, 1, n, out);
-    fclose(in);
-    int rc = fclose(out);
-    if (rc != 0 || rename(tmp, to) != 0) return err_set("%s: cannot write", to);
-    return 0;
 }
 
 static void touch_marker(const char *run_dir, const char *name, const char *text) {
@@ -387,8 +369,15 @@ static int trainer_setup(struct trainer *t, const char *ini) {
     build_ranges(t);
     if (t->g.dp_size > 1 && !c->zero1) t->dps = dp_sync_create(t->g.dp, t->m.grads, total, c->dp_bucket_mb);
 
+    // a run that already started keeps its tokenizer: the data must have been made with the same one
     struct loader_config lc;
     run_config_loader(&lc, c, t->g.dp_rank, t->g.dp_size, 0);
+    char run_tok[1100];
+    snprintf(run_tok, sizeof(run_tok), "%s/tokenizer.model", c->run_dir);
+    if (access(run_tok, R_OK) == 0) {
+        if (agree(t, sha256_file_hex(t->tokenizer_sha256, run_tok)) != 0) return -1;
+        lc.tokenizer_sha256 = t->tokenizer_sha256;
+    }
     if (agree(t, loader_open(&t->loader, &lc)) != 0) return -1;
 
     // start: resume from the newest checkpoint in run_dir, else released weights, else random
@@ -444,8 +433,8 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
         char tok_from[1100], tok_to[1100];
         snprintf(tok_from, sizeof(tok_from), "%s/tokenizer.model", c->data_dir);
         snprintf(tok_to, sizeof(tok_to), "%s/tokenizer.model", c->run_dir);
-        mkdir(c->run_dir, 0755);
-        rc = copy_file(tok_from, tok_to);
+        rc = fs_mkdir_p(c->run_dir);
+        if (rc == 0) rc = fs_copy_file(tok_from, tok_to);
         if (rc == 0) rc = metrics_open(&t->mt, c->run_dir, t->step);
         remove_marker(c->run_dir, "DONE");
         remove_marker(c->run_dir, "STOPPED");
@@ -458,6 +447,12 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
         goto out;
     }
 
+    if (t->step == 0 && c->eval_every) {  // the starting point of the validation curve
+        double vl = 0;
+        if ((rc = agree(t, evaluate(t, &vl))) != 0) goto out;
+        log_info("eval step 0: val loss %.4f, perplexity %.2f", vl, exp(vl));
+        if (log_is_main()) metrics_eval(&t->mt, 0, vl);
+    }
     t->t_start = time_now();
     const double tokens_per_step = (double)c->global_batch_tokens;
     const double flops_per_token = run_flops_per_token(&c->model, c->seq_len);

@@ -1,5 +1,6 @@
 # A small multilingual data directory for the trainer tests: the first 400 KB of the English, German and
-# Russian demo corpora (Debian's fortunes), a 512-piece tokenizer, shards with a validation split.
+# Russian demo corpora (Debian's fortunes), a 512-piece tokenizer, shards with a validation split; and the
+# same text under another (500-piece) tokenizer.
 set(LLAMAC_TRAIN_DATA ${LLAMAC_TEST_TMP}/train_data)
 add_test(NAME train_data_prep COMMAND sh -c "\
 rm -rf ${LLAMAC_TRAIN_DATA} && mkdir -p ${LLAMAC_TRAIN_DATA}/corpus && \
@@ -7,6 +8,9 @@ $<TARGET_FILE:llamac> prep --demo-corpus ${LLAMAC_TRAIN_DATA}/demo --no-install 
 for l in en de ru; do head -c 400000 ${LLAMAC_TRAIN_DATA}/demo/$l.txt > ${LLAMAC_TRAIN_DATA}/corpus/$l.txt; done && \
 $<TARGET_FILE:llamac> prep --out ${LLAMAC_TRAIN_DATA}/data --train-tokenizer --vocab-size 512 --quiet \
   --val-fraction 0.05 --input en:${LLAMAC_TRAIN_DATA}/corpus/en.txt --input de:${LLAMAC_TRAIN_DATA}/corpus/de.txt \
+  --input ru:${LLAMAC_TRAIN_DATA}/corpus/ru.txt && \
+$<TARGET_FILE:llamac> prep --out ${LLAMAC_TRAIN_DATA}/data_other_tokenizer --train-tokenizer --vocab-size 500 --quiet \
+  --input en:${LLAMAC_TRAIN_DATA}/corpus/en.txt --input de:${LLAMAC_TRAIN_DATA}/corpus/de.txt \
   --input ru:${LLAMAC_TRAIN_DATA}/corpus/ru.txt")
 set_tests_properties(train_data_prep PROPERTIES FIXTURES_SETUP train_data)
 set_tests_properties(test_train PROPERTIES FIXTURES_REQUIRED train_data)

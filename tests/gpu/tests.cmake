@@ -1,0 +1,15 @@
+# GPU tests: built when the CUDA backend is; each runs behind gpu_probe, which exits 77 without a device
+# so that ctest reports "Skipped" (never "Passed") on machines without a GPU, such as CI.
+if(LLAMAC_WITH_CUDA)
+  add_executable(gpu_probe ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpu_probe.cu)
+  target_link_libraries(gpu_probe PRIVATE CUDA::cudart)
+  file(GLOB LLAMAC_GPU_TESTS CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_gpu_*.c)
+  foreach(src ${LLAMAC_GPU_TESTS})
+    get_filename_component(name ${src} NAME_WE)
+    add_executable(${name} ${src})
+    target_link_libraries(${name} PRIVATE llamac_lib ${CRITERION_LINK_LIBRARIES})
+    target_include_directories(${name} PRIVATE ${CRITERION_INCLUDE_DIRS} ${CMAKE_CURRENT_SOURCE_DIR})
+    add_test(NAME ${name} COMMAND sh -c "$<TARGET_FILE:gpu_probe> && exec $<TARGET_FILE:${name}> --jobs 1")
+    set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu)
+  endforeach()
+endif()
