@@ -14,10 +14,6 @@
 # all-reduce and the optimizer included): the median of the steps after the first WARMUP, the best of
 # REPEAT runs (the machine may be shared).
 #
-# OMP_WAIT_POLICY defaults to PASSIVE here: with Debian's pthread OpenBLAS, libgomp's idle threads spin
-# on the cores OpenBLAS's threads need, which costs one rank with 2 threads about a quarter of its
-# speed on 2 cores (measured: ~790 vs ~1060 tokens/s); it makes no difference to 1-thread ranks.
-#
 # usage: bench/parallel.sh [MODEL] [B] [T] [STEPS] [WARMUP]   (defaults: small-15m 4 256 12 3)
 #   The model is the preset's shape with vocab_size 8000: the data is the demo corpus (en, de, ru)
 #   tokenized with an 8000-piece tokenizer, prepared once into $LLAMAC_BENCH_DATA
@@ -32,7 +28,7 @@ llamac=build/llamac
 data=${LLAMAC_BENCH_DATA:-build/bench/data-8000}
 work=$(mktemp -d "${TMPDIR:-/tmp}/llamac-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 if [ ! -f "$data/manifest.json" ]; then
     echo "preparing $data (demo corpus en/de/ru, 8000-piece tokenizer; once)" >&2
@@ -79,7 +75,7 @@ measure() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 echo "llamac train, $model (vocab 8000), global batch $((2 * B * T)) tokens = 2 x $B x $T, $cores cores," \
-     "median of steps $((warmup + 1))..$steps, best of $repeat, OMP_WAIT_POLICY=$OMP_WAIT_POLICY"
+     "median of steps $((warmup + 1))..$steps, best of $repeat"
 d1=$(measure dp1 1 "$cores" 1)
 printf "  dp 1        1 rank  x %d threads, 2 micro-batches: %8.1f tokens/s\n" "$cores" "$d1"
 d2=$(measure dp2 2 "$half" 1)
