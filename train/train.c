@@ -458,7 +458,7 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
     const double flops_per_token = run_flops_per_token(&c->model, c->seq_len);
     double tok_s = 0;
     int stopped = 0;
-    long last_saved = t->step, first_step = t->step;
+    long first_step = t->step;
     while (t->step < c->steps) {
         double t0 = time_now();
         struct step_result r = {0};
@@ -484,11 +484,9 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
         if (!stopped && c->stop_after > 0 && t->step - first_step >= c->stop_after) stopped = 2;
         if ((c->ckpt_every && t->step % c->ckpt_every == 0) || t->step == c->steps || stopped) {
             if ((rc = agree(t, save_checkpoint(t))) != 0) break;
-            last_saved = t->step;
         }
         if (stopped) break;
     }
-    (void)last_saved;
     if (stopped == 1) {
         struct stop_info si;
         stop_last(&si);
