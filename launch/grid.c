@@ -84,6 +84,7 @@ void grid_exit_now(struct grid *g, int status) {
 }
 
 void grid_describe(const struct grid *g, char *out, int n) {
-    snprintf(out, (size_t)n, "world %d = dp %d x tp %d (%d ranks per node%s)", g->world_size, g->dp_size,
-             g->tp_size, g->ranks_per_node, g->tp_on_one_node ? "" : ", tp groups span nodes");
+    snprintf(out, (size_t)n, "world %d = dp %d x tp %d (%d rank%s per node%s)", g->world_size, g->dp_size,
+             g->tp_size, g->ranks_per_node, g->ranks_per_node == 1 ? "" : "s",
+             g->tp_on_one_node ? "" : ", tp groups span nodes");
 }
