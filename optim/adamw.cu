@@ -4,16 +4,8 @@
 #include <cuda_runtime.h>
 #include <math.h>
 
-extern "C" {
-#include "core/error.h"
-}
+#include "core/cuda_check.h"
 #include "optim/adamw.h"
-
-#define CUDA_CHECK(call)                                                                              \
-    do {                                                                                              \
-        cudaError_t e_ = (call);                                                                      \
-        CHECKF(e_ == cudaSuccess, "%s", cudaGetErrorString(e_));                                      \
-    } while (0)
 
 __global__ void adamw_kernel(float *param, __nv_bfloat16 *param_bf16, float *m, float *v, const float *grad,
                              size_t n, float keep, float step_size, float bc2_sqrt, float beta1, float beta2,

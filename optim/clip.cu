@@ -2,16 +2,13 @@
 // of blocks writes one partial sum each, then one block adds the partials in a fixed order.
 #include <cuda_runtime.h>
 
+#include "core/cuda_check.h"
+
 extern "C" {
 #include "core/error.h"
 }
 #include "optim/clip.h"
 
-#define CUDA_CHECK(call)                                                                              \
-    do {                                                                                              \
-        cudaError_t e_ = (call);                                                                      \
-        CHECKF(e_ == cudaSuccess, "%s", cudaGetErrorString(e_));                                      \
-    } while (0)
 
 enum { SUMSQ_THREADS = 256, SUMSQ_BLOCKS = 1024 };
 

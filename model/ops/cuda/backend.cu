@@ -9,6 +9,8 @@
 // backend_find("cuda") refuses it with that message.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+
+#include "core/cuda_check.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -17,11 +19,6 @@ extern "C" {
 #include "model/ops/ops.h"
 }
 
-#define CUDA_CHECK(x)                                                                                   \
-    do {                                                                                                \
-        cudaError_t e_ = (x);                                                                           \
-        if (e_ != cudaSuccess) check_fail(__FILE__, __LINE__, #x, "%s", cudaGetErrorString(e_));        \
-    } while (0)
 
 static const size_t cuda_elem_size[BUF_KINDS] = {2, 4, 2, 4, 4, 4};  // PARAM, GRAD, ACT, ACT32, STATE, INT
 
