@@ -7,7 +7,6 @@
 // The op table (model/ops/cuda/*.cu, each op beside its CPU oracle's name) is the GPU issue's work; until
 // it lands backend_cuda() has storage and the optimizer kernels but no ops (ops == NULL), and
 // backend_find("cuda") refuses it with that message.
-#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include "core/cuda_check.h"
@@ -17,27 +16,12 @@
 extern "C" {
 #include "core/error.h"
 #include "model/ops/ops.h"
+#include "model/safetensors.h"  // the bf16 conversions (round to nearest even)
 }
-
 
 static const size_t cuda_elem_size[BUF_KINDS] = {2, 4, 2, 4, 4, 4};  // PARAM, GRAD, ACT, ACT32, STATE, INT
 
 static int is_bf16(enum buf_kind k) { return cuda_elem_size[k] == 2; }
-
-static uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
-    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
-    return (uint16_t)(u >> 16);
-}
-
-static float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 static dbuf *cuda_alloc(enum buf_kind kind, size_t n) {
     void *p = NULL;
@@ -60,7 +44,7 @@ static void cuda_to_host(float *dst, const dbuf *src, enum buf_kind kind, size_t
     }
     uint16_t *tmp = (uint16_t *)xmalloc(n * 2);
     CUDA_CHECK(cudaMemcpy(tmp, src, n * 2, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; i++) dst[i] = bf16_to_f32(tmp[i]);
+    for (size_t i = 0; i < n; i++) dst[i] = st_bf16_to_f32(tmp[i]);
     free(tmp);
 }
 
@@ -70,7 +54,7 @@ static void cuda_from_host(dbuf *dst, const float *src, enum buf_kind kind, size
         return;
     }
     uint16_t *tmp = (uint16_t *)xmalloc(n * 2);
-    for (size_t i = 0; i < n; i++) tmp[i] = f32_to_bf16(src[i]);
+    for (size_t i = 0; i < n; i++) tmp[i] = st_f32_to_bf16(src[i]);
     CUDA_CHECK(cudaMemcpy(dst, tmp, n * 2, cudaMemcpyHostToDevice));
     free(tmp);
 }
