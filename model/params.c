@@ -35,6 +35,7 @@ int param_layout_init(struct param_layout *pl, const struct llama_config *c, int
         return err_set("tensor parallel tp=%d does not divide the model: n_heads %d, n_kv_heads %d and ffn_hidden %d "
                        "must all be multiples of tp", tp, c->n_heads, c->n_kv_heads, c->ffn_hidden);
     const int C = c->dim, HS = c->head_dim;
+    pl->n_layers = c->n_layers;
     pl->NH = c->n_heads / tp;
     pl->KVH = c->n_kv_heads / tp;
     pl->F = c->ffn_hidden / tp;
@@ -88,10 +89,17 @@ const struct param_tensor *param_find(const struct param_layout *pl, const char 
     return NULL;
 }
 
+// The layout is regular (embed, 9 tensors per layer in enum order, norm, lm_head), so the index is
+// computed, not searched: the model looks tensors up for every op of every step.
 const struct param_tensor *param_get(const struct param_layout *pl, enum param_kind kind, int layer) {
-    for (int i = 0; i < pl->n; i++)
-        if (pl->t[i].kind == kind && pl->t[i].layer == layer) return &pl->t[i];
-    return NULL;
+    const int per_layer = PARAM_WDOWN - PARAM_ATTN_NORM + 1, L = pl->n_layers;
+    int i;
+    if (kind == PARAM_EMBED) i = 0;
+    else if (kind == PARAM_NORM) i = 1 + L * per_layer;
+    else if (kind == PARAM_LM_HEAD) i = 2 + L * per_layer;
+    else i = (layer >= 0 && layer < L) ? 1 + layer * per_layer + (int)(kind - PARAM_ATTN_NORM) : -1;
+    if (i < 0 || i >= pl->n || pl->t[i].kind != kind || pl->t[i].layer != layer) return NULL;
+    return &pl->t[i];
 }
 
 int param_valid_rows(const struct param_tensor *t) {

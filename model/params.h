@@ -37,6 +37,7 @@ struct param_layout {
     size_t total;           // elements in this rank's block
     size_t layer_offset0, layer_stride;  // block of layer l starts at layer_offset0 + l * layer_stride
     size_t tail_offset;     // norm (and lm_head): everything after the last layer
+    int n_layers;
     // Local sizes on this rank
     int NH, KVH, F, Vl, Vp, vstart;
 };
