@@ -8,7 +8,6 @@
 #include "cli/cli.h"
 #include "core/config.h"
 #include "core/error.h"
-#include "data/loader.h"
 #include "launch/grid.h"
 #include "train/run_config.h"
 #include "train/sample.h"
@@ -47,23 +46,14 @@ int cmd_eval(int argc, char **argv) {
         if (batches <= 0) batches = r.eval_batches;
         struct loader_config lc;
         run_config_loader(&lc, &r, 0, 1, 1);
-        struct loader *l = NULL;
-        rc = loader_open(&l, &lc);
         int *in = malloc(sizeof(int) * (size_t)r.batch_size * r.seq_len);
         int *tg = malloc(sizeof(int) * (size_t)r.batch_size * r.seq_len);
         llama_alloc_acts(&m, r.batch_size, r.seq_len, 0);
-        double sum = 0, count = 0;
-        for (int b = 0; rc == 0 && b < batches; b++) {
-            rc = loader_next(l, in, tg);
-            if (rc) break;
-            long n;
-            sum += llama_forward(&m, in, tg, r.batch_size, r.seq_len, &n);
-            count += n;
-        }
-        if (l) loader_close(l);
+        double s[2];
+        rc = eval_loss_sums(&m, &lc, batches, in, tg, s);
         if (rc == 0)
             printf("step %lld: val loss %.4f, perplexity %.2f (%d batches of %d x %d tokens)\n", (long long)meta.step,
-                   sum / count, exp(sum / count), batches, r.batch_size, r.seq_len);
+                   s[0] / s[1], exp(s[0] / s[1]), batches, r.batch_size, r.seq_len);
         free(in);
         free(tg);
     }

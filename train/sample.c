@@ -9,6 +9,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "data/loader.h"
 #include "data/tokenizer.h"
 #include "model/ops/ops.h"
 
@@ -135,4 +136,20 @@ int sample_generate(struct llama *m, const struct tokenizer *tok, const char *pr
     free(logits);
     free(buf.ids);
     return 0;
+}
+
+int eval_loss_sums(struct llama *m, const struct loader_config *lc, int batches, int *inputs, int *targets,
+                   double sums[2]) {
+    struct loader *l = NULL;
+    sums[0] = sums[1] = 0;
+    int rc = loader_open(&l, lc);
+    for (int b = 0; rc == 0 && b < batches; b++) {
+        rc = loader_next(l, inputs, targets);
+        if (rc) break;
+        long n;
+        sums[0] += llama_forward(m, inputs, targets, lc->B, lc->T, &n);
+        sums[1] += n;
+    }
+    if (l) loader_close(l);
+    return rc;
 }

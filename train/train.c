@@ -38,6 +38,7 @@
 #include "train/ckpt.h"
 #include "train/metrics.h"
 #include "train/run_config.h"
+#include "train/sample.h"
 
 struct trainer {
     struct run_config rc;
@@ -178,23 +179,12 @@ static int train_step(struct trainer *t, struct step_result *out) {
 
 // Mean loss over the first rc.eval_batches global batches of the validation split.
 static int evaluate(struct trainer *t, double *val_loss) {
-    const struct run_config *rc = &t->rc;
-    struct loader *vl = NULL;
     struct loader_config lc;
-    run_config_loader(&lc, rc, t->g.dp_rank, t->g.dp_size, 1);
+    run_config_loader(&lc, &t->rc, t->g.dp_rank, t->g.dp_size, 1);
     if (t->tokenizer_sha256[0]) lc.tokenizer_sha256 = t->tokenizer_sha256;
-    int err = loader_open(&vl, &lc);
-    double sum = 0, count = 0;
-    for (int b = 0; b < rc->eval_batches && err == 0; b++) {
-        err = loader_next(vl, t->inputs, t->targets);
-        if (err) break;
-        long n;
-        sum += llama_forward(&t->m, t->inputs, t->targets, rc->batch_size, rc->seq_len, &n);
-        count += n;
-    }
-    if (vl) loader_close(vl);
+    double s[2];
+    int err = eval_loss_sums(&t->m, &lc, t->rc.eval_batches, t->inputs, t->targets, s);
     if (agree(t, err) != 0) return -1;
-    double s[2] = {sum, count};
     comm_all_reduce(t->g.dp, s, 2, COMM_F64, COMM_SUM);
     *val_loss = s[0] / s[1];
     return 0;
