@@ -316,7 +316,9 @@ static void block_backward(struct llama *m, int l, int B, int T) {
     const struct llama_layer_acts *a = &m->layers[l];
     if (m->recompute) block_forward(m, l, a, NULL, B, T);
 
-    // out = xmid + down(swiglu(gate_up(norm(xmid))))
+    // out = xmid + down(swiglu(gate_up(norm(xmid)))). The residual add hands dres unchanged to both of its
+    // inputs (residual_backward's rule), so dres is the gradient of down's output and keeps flowing
+    // down the stream, where each rmsnorm_backward adds its branch's part (+=).
     op->matmul_backward(m->dh, DW(PARAM_WDOWN, l), m->dres, a->h, W(PARAM_WDOWN, l), BT, F, C);
     op->swiglu_backward(m->dgu, m->dh, a->gu, BT, F);
     op->matmul_backward(m->dxn, DW(PARAM_WGATE, l), m->dgu, a->xn2, W(PARAM_WGATE, l), BT, C, 2 * F);
