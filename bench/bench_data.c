@@ -23,7 +23,7 @@
 #include "data/prep.h"
 #include "data/tokenizer.h"
 #include "model/llama.h"
-#include "model/ops/ops.h"
+#include "model/ops/backends.h"
 
 static void die(const char *what) {
     fprintf(stderr, "bench_data: %s: %s\n", what, err_msg());

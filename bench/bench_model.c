@@ -13,7 +13,7 @@
 #include "core/rng.h"
 #include "core/timer.h"
 #include "model/llama.h"
-#include "model/ops/ops.h"
+#include "model/ops/backends.h"
 
 int main(int argc, char **argv) {
     const char *model = "small-15m";

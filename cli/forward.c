@@ -14,7 +14,7 @@
 #include "core/timer.h"
 #include "model/hf.h"
 #include "model/llama.h"
-#include "model/ops/ops.h"
+#include "model/ops/backends.h"
 
 int cmd_forward(int argc, char **argv) {
     const char *model = "tiny-1m", *hf = NULL, *v;

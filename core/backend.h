@@ -1,13 +1,24 @@
 // The backend interface: where tensors live and the ops that compute on them.
 //
 // Model code sizes buffers in elements, asks the backend for them, and passes them to the op table; it
-// never dereferences a buffer. Each backend chooses its storage per kind of buffer: the CPU backend is
-// fp32 everywhere; the CUDA backend keeps bf16 parameters-for-compute and activations, fp32 master
-// weights, gradients and AdamW state. Host views (checkpoints, tests, import/export) go through
-// be->to_host / be->from_host, which convert to and from fp32.
+// never dereferences a buffer. Each backend chooses its storage per kind of buffer (elem_size below):
+// the CPU backend is fp32 everywhere; the CUDA backend in bf16 precision keeps bf16 parameters-for-compute
+// and activations and fp32 master weights, gradients and AdamW state, and in fp32 precision is fp32
+// everywhere. Host views (checkpoints, tests, import/export) go through be->to_host / be->from_host, which
+// convert to and from fp32.
 //
-// Checklist when adding an op: declare it in struct ops below, implement it in model/ops/cpu/NAME.c
-// (the oracle) and model/ops/cuda/NAME.cu, add its finite-difference test in tests/test_ops.c.
+// Every function takes the backend itself first: its ctx holds what the backend needs between calls (the
+// CUDA stream, the cuBLASLt handle and its workspace), so nothing lives in file statics. Calls are
+// ordered: ops run in the order they are called (on the CUDA backend, on one stream); be->sync waits for
+// all of them, which the host must do before reading a buffer through anything but be->to_host.
+//
+// Checklist when adding an op:
+//   1. declare it in struct ops below (outputs, inputs, sizes; shapes in the comment);
+//   2. the CPU oracle: model/ops/cpu/NAME.c, declared in model/ops/cpu/cpu.h, listed in model/ops/cpu/backend.c;
+//   3. the CUDA kernels: model/ops/cuda/NAME.cu, declared in model/ops/cuda/cuda_ops.h, listed in
+//      model/ops/cuda/backend.cu;
+//   4. tests: a finite-difference test of the CPU backward in tests/test_ops.c and a case in the backend
+//      table of tests/ops_cases.h, which tests/gpu/test_gpu_ops.c runs on every other backend of the build.
 #pragma once
 #include <stddef.h>
 
@@ -15,7 +26,7 @@ typedef struct dbuf dbuf;  // an opaque device buffer; only the backend knows it
 
 enum buf_kind {
     BUF_PARAM,   // parameters used for compute
-    BUF_GRAD,    // parameter gradients
+    BUF_GRAD,    // parameter gradients (fp32 on every backend)
     BUF_ACT,     // activations and their gradients
     BUF_ACT32,   // small fp32 activations on every backend: norms' rstd, softmax statistics, losses
     BUF_STATE,   // fp32 on every backend: master weights, optimizer moments, RoPE tables
@@ -23,74 +34,102 @@ enum buf_kind {
     BUF_KINDS
 };
 
-enum backend_kind { BACKEND_CPU, BACKEND_CUDA };
+// The precision of a backend: fp32 computes in fp32 everywhere (GEMMs without TF32), bf16 stores
+// parameters-for-compute and activations in bf16 and accumulates in fp32.
+enum precision { PRECISION_FP32, PRECISION_BF16 };
 
-// Ops, outputs first, then inputs, then sizes. Letters: B batch, T time, C dim, NH/KVH heads of this
-// rank, HS head size, F ffn hidden of this rank, V vocab, Vl vocab slice of this rank.
+struct backend;
+
+// Ops, the backend first, then outputs, inputs and sizes. Letters: B batch, T time, C dim, NH/KVH heads of
+// this rank, HS head size, F ffn hidden of this rank, V vocab, Vl vocab slice of this rank.
 // Parameter gradients accumulate (+=); activation gradients are written (=) unless noted.
 struct ops {
     // out (BT,C) = wte[tok - vstart] when vstart <= tok < vstart+Vl, else 0; wte (Vl,C), tok (BT)
-    void (*embedding_forward)(dbuf *out, const dbuf *tok, const dbuf *wte, int BT, int C, int vstart, int Vl);
-    void (*embedding_backward)(dbuf *dwte, const dbuf *dout, const dbuf *tok, int BT, int C, int vstart, int Vl);
+    void (*embedding_forward)(const struct backend *be, dbuf *out, const dbuf *tok, const dbuf *wte, int BT, int C,
+                              int vstart, int Vl);
+    // dwte (Vl,C) += the rows of dout (BT,C) of the tokens in this slice
+    void (*embedding_backward)(const struct backend *be, dbuf *dwte, const dbuf *dout, const dbuf *tok, int BT, int C,
+                               int vstart, int Vl);
 
     // out (BT,C) = weight (C) * inp / sqrt(mean(inp^2) + eps); rstd (BT) saved for backward
-    void (*rmsnorm_forward)(dbuf *out, dbuf *rstd, const dbuf *inp, const dbuf *weight, int BT, int C, float eps);
+    void (*rmsnorm_forward)(const struct backend *be, dbuf *out, dbuf *rstd, const dbuf *inp, const dbuf *weight,
+                            int BT, int C, float eps);
     // dinp (BT,C) += (the residual stream accumulates), dweight (C) +=
-    void (*rmsnorm_backward)(dbuf *dinp, dbuf *dweight, const dbuf *dout, const dbuf *inp, const dbuf *weight,
-                             const dbuf *rstd, int BT, int C);
+    void (*rmsnorm_backward)(const struct backend *be, dbuf *dinp, dbuf *dweight, const dbuf *dout, const dbuf *inp,
+                             const dbuf *weight, const dbuf *rstd, int BT, int C);
 
     // out (BT,OC) = inp (BT,C) @ weight (OC,C)^T
-    void (*matmul_forward)(dbuf *out, const dbuf *inp, const dbuf *weight, int BT, int C, int OC);
-    // dinp (BT,C) =, dweight (OC,C) +=
-    void (*matmul_backward)(dbuf *dinp, dbuf *dweight, const dbuf *dout, const dbuf *inp, const dbuf *weight,
-                            int BT, int C, int OC);
+    void (*matmul_forward)(const struct backend *be, dbuf *out, const dbuf *inp, const dbuf *weight, int BT, int C,
+                           int OC);
+    // dinp (BT,C) =, dweight (OC,C) += (fp32)
+    void (*matmul_backward)(const struct backend *be, dbuf *dinp, dbuf *dweight, const dbuf *dout, const dbuf *inp,
+                            const dbuf *weight, int BT, int C, int OC);
 
     // In place on the first NR heads of each row of x (B,T,stride): HF rotate-half layout, positions
-    // 0..T-1; cos, sin (T,HS/2). Backward applies the inverse rotation to the gradient.
-    void (*rope_forward)(dbuf *x, const dbuf *cos, const dbuf *sin, int B, int T, int NR, int HS, int stride);
-    void (*rope_backward)(dbuf *dx, const dbuf *cos, const dbuf *sin, int B, int T, int NR, int HS, int stride);
+    // 0..T-1; cos, sin (T,HS/2) fp32. Backward applies the inverse rotation to the gradient.
+    void (*rope_forward)(const struct backend *be, dbuf *x, const dbuf *cos, const dbuf *sin, int B, int T, int NR,
+                         int HS, int stride);
+    void (*rope_backward)(const struct backend *be, dbuf *dx, const dbuf *cos, const dbuf *sin, int B, int T, int NR,
+                          int HS, int stride);
 
     // Causal self-attention with grouped-query heads. qkv (B,T,(NH+2KVH)*HS) holds q, k, v per row;
-    // out (B,T,NH*HS); lse (B,NH,T) the log-sum-exp of each softmax row (the score matrix is never stored).
-    void (*attention_forward)(dbuf *out, dbuf *lse, const dbuf *qkv, int B, int T, int NH, int KVH, int HS);
+    // out (B,T,NH*HS); lse (B,NH,T) fp32, the log-sum-exp of each softmax row (the score matrix is never
+    // stored).
+    void (*attention_forward)(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv, int B, int T, int NH,
+                              int KVH, int HS);
     // dqkv (B,T,(NH+2KVH)*HS) =
-    void (*attention_backward)(dbuf *dqkv, const dbuf *dout, const dbuf *qkv, const dbuf *out, const dbuf *lse,
-                               int B, int T, int NH, int KVH, int HS);
+    void (*attention_backward)(const struct backend *be, dbuf *dqkv, const dbuf *dout, const dbuf *qkv,
+                               const dbuf *out, const dbuf *lse, int B, int T, int NH, int KVH, int HS);
 
     // out (BT,F) = silu(gate) * up where gateup (BT,2F) holds [gate | up] per row
-    void (*swiglu_forward)(dbuf *out, const dbuf *gateup, int BT, int F);
-    void (*swiglu_backward)(dbuf *dgateup, const dbuf *dout, const dbuf *gateup, int BT, int F);
+    void (*swiglu_forward)(const struct backend *be, dbuf *out, const dbuf *gateup, int BT, int F);
+    void (*swiglu_backward)(const struct backend *be, dbuf *dgateup, const dbuf *dout, const dbuf *gateup, int BT,
+                            int F);
 
-    // out (N) = a + b; backward: da += dout, db += dout
-    void (*residual_forward)(dbuf *out, const dbuf *a, const dbuf *b, size_t N);
-    void (*residual_backward)(dbuf *da, dbuf *db, const dbuf *dout, size_t N);
+    // out (N) = a + b (activations). Its backward hands dout unchanged to both inputs, so the model needs
+    // no call for it (see model/llama.c).
+    void (*residual_forward)(const struct backend *be, dbuf *out, const dbuf *a, const dbuf *b, size_t N);
 
     // Cross-entropy over the vocabulary slice [vstart, vstart+Vl) of logits (BT,Vl); columns whose global
     // id is >= V are padding and never count; targets < 0 are ignored (loss 0, no gradient). In three
     // steps so that a vocab-parallel group can reduce between them: rowmax (BT) of this slice (then MAX
     // across the group); sums (2,BT) = [sum exp(x - rowmax), target logit or 0] (then SUM); losses (BT)
-    // and lse (BT).
-    void (*crossentropy_max)(dbuf *rowmax, const dbuf *logits, int BT, int Vl, int vstart, int V);
-    void (*crossentropy_sums)(dbuf *sums, const dbuf *logits, const dbuf *rowmax, const dbuf *targets,
-                              int BT, int Vl, int vstart, int V);
-    void (*crossentropy_loss)(dbuf *losses, dbuf *lse, const dbuf *rowmax, const dbuf *sums, const dbuf *targets,
-                              int BT);
+    // and lse (BT). rowmax, sums, losses and lse are fp32 (BUF_ACT32).
+    void (*crossentropy_max)(const struct backend *be, dbuf *rowmax, const dbuf *logits, int BT, int Vl, int vstart,
+                             int V);
+    void (*crossentropy_sums)(const struct backend *be, dbuf *sums, const dbuf *logits, const dbuf *rowmax,
+                              const dbuf *targets, int BT, int Vl, int vstart, int V);
+    void (*crossentropy_loss)(const struct backend *be, dbuf *losses, dbuf *lse, const dbuf *rowmax, const dbuf *sums,
+                              const dbuf *targets, int BT);
     // dlogits (BT,Vl) = dloss * (softmax - onehot) for counted rows, 0 elsewhere; may alias logits.
-    void (*crossentropy_backward)(dbuf *dlogits, const dbuf *logits, const dbuf *lse, const dbuf *targets,
-                                  float dloss, int BT, int Vl, int vstart, int V);
+    void (*crossentropy_backward)(const struct backend *be, dbuf *dlogits, const dbuf *logits, const dbuf *lse,
+                                  const dbuf *targets, float dloss, int BT, int Vl, int vstart, int V);
+
+    // The optimizer's two passes over the parameter block (formulas in optim/adamw.h and optim/clip.h).
+    // AdamW on n elements: master, m, v (BUF_STATE) and grad (BUF_GRAD) fp32; param (BUF_PARAM, may be
+    // NULL) receives the updated master weights in the compute type. t >= 1.
+    void (*adamw_update)(const struct backend *be, dbuf *param, dbuf *master, dbuf *m, dbuf *v, const dbuf *grad,
+                         size_t n, float lr, float beta1, float beta2, float eps, float wd, float grad_scale, long t);
+    // sum of grad[i]^2 over n fp32 gradients (BUF_GRAD), accumulated in double, deterministic
+    double (*grad_sumsq)(const struct backend *be, const dbuf *grad, size_t n);
 };
 
 struct backend {
-    const char *name;
-    enum backend_kind kind;
-    size_t elem_size[BUF_KINDS];
-    dbuf *(*alloc)(enum buf_kind kind, size_t n);  // n elements, zeroed
-    void (*free)(dbuf *p);
-    void (*zero)(dbuf *p, enum buf_kind kind, size_t n);
-    void (*to_host)(float *dst, const dbuf *src, enum buf_kind kind, size_t n);
-    void (*from_host)(dbuf *dst, const float *src, enum buf_kind kind, size_t n);
-    void (*ints_from_host)(dbuf *dst, const int *src, size_t n);
-    void (*sync)(void);
+    const char *name;              // "cpu", "cuda"
+    enum precision precision;
+    size_t elem_size[BUF_KINDS];   // bytes per element of each kind: 4 (fp32, int32) or 2 (bf16)
+    void *ctx;                     // the backend's own state (NULL on the CPU)
+    dbuf *(*alloc)(const struct backend *be, enum buf_kind kind, size_t n);  // n elements, zeroed
+    void (*free)(const struct backend *be, dbuf *p);
+    void (*zero)(const struct backend *be, dbuf *p, enum buf_kind kind, size_t n);
+    // n elements from or to fp32 host memory (converting bf16 by round-to-nearest-even); synchronous
+    void (*to_host)(const struct backend *be, float *dst, const dbuf *src, enum buf_kind kind, size_t n);
+    void (*from_host)(const struct backend *be, dbuf *dst, const float *src, enum buf_kind kind, size_t n);
+    void (*ints_from_host)(const struct backend *be, dbuf *dst, const int *src, size_t n);
+    // dst = src, n elements of kinds dk and sk (converting between fp32 and bf16 when they differ)
+    void (*convert)(const struct backend *be, dbuf *dst, enum buf_kind dk, const dbuf *src, enum buf_kind sk,
+                    size_t n);
+    void (*sync)(const struct backend *be);  // waits for every op called so far
     const struct ops *ops;
 };
 

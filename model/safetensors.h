@@ -74,12 +74,6 @@ struct st_write_tensor {
 };
 int st_write(const char *path, const struct st_write_tensor *t, int n, enum st_dtype dtype, const char *metadata_json);
 
-// Scalar conversions (exposed for tests and for other formats).
-float st_f16_to_f32(uint16_t h);
-float st_bf16_to_f32(uint16_t b);
-uint16_t st_f32_to_f16(float f);
-uint16_t st_f32_to_bf16(float f);
-
 // Copies s into out (n bytes) for an error message: control bytes become '?', long strings end in
 // "...", so that a name from an untrusted file can never break the one-line rule.
 const char *st_printable(char *out, int n, const char *s);

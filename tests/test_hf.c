@@ -14,11 +14,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/half.h"
 #include "core/comm.h"
 #include "core/error.h"
 #include "model/hf.h"
 #include "model/llama.h"
-#include "model/ops/ops.h"
+#include "model/ops/backends.h"
 #include "model/safetensors.h"
 #include "testutil.h"
 
@@ -339,7 +340,7 @@ static void check_rounded_round_trip(enum st_dtype dt, const char *dir) {
     float *pa = params_host(&a), *pb = params_host(&b);
     int bad = 0, changed = 0;
     for (size_t i = 0; i < a.layout.total; i++) {
-        float want = dt == ST_BF16 ? st_bf16_to_f32(st_f32_to_bf16(pa[i])) : st_f16_to_f32(st_f32_to_f16(pa[i]));
+        float want = dt == ST_BF16 ? bf16_to_f32(f32_to_bf16(pa[i])) : f16_to_f32(f32_to_f16(pa[i]));
         if (pb[i] != want) bad++;
         if (pb[i] != pa[i]) changed++;
     }
@@ -448,7 +449,7 @@ Test(hf, sharded_checkpoint_with_index) {
         const struct param_tensor *t = &a.layout.t[i];
         for (size_t k = 0; k < t->numel; k++) {
             float v = pa[t->offset + k];
-            float want = i < split ? st_f16_to_f32(st_f32_to_f16(v)) : st_bf16_to_f32(st_f32_to_bf16(v));
+            float want = i < split ? f16_to_f32(f32_to_f16(v)) : bf16_to_f32(f32_to_bf16(v));
             if (pb[t->offset + k] != want) bad++;
         }
     }

@@ -12,7 +12,7 @@
 #include "core/error.h"
 #include "model/hf.h"
 #include "model/llama.h"
-#include "model/ops/ops.h"
+#include "model/ops/backends.h"
 #include "model/safetensors.h"
 #include "testutil.h"
 

@@ -11,7 +11,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
-#include "model/ops/ops.h"
+#include "model/ops/backends.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/schedule.h"

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/half.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "model/safetensors.h"
@@ -154,12 +155,12 @@ Test(safetensors, f16_round_trip_rounds_to_nearest_even) {
     };
     check_rounding(TMP "/st_f16.safetensors", ST_F16, e, sizeof(e) / sizeof(e[0]));
     // the stored bits themselves, for a few
-    cr_expect_eq(st_f32_to_f16(1.0f), 0x3c00);
-    cr_expect_eq(st_f32_to_f16(-2.0f), 0xc000);
-    cr_expect_eq(st_f32_to_f16(65504.0f), 0x7bff);
-    cr_expect_eq(st_f32_to_f16(INFINITY), 0x7c00);
-    cr_expect_eq(st_f32_to_f16(0x1p-24f), 0x0001);
-    cr_expect_eq(st_f32_to_f16(NAN) & 0x7e00, 0x7e00);
+    cr_expect_eq(f32_to_f16(1.0f), 0x3c00);
+    cr_expect_eq(f32_to_f16(-2.0f), 0xc000);
+    cr_expect_eq(f32_to_f16(65504.0f), 0x7bff);
+    cr_expect_eq(f32_to_f16(INFINITY), 0x7c00);
+    cr_expect_eq(f32_to_f16(0x1p-24f), 0x0001);
+    cr_expect_eq(f32_to_f16(NAN) & 0x7e00, 0x7e00);
 }
 
 Test(safetensors, bf16_round_trip_rounds_to_nearest_even) {
@@ -184,34 +185,34 @@ Test(safetensors, bf16_round_trip_rounds_to_nearest_even) {
         {from_bits(0xffffffffu), NAN},          // would carry out of the exponent
     };
     check_rounding(TMP "/st_bf16.safetensors", ST_BF16, e, sizeof(e) / sizeof(e[0]));
-    cr_expect_eq(st_f32_to_bf16(1.0f), 0x3f80);
-    cr_expect_eq(st_f32_to_bf16(-1.0f), 0xbf80);
-    cr_expect_eq(st_f32_to_bf16(INFINITY), 0x7f80);
-    cr_expect_eq(st_f32_to_bf16(from_bits(0xffffffffu)) & 0xffc0, 0xffc0, "negative NaN stays a negative quiet NaN");
+    cr_expect_eq(f32_to_bf16(1.0f), 0x3f80);
+    cr_expect_eq(f32_to_bf16(-1.0f), 0xbf80);
+    cr_expect_eq(f32_to_bf16(INFINITY), 0x7f80);
+    cr_expect_eq(f32_to_bf16(from_bits(0xffffffffu)) & 0xffc0, 0xffc0, "negative NaN stays a negative quiet NaN");
 }
 
 // Every 16-bit pattern decodes to the value its fields say, and encodes back to itself.
 Test(safetensors, every_f16_and_bf16_value_decodes_exactly_and_encodes_back) {
     for (uint32_t h = 0; h < 65536; h++) {
         int sign = h >> 15, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-        float f = st_f16_to_f32((uint16_t)h);
+        float f = f16_to_f32((uint16_t)h);
         if (exp == 31) {
             cr_assert(man ? isnan(f) : isinf(f), "f16 0x%04x", h);
-            cr_assert(man ? isnan(st_bf16_to_f32(st_f32_to_bf16(f))) : 1);
+            cr_assert(man ? isnan(bf16_to_f32(f32_to_bf16(f))) : 1);
         } else {
             double want = exp ? ldexp(1.0 + man / 1024.0, exp - 15) : ldexp((double)man, -24);
             if (sign) want = -want;
             cr_assert_eq((double)f, want, "f16 0x%04x decodes to %a, expected %a", h, (double)f, want);
             cr_assert_eq(!!signbit(f), sign, "f16 0x%04x sign", h);
         }
-        uint16_t back = st_f32_to_f16(f);
+        uint16_t back = f32_to_f16(f);
         if (isnan(f)) cr_assert(((back >> 10) & 0x1f) == 31 && (back & 0x3ff), "f16 NaN 0x%04x re-encodes as 0x%04x", h, back);
         else cr_assert_eq(back, h, "f16 0x%04x re-encodes as 0x%04x", h, back);
 
-        float b = st_bf16_to_f32((uint16_t)h);
+        float b = bf16_to_f32((uint16_t)h);
         cr_assert_eq(bits(b), h << 16);
-        uint16_t bb = st_f32_to_bf16(b);
-        if (isnan(b)) cr_assert(isnan(st_bf16_to_f32(bb)), "bf16 NaN 0x%04x", h);
+        uint16_t bb = f32_to_bf16(b);
+        if (isnan(b)) cr_assert(isnan(bf16_to_f32(bb)), "bf16 NaN 0x%04x", h);
         else cr_assert_eq(bb, h, "bf16 0x%04x re-encodes as 0x%04x", h, bb);
     }
 }
@@ -226,7 +227,7 @@ Test(safetensors, f32_to_half_matches_exact_rounding_reference) {
         if (i & 1) x = from_bits((uint32_t)rng_u64(&r));  // any bit pattern
         else x = ldexpf(rng_normal(&r), (int)(rng_u64(&r) % 60) - 40);  // around f16's range
         if (isnan(x)) continue;
-        double h = st_f16_to_f32(st_f32_to_f16(x)), b = st_bf16_to_f32(st_f32_to_bf16(x));
+        double h = f16_to_f32(f32_to_f16(x)), b = bf16_to_f32(f32_to_bf16(x));
         double rh = ref_f16(x), rb = ref_bf16(x);
         if (h != rh || signbit(h) != signbit(rh)) {
             if (bad16++ < 5) cr_expect(0, "f16(%a) = %a, reference %a", (double)x, h, rh);

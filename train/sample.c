@@ -11,7 +11,7 @@
 #include "core/rng.h"
 #include "data/loader.h"
 #include "data/tokenizer.h"
-#include "model/ops/ops.h"
+#include "model/ops/backends.h"
 
 int ckpt_open_model(struct llama *m, const char *path, char *run_dir, size_t n, struct ckpt_meta *meta_out) {
     char file[1200];

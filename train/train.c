@@ -31,7 +31,7 @@
 #include "launch/signals.h"
 #include "model/hf.h"
 #include "model/llama.h"
-#include "model/ops/ops.h"
+#include "model/ops/backends.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/schedule.h"

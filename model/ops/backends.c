@@ -1,7 +1,7 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "model/ops/ops.h"
+#include "model/ops/backends.h"
 
 int backend_find(const char *name, const struct backend **out) {
     if (!strcmp(name, "cpu")) { *out = backend_cpu(); return 0; }

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "model/ops/ops.h"
+#include "model/ops/backends.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "testutil.h"

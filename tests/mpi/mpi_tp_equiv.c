@@ -24,7 +24,7 @@
 #include "launch/dp.h"
 #include "launch/mpi_comm.h"
 #include "model/llama.h"
-#include "model/ops/ops.h"
+#include "model/ops/backends.h"
 #include "mpitest.h"
 
 #define T_SEQ 8

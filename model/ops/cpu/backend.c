@@ -4,7 +4,7 @@
 
 #include "core/error.h"
 #include "model/ops/cpu/cpu.h"
-#include "model/ops/ops.h"
+#include "model/ops/backends.h"
 
 static dbuf *cpu_alloc(enum buf_kind kind, size_t n) {
     void *p = xmalloc_aligned(n * 4);

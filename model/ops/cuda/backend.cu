@@ -15,7 +15,7 @@
 
 extern "C" {
 #include "core/error.h"
-#include "model/ops/ops.h"
+#include "model/ops/backends.h"
 #include "model/safetensors.h"  // the bf16 conversions (round to nearest even)
 }
 
@@ -44,7 +44,7 @@ static void cuda_to_host(float *dst, const dbuf *src, enum buf_kind kind, size_t
     }
     uint16_t *tmp = (uint16_t *)xmalloc(n * 2);
     CUDA_CHECK(cudaMemcpy(tmp, src, n * 2, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; i++) dst[i] = st_bf16_to_f32(tmp[i]);
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_to_f32(tmp[i]);
     free(tmp);
 }
 
@@ -54,7 +54,7 @@ static void cuda_from_host(dbuf *dst, const float *src, enum buf_kind kind, size
         return;
     }
     uint16_t *tmp = (uint16_t *)xmalloc(n * 2);
-    for (size_t i = 0; i < n; i++) tmp[i] = st_f32_to_bf16(src[i]);
+    for (size_t i = 0; i < n; i++) tmp[i] = f32_to_bf16(src[i]);
     CUDA_CHECK(cudaMemcpy(dst, tmp, n * 2, cudaMemcpyHostToDevice));
     free(tmp);
 }
