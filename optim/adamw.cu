@@ -4,7 +4,7 @@
 #include <cuda_runtime.h>
 #include <math.h>
 
-#include "core/cuda_check.h"
+#include "core/cuda_launch.h"
 #include "optim/adamw.h"
 
 __global__ void adamw_kernel(float *param, __nv_bfloat16 *param_bf16, float *m, float *v, const float *grad,
@@ -33,7 +33,6 @@ extern "C" void adamw_update_cuda(float *param, uint16_t *param_bf16, float *m, 
     const int threads = 256;
     size_t want = (n + threads - 1) / threads;
     int blocks = want > 65535 * 16 ? 65535 * 16 : (int)want;  // grid-stride beyond ~268M elements
-    adamw_kernel<<<blocks, threads>>>(param, (__nv_bfloat16 *)param_bf16, m, v, grad, n, keep, step_size,
-                                      bc2_sqrt, beta1, beta2, eps, grad_scale);
-    CUDA_CHECK(cudaGetLastError());
+    LAUNCH(adamw_kernel, blocks, threads, 0, 0, param, (__nv_bfloat16 *)param_bf16, m, v, grad, n, keep, step_size,
+           bc2_sqrt, beta1, beta2, eps, grad_scale);
 }

@@ -2,7 +2,7 @@
 // of blocks writes one partial sum each, then one block adds the partials in a fixed order.
 #include <cuda_runtime.h>
 
-#include "core/cuda_check.h"
+#include "core/cuda_launch.h"
 
 extern "C" {
 #include "core/error.h"
@@ -48,10 +48,8 @@ extern "C" double grad_sumsq_cuda(const float *grads, size_t n) {
     if (n == 0) return 0.0;
     size_t want = (n + SUMSQ_THREADS - 1) / SUMSQ_THREADS;
     int blocks = want < SUMSQ_BLOCKS ? (int)want : SUMSQ_BLOCKS;
-    sumsq_partial_kernel<<<blocks, SUMSQ_THREADS>>>(scratch + 1, grads, n);
-    CUDA_CHECK(cudaGetLastError());
-    sumsq_final_kernel<<<1, SUMSQ_THREADS>>>(scratch, scratch + 1, blocks);
-    CUDA_CHECK(cudaGetLastError());
+    LAUNCH(sumsq_partial_kernel, blocks, SUMSQ_THREADS, 0, 0, scratch + 1, grads, n);
+    LAUNCH(sumsq_final_kernel, 1, SUMSQ_THREADS, 0, 0, scratch, scratch + 1, blocks);
     double out;
     CUDA_CHECK(cudaMemcpy(&out, scratch, sizeof(double), cudaMemcpyDeviceToHost));
     return out;
