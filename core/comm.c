@@ -10,8 +10,14 @@ size_t comm_dtype_size(enum comm_dtype t) {
     case COMM_F64: return 8;
     case COMM_I64: return 8;
     case COMM_U8: return 1;
+    case COMM_BF16: return 2;
     }
     return 0;
+}
+
+enum comm_dtype comm_dtype_of(size_t elem_size) {
+    CHECKF(elem_size == 4 || elem_size == 2, "no floating-point comm dtype of %zu bytes", elem_size);
+    return elem_size == 2 ? COMM_BF16 : COMM_F32;
 }
 
 // The one-rank group: reductions are the identity, gathers and scatters are copies.

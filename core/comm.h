@@ -8,7 +8,8 @@
 #include <stddef.h>
 
 enum comm_op { COMM_SUM, COMM_MAX };
-enum comm_dtype { COMM_F32, COMM_F64, COMM_I64, COMM_U8 };
+// COMM_BF16: bf16 bit patterns (2 bytes); reductions add in fp32 and round to nearest even.
+enum comm_dtype { COMM_F32, COMM_F64, COMM_I64, COMM_U8, COMM_BF16 };
 
 // A non-blocking operation in flight; filled by *_start, completed by comm_wait.
 struct comm_req { void *impl; };
@@ -35,6 +36,9 @@ struct comm {
 
 struct comm *comm_self(void);
 size_t comm_dtype_size(enum comm_dtype t);
+// The dtype of a floating-point buffer of elem_size bytes per element (4: fp32, 2: bf16), as a
+// backend's elem_size table gives them.
+enum comm_dtype comm_dtype_of(size_t elem_size);
 
 static inline void comm_all_reduce(struct comm *c, void *buf, size_t n, enum comm_dtype t, enum comm_op op) {
     if (c->size > 1) c->ops->all_reduce(c, buf, n, t, op);

@@ -117,7 +117,7 @@ void dp_reduce_scatter_grads(struct comm *dp, void *shard, const void *grads, si
     comm_reduce_scatter(dp, shard, grads, n_padded / (size_t)dp->size, COMM_F32);
 }
 
-void dp_all_gather_params(struct comm *dp, void *params, const void *shard, size_t n_padded) {
+void dp_all_gather_params(struct comm *dp, void *params, const void *shard, size_t n_padded, size_t elem_size) {
     CHECKF(n_padded % (size_t)dp->size == 0, "%zu elements are not padded to a multiple of dp %d", n_padded, dp->size);
-    comm_all_gather(dp, params, shard, n_padded / (size_t)dp->size, COMM_F32);
+    comm_all_gather(dp, params, shard, n_padded / (size_t)dp->size, comm_dtype_of(elem_size));
 }

@@ -67,5 +67,6 @@ void dp_sync_reset(struct dp_sync *s);
 size_t dp_shard_size(size_t n, int dp);
 // shard (n_padded / dp) = sum over the group of grads[dp_rank * s .. + s); n_padded a multiple of dp.
 void dp_reduce_scatter_grads(struct comm *dp, void *shard, const void *grads, size_t n_padded);
-// params (n_padded) = every rank's shard in rank order; shard may be params + dp_rank * s (in place).
-void dp_all_gather_params(struct comm *dp, void *params, const void *shard, size_t n_padded);
+// params (n_padded elements of elem_size bytes: fp32 or bf16) = every rank's shard in rank order; shard
+// may be params + dp_rank * s (in place).
+void dp_all_gather_params(struct comm *dp, void *params, const void *shard, size_t n_padded, size_t elem_size);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/half.h"
 
 struct mpi_comm {
     struct comm base;  // first, so that a struct comm * of ours is a struct mpi_comm *
@@ -42,6 +43,7 @@ void mpi_check_fail(const char *file, int line, const char *call, int rc) {
 
 static MPI_Datatype mpi_dtype(enum comm_dtype t) {
     switch (t) {
+    case COMM_BF16: return MPI_UINT16_T;
     case COMM_F32: return MPI_FLOAT;
     case COMM_F64: return MPI_DOUBLE;
     case COMM_I64: return MPI_INT64_T;
@@ -51,7 +53,28 @@ static MPI_Datatype mpi_dtype(enum comm_dtype t) {
     return MPI_DATATYPE_NULL;
 }
 
-static MPI_Op mpi_op(enum comm_op op) {
+// MPI has no bf16: its reductions are user ops on uint16 bit patterns that compute in fp32.
+static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *dt) {
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    for (int i = 0; i < *len; i++) b[i] = f32_to_bf16(bf16_to_f32(a[i]) + bf16_to_f32(b[i]));
+}
+static void bf16_max(void *in, void *inout, int *len, MPI_Datatype *dt) {
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    for (int i = 0; i < *len; i++)
+        if (bf16_to_f32(a[i]) > bf16_to_f32(b[i])) b[i] = a[i];
+}
+
+static MPI_Op mpi_op(enum comm_op op, enum comm_dtype t) {
+    if (t == COMM_BF16) {
+        static MPI_Op sum = MPI_OP_NULL, max = MPI_OP_NULL;  // created once, after MPI_Init
+        if (sum == MPI_OP_NULL) {
+            MPI_CHECK(MPI_Op_create(bf16_sum, 1, &sum));
+            MPI_CHECK(MPI_Op_create(bf16_max, 1, &max));
+        }
+        return op == COMM_SUM ? sum : max;
+    }
     switch (op) {
     case COMM_SUM: return MPI_SUM;
     case COMM_MAX: return MPI_MAX;
@@ -75,7 +98,7 @@ static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 static void mpi_all_reduce(struct comm *c, void *buf, size_t n, enum comm_dtype t, enum comm_op op) {
     for (size_t a = 0; a < n; a += chunk_elems)
         MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, at(buf, a, t), (int)min_sz(chunk_elems, n - a), mpi_dtype(t),
-                                mpi_op(op), handle(c)));
+                                mpi_op(op, t), handle(c)));
 }
 
 static void mpi_all_reduce_start(struct comm *c, void *buf, size_t n, enum comm_dtype t, enum comm_op op,
@@ -88,7 +111,7 @@ static void mpi_all_reduce_start(struct comm *c, void *buf, size_t n, enum comm_
     for (int i = 0; i < nr; i++) {
         size_t a = (size_t)i * chunk_elems;
         MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, at(buf, a, t), (int)min_sz(chunk_elems, n - a), mpi_dtype(t),
-                                 mpi_op(op), handle(c), &r->r[i]));
+                                 mpi_op(op, t), handle(c), &r->r[i]));
     }
     req->impl = r;
 }
@@ -107,7 +130,7 @@ static void mpi_reduce_scatter(struct comm *c, void *out, const void *in, size_t
     const char *ib = in, *ob = out;
     CHECKF(ob + n * es <= ib || ib + size * n * es <= ob, "reduce_scatter: out overlaps in");
     if (n <= chunk_elems) {
-        MPI_CHECK(MPI_Reduce_scatter_block(in, out, (int)n, mpi_dtype(t), MPI_SUM, handle(c)));
+        MPI_CHECK(MPI_Reduce_scatter_block(in, out, (int)n, mpi_dtype(t), mpi_op(COMM_SUM, t), handle(c)));
         return;
     }
     // Predefined reductions take only predefined types, so a strided piece cannot be described with a
@@ -116,7 +139,7 @@ static void mpi_reduce_scatter(struct comm *c, void *out, const void *in, size_t
     for (size_t a = 0; a < n; a += chunk_elems) {
         size_t m = min_sz(chunk_elems, n - a);
         for (size_t r = 0; r < size; r++) memcpy(tmp + r * m * es, ib + (r * n + a) * es, m * es);
-        MPI_CHECK(MPI_Reduce_scatter_block(tmp, at(out, a, t), (int)m, mpi_dtype(t), MPI_SUM, handle(c)));
+        MPI_CHECK(MPI_Reduce_scatter_block(tmp, at(out, a, t), (int)m, mpi_dtype(t), mpi_op(COMM_SUM, t), handle(c)));
     }
     free(tmp);
 }

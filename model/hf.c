@@ -527,7 +527,7 @@ static int load_or_check(struct llama *m, const struct param_layout *pl, int tie
         n_dtype[e->t->dtype]++;
         if (m) {
             param_slice_from_full(p, local, full);
-            m->be->from_host(be_at(m->be, BUF_PARAM, m->params, p->offset), local, BUF_PARAM, p->numel);
+            llama_set_params(m, p->offset, local, p->numel);
         }
         if (p->kind == PARAM_EMBED && tied_head) {  // an lm_head saved beside tied embeddings must equal them
             float *head = xmalloc_aligned(sizeof(float) * max_full);

@@ -48,15 +48,15 @@ int llama_init(struct llama *m, const struct llama_config *cfg, const struct bac
     m->be = be;
     m->tp = tp;
     if (param_layout_init(&m->layout, cfg, tp->size, tp->rank) != 0) return -1;
-    m->params = be->alloc(BUF_PARAM, m->layout.total);
-    m->grads = be->alloc(BUF_GRAD, m->layout.total);
+    m->params = be->alloc(be, BUF_PARAM, m->layout.total);
+    m->grads = be->alloc(be, BUF_GRAD, m->layout.total);
     size_t nrope = (size_t)cfg->max_seq_len * (cfg->head_dim / 2);
     float *cosb = xmalloc(sizeof(float) * nrope), *sinb = xmalloc(sizeof(float) * nrope);
     rope_tables(cfg, cosb, sinb);
-    m->rope_cos = be->alloc(BUF_STATE, nrope);
-    m->rope_sin = be->alloc(BUF_STATE, nrope);
-    be->from_host(m->rope_cos, cosb, BUF_STATE, nrope);
-    be->from_host(m->rope_sin, sinb, BUF_STATE, nrope);
+    m->rope_cos = be->alloc(be, BUF_STATE, nrope);
+    m->rope_sin = be->alloc(be, BUF_STATE, nrope);
+    be->from_host(be, m->rope_cos, cosb, BUF_STATE, nrope);
+    be->from_host(be, m->rope_sin, sinb, BUF_STATE, nrope);
     free(cosb);
     free(sinb);
     return 0;
@@ -64,10 +64,10 @@ int llama_init(struct llama *m, const struct llama_config *cfg, const struct bac
 
 static void llama_free_acts(struct llama *m) {
     const struct backend *be = m->be;
-    if (m->acts) be->free(m->acts);
-    if (m->acts32) be->free(m->acts32);
-    if (m->tokens) be->free(m->tokens);
-    if (m->targets) be->free(m->targets);
+    if (m->acts) be->free(be, m->acts);
+    if (m->acts32) be->free(be, m->acts32);
+    if (m->tokens) be->free(be, m->tokens);
+    if (m->targets) be->free(be, m->targets);
     free(m->layers);
     free(m->host_losses);
     m->acts = m->acts32 = m->tokens = m->targets = NULL;
@@ -78,10 +78,10 @@ static void llama_free_acts(struct llama *m) {
 void llama_free(struct llama *m) {
     if (!m->be) return;
     llama_free_acts(m);
-    m->be->free(m->params);
-    m->be->free(m->grads);
-    m->be->free(m->rope_cos);
-    m->be->free(m->rope_sin);
+    m->be->free(m->be, m->params);
+    m->be->free(m->be, m->grads);
+    m->be->free(m->be, m->rope_cos);
+    m->be->free(m->be, m->rope_sin);
     param_layout_free(&m->layout);
     memset(m, 0, sizeof(*m));
 }
@@ -171,12 +171,12 @@ void llama_alloc_acts(struct llama *m, int B, int T, int recompute) {
     m->cap_T = m->T = T;
     m->recompute = recompute;
     m->layers = xcalloc((size_t)m->cfg.n_layers + 1, sizeof(*m->layers));
-    struct carver cv = {m->be, {m->be->alloc(BUF_ACT, n), m->be->alloc(BUF_ACT32, n32)}, {0, 0}};
+    struct carver cv = {m->be, {m->be->alloc(m->be, BUF_ACT, n), m->be->alloc(m->be, BUF_ACT32, n32)}, {0, 0}};
     m->acts = cv.base[0];
     m->acts32 = cv.base[1];
     act_plan(&cv, m, &m->cfg, &m->layout, B, T, recompute);
-    m->tokens = m->be->alloc(BUF_INT, (size_t)B * T);
-    m->targets = m->be->alloc(BUF_INT, (size_t)B * T);
+    m->tokens = m->be->alloc(m->be, BUF_INT, (size_t)B * T);
+    m->targets = m->be->alloc(m->be, BUF_INT, (size_t)B * T);
     m->host_losses = xmalloc(sizeof(float) * (size_t)B * T);
 }
 
@@ -203,7 +203,7 @@ void llama_init_random(struct llama *m, uint64_t seed) {
                 dst[(size_t)r * t->cols + c] = (float)(s * rng_normal_at(key, R * (uint64_t)t->full_cols + Cc));
             }
     }
-    m->be->from_host(m->params, host, BUF_PARAM, pl->total);
+    llama_params_from_host(m, host);
     free(host);
 }
 
@@ -218,33 +218,34 @@ void llama_init_random(struct llama *m, uint64_t seed) {
 // column-parallel one in backward). A no-op on one rank.
 static void tp_sum(struct llama *m, dbuf *x, size_t n) {
     if (m->tp->size > 1) {
-        m->be->sync();
-        comm_all_reduce(m->tp, x, n, COMM_F32, COMM_SUM);
+        m->be->sync(m->be);
+        comm_all_reduce(m->tp, x, n, comm_dtype_of(m->be->elem_size[BUF_ACT]), COMM_SUM);
     }
 }
 
 // One transformer block: a->x (B,T,C) in, out (B,T,C) (skipped when NULL, as in recomputation).
 static void block_forward(struct llama *m, int l, const struct llama_layer_acts *a, dbuf *out, int B, int T) {
-    const struct ops *op = m->be->ops;
+    const struct backend *be = m->be;
+    const struct ops *op = be->ops;
     const struct param_layout *pl = &m->layout;
     const int BT = B * T, C = m->cfg.dim, HS = m->cfg.head_dim, NH = pl->NH, KVH = pl->KVH, F = pl->F;
     const int QKV = (NH + 2 * KVH) * HS;
 
-    op->rmsnorm_forward(a->xn1, a->rstd1, a->x, W(PARAM_ATTN_NORM, l), BT, C, m->cfg.norm_eps);
-    op->matmul_forward(a->qkv, a->xn1, W(PARAM_WQ, l), BT, C, QKV);  // q, k, v weights are adjacent
-    op->rope_forward(a->qkv, m->rope_cos, m->rope_sin, B, T, NH + KVH, HS, QKV);
-    op->attention_forward(a->att, a->lse, a->qkv, B, T, NH, KVH, HS);
-    op->matmul_forward(m->y, a->att, W(PARAM_WO, l), BT, NH * HS, C);
+    op->rmsnorm_forward(be, a->xn1, a->rstd1, a->x, W(PARAM_ATTN_NORM, l), BT, C, m->cfg.norm_eps);
+    op->matmul_forward(be, a->qkv, a->xn1, W(PARAM_WQ, l), BT, C, QKV);  // q, k, v weights are adjacent
+    op->rope_forward(be, a->qkv, m->rope_cos, m->rope_sin, B, T, NH + KVH, HS, QKV);
+    op->attention_forward(be, a->att, a->lse, a->qkv, B, T, NH, KVH, HS);
+    op->matmul_forward(be, m->y, a->att, W(PARAM_WO, l), BT, NH * HS, C);
     tp_sum(m, m->y, (size_t)BT * C);
-    op->residual_forward(a->xmid, a->x, m->y, (size_t)BT * C);
+    op->residual_forward(be, a->xmid, a->x, m->y, (size_t)BT * C);
 
-    op->rmsnorm_forward(a->xn2, a->rstd2, a->xmid, W(PARAM_FFN_NORM, l), BT, C, m->cfg.norm_eps);
-    op->matmul_forward(a->gu, a->xn2, W(PARAM_WGATE, l), BT, C, 2 * F);  // gate, up weights are adjacent
-    op->swiglu_forward(a->h, a->gu, BT, F);
+    op->rmsnorm_forward(be, a->xn2, a->rstd2, a->xmid, W(PARAM_FFN_NORM, l), BT, C, m->cfg.norm_eps);
+    op->matmul_forward(be, a->gu, a->xn2, W(PARAM_WGATE, l), BT, C, 2 * F);  // gate, up weights are adjacent
+    op->swiglu_forward(be, a->h, a->gu, BT, F);
     if (!out) return;
-    op->matmul_forward(m->y, a->h, W(PARAM_WDOWN, l), BT, F, C);
+    op->matmul_forward(be, m->y, a->h, W(PARAM_WDOWN, l), BT, F, C);
     tp_sum(m, m->y, (size_t)BT * C);
-    op->residual_forward(out, a->xmid, m->y, (size_t)BT * C);
+    op->residual_forward(be, out, a->xmid, m->y, (size_t)BT * C);
 }
 
 static dbuf *lm_head_weight(struct llama *m) {
@@ -261,31 +262,31 @@ double llama_forward(struct llama *m, const int *tokens, const int *targets, int
     m->B = B;  // backward uses the sizes of the last forward
     m->T = T;
 
-    be->ints_from_host(m->tokens, tokens, (size_t)BT);
-    op->embedding_forward(m->layers[0].x, m->tokens, W(PARAM_EMBED, -1), BT, C, pl->vstart, pl->Vl);
+    be->ints_from_host(be, m->tokens, tokens, (size_t)BT);
+    op->embedding_forward(be, m->layers[0].x, m->tokens, W(PARAM_EMBED, -1), BT, C, pl->vstart, pl->Vl);
     tp_sum(m, m->layers[0].x, (size_t)BT * C);
     for (int l = 0; l < L; l++) block_forward(m, l, &m->layers[l], m->layers[l + 1].x, B, T);
-    op->rmsnorm_forward(m->xnf, m->rstdf, m->layers[L].x, W(PARAM_NORM, -1), BT, C, m->cfg.norm_eps);
-    op->matmul_forward(m->logits, m->xnf, lm_head_weight(m), BT, C, pl->Vl);
+    op->rmsnorm_forward(be, m->xnf, m->rstdf, m->layers[L].x, W(PARAM_NORM, -1), BT, C, m->cfg.norm_eps);
+    op->matmul_forward(be, m->logits, m->xnf, lm_head_weight(m), BT, C, pl->Vl);
     if (!targets) {
         if (n_counted) *n_counted = 0;
         return 0.0;
     }
 
     // Vocab-parallel cross-entropy: max, then sum-exp and target logit, reduced across the tp group.
-    be->ints_from_host(m->targets, targets, (size_t)BT);
-    op->crossentropy_max(m->rowmax, m->logits, BT, pl->Vl, pl->vstart, m->cfg.vocab_size);
+    be->ints_from_host(be, m->targets, targets, (size_t)BT);
+    op->crossentropy_max(be, m->rowmax, m->logits, BT, pl->Vl, pl->vstart, m->cfg.vocab_size);
     if (m->tp->size > 1) {
-        be->sync();
+        be->sync(be);
         comm_all_reduce(m->tp, m->rowmax, (size_t)BT, COMM_F32, COMM_MAX);
     }
-    op->crossentropy_sums(m->sums, m->logits, m->rowmax, m->targets, BT, pl->Vl, pl->vstart, m->cfg.vocab_size);
+    op->crossentropy_sums(be, m->sums, m->logits, m->rowmax, m->targets, BT, pl->Vl, pl->vstart, m->cfg.vocab_size);
     if (m->tp->size > 1) {
-        be->sync();
+        be->sync(be);
         comm_all_reduce(m->tp, m->sums, 2 * (size_t)BT, COMM_F32, COMM_SUM);
     }
-    op->crossentropy_loss(m->losses, m->lse_ce, m->rowmax, m->sums, m->targets, BT);
-    be->to_host(m->host_losses, m->losses, BUF_ACT32, (size_t)BT);
+    op->crossentropy_loss(be, m->losses, m->lse_ce, m->rowmax, m->sums, m->targets, BT);
+    be->to_host(be, m->host_losses, m->losses, BUF_ACT32, (size_t)BT);
     double sum = 0.0;
     long n = 0;
     for (int i = 0; i < BT; i++)
@@ -303,13 +304,14 @@ double llama_forward(struct llama *m, const int *tokens, const int *targets, int
 
 static void grads_ready(struct llama *m, size_t off, size_t n) {
     if (m->on_grads_ready) {
-        m->be->sync();
+        m->be->sync(m->be);
         m->on_grads_ready(m->on_grads_ready_ctx, off, n);
     }
 }
 
 static void block_backward(struct llama *m, int l, int B, int T) {
-    const struct ops *op = m->be->ops;
+    const struct backend *be = m->be;
+    const struct ops *op = be->ops;
     const struct param_layout *pl = &m->layout;
     const int BT = B * T, C = m->cfg.dim, HS = m->cfg.head_dim, NH = pl->NH, KVH = pl->KVH, F = pl->F;
     const int QKV = (NH + 2 * KVH) * HS;
@@ -319,19 +321,19 @@ static void block_backward(struct llama *m, int l, int B, int T) {
     // out = xmid + down(swiglu(gate_up(norm(xmid)))). The residual add hands dres unchanged to both of its
     // inputs (residual_backward's rule), so dres is the gradient of down's output and keeps flowing
     // down the stream, where each rmsnorm_backward adds its branch's part (+=).
-    op->matmul_backward(m->dh, DW(PARAM_WDOWN, l), m->dres, a->h, W(PARAM_WDOWN, l), BT, F, C);
-    op->swiglu_backward(m->dgu, m->dh, a->gu, BT, F);
-    op->matmul_backward(m->dxn, DW(PARAM_WGATE, l), m->dgu, a->xn2, W(PARAM_WGATE, l), BT, C, 2 * F);
+    op->matmul_backward(be, m->dh, DW(PARAM_WDOWN, l), m->dres, a->h, W(PARAM_WDOWN, l), BT, F, C);
+    op->swiglu_backward(be, m->dgu, m->dh, a->gu, BT, F);
+    op->matmul_backward(be, m->dxn, DW(PARAM_WGATE, l), m->dgu, a->xn2, W(PARAM_WGATE, l), BT, C, 2 * F);
     tp_sum(m, m->dxn, (size_t)BT * C);
-    op->rmsnorm_backward(m->dres, DW(PARAM_FFN_NORM, l), m->dxn, a->xmid, W(PARAM_FFN_NORM, l), a->rstd2, BT, C);
+    op->rmsnorm_backward(be, m->dres, DW(PARAM_FFN_NORM, l), m->dxn, a->xmid, W(PARAM_FFN_NORM, l), a->rstd2, BT, C);
 
     // xmid = x + o(attention(rope(qkv(norm(x)))))
-    op->matmul_backward(m->datt, DW(PARAM_WO, l), m->dres, a->att, W(PARAM_WO, l), BT, NH * HS, C);
-    op->attention_backward(m->dqkv, m->datt, a->qkv, a->att, a->lse, B, T, NH, KVH, HS);
-    op->rope_backward(m->dqkv, m->rope_cos, m->rope_sin, B, T, NH + KVH, HS, QKV);
-    op->matmul_backward(m->dxn, DW(PARAM_WQ, l), m->dqkv, a->xn1, W(PARAM_WQ, l), BT, C, QKV);
+    op->matmul_backward(be, m->datt, DW(PARAM_WO, l), m->dres, a->att, W(PARAM_WO, l), BT, NH * HS, C);
+    op->attention_backward(be, m->dqkv, m->datt, a->qkv, a->att, a->lse, B, T, NH, KVH, HS);
+    op->rope_backward(be, m->dqkv, m->rope_cos, m->rope_sin, B, T, NH + KVH, HS, QKV);
+    op->matmul_backward(be, m->dxn, DW(PARAM_WQ, l), m->dqkv, a->xn1, W(PARAM_WQ, l), BT, C, QKV);
     tp_sum(m, m->dxn, (size_t)BT * C);
-    op->rmsnorm_backward(m->dres, DW(PARAM_ATTN_NORM, l), m->dxn, a->x, W(PARAM_ATTN_NORM, l), a->rstd1, BT, C);
+    op->rmsnorm_backward(be, m->dres, DW(PARAM_ATTN_NORM, l), m->dxn, a->x, W(PARAM_ATTN_NORM, l), a->rstd1, BT, C);
 
     grads_ready(m, pl->layer_offset0 + (size_t)l * pl->layer_stride, pl->layer_stride);
 }
@@ -343,46 +345,53 @@ void llama_backward(struct llama *m, float dloss) {
     const int B = m->B, T = m->T, BT = B * T, C = m->cfg.dim, L = m->cfg.n_layers;
 
     // loss -> logits -> lm_head -> final norm
-    op->crossentropy_backward(m->logits, m->logits, m->lse_ce, m->targets, dloss, BT, pl->Vl, pl->vstart,
+    op->crossentropy_backward(be, m->logits, m->logits, m->lse_ce, m->targets, dloss, BT, pl->Vl, pl->vstart,
                               m->cfg.vocab_size);
     dbuf *dlm = m->cfg.tie_embeddings ? DW(PARAM_EMBED, -1) : DW(PARAM_LM_HEAD, -1);
-    op->matmul_backward(m->dxn, dlm, m->logits, m->xnf, lm_head_weight(m), BT, C, pl->Vl);
+    op->matmul_backward(be, m->dxn, dlm, m->logits, m->xnf, lm_head_weight(m), BT, C, pl->Vl);
     tp_sum(m, m->dxn, (size_t)BT * C);
-    be->zero(m->dres, BUF_ACT, (size_t)BT * C);
-    op->rmsnorm_backward(m->dres, DW(PARAM_NORM, -1), m->dxn, m->layers[L].x, W(PARAM_NORM, -1), m->rstdf, BT, C);
+    be->zero(be, m->dres, BUF_ACT, (size_t)BT * C);
+    op->rmsnorm_backward(be, m->dres, DW(PARAM_NORM, -1), m->dxn, m->layers[L].x, W(PARAM_NORM, -1), m->rstdf, BT, C);
     grads_ready(m, pl->tail_offset, pl->total - pl->tail_offset);
 
     for (int l = L - 1; l >= 0; l--) block_backward(m, l, B, T);
 
-    op->embedding_backward(DW(PARAM_EMBED, -1), m->dres, m->tokens, BT, C, pl->vstart, pl->Vl);
+    op->embedding_backward(be, DW(PARAM_EMBED, -1), m->dres, m->tokens, BT, C, pl->vstart, pl->Vl);
     grads_ready(m, 0, pl->layer_offset0);
 }
 
-void llama_zero_grads(struct llama *m) { m->be->zero(m->grads, BUF_GRAD, m->layout.total); }
+void llama_zero_grads(struct llama *m) { m->be->zero(m->be, m->grads, BUF_GRAD, m->layout.total); }
 
 void llama_pad_blocks(struct llama *m, size_t n) {
     CHECK(n >= m->layout.total);
-    m->be->free(m->params);
-    m->be->free(m->grads);
-    m->params = m->be->alloc(BUF_PARAM, n);
-    m->grads = m->be->alloc(BUF_GRAD, n);
+    m->be->free(m->be, m->params);
+    m->be->free(m->be, m->grads);
+    m->params = m->be->alloc(m->be, BUF_PARAM, n);
+    m->grads = m->be->alloc(m->be, BUF_GRAD, n);
 }
 
 void llama_params_to_host(const struct llama *m, float *host) {
-    m->be->to_host(host, m->params, BUF_PARAM, m->layout.total);
+    m->be->to_host(m->be, host, m->params, BUF_PARAM, m->layout.total);
 }
-void llama_params_from_host(struct llama *m, const float *host) {
-    m->be->from_host(m->params, host, BUF_PARAM, m->layout.total);
+void llama_params_from_host(struct llama *m, const float *host) { llama_set_params(m, 0, host, m->layout.total); }
+
+void llama_set_params(struct llama *m, size_t off, const float *host, size_t n) {
+    const struct backend *be = m->be;
+    be->from_host(be, be_at(be, BUF_PARAM, m->params, off), host, BUF_PARAM, n);
+    if (!m->master) return;
+    size_t lo = off > m->master_off ? off : m->master_off;
+    size_t hi = off + n < m->master_off + m->master_n ? off + n : m->master_off + m->master_n;
+    if (lo < hi) be->from_host(be, be_at(be, BUF_STATE, m->master, lo - m->master_off), host + (lo - off), BUF_STATE, hi - lo);
 }
 void llama_grads_to_host(const struct llama *m, float *host) {
-    m->be->to_host(host, m->grads, BUF_GRAD, m->layout.total);
+    m->be->to_host(m->be, host, m->grads, BUF_GRAD, m->layout.total);
 }
 
 void llama_logits_at(struct llama *m, int b, int t, float *out) {
     const struct param_layout *pl = &m->layout;
     const int V = m->cfg.vocab_size;
     float *local = xmalloc(sizeof(float) * (size_t)pl->Vl);
-    m->be->to_host(local, be_at(m->be, BUF_ACT, m->logits, ((size_t)b * m->T + t) * pl->Vl), BUF_ACT, (size_t)pl->Vl);
+    m->be->to_host(m->be, local, be_at(m->be, BUF_ACT, m->logits, ((size_t)b * m->T + t) * pl->Vl), BUF_ACT, (size_t)pl->Vl);
     if (m->tp->size == 1) {
         memcpy(out, local, sizeof(float) * (size_t)V);
     } else {  // sampling only: gather the slices (padding dropped)

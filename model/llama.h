@@ -37,6 +37,12 @@ struct llama {
     struct comm *tp;          // tensor-parallel group
     dbuf *params;             // BUF_PARAM, layout.total elements
     dbuf *grads;              // BUF_GRAD, same layout
+    // Optional fp32 master weights (BUF_STATE) of the range [master_off, master_off + master_n) of the
+    // block: the optimizer's (optim/adamw.h), attached by the trainer. Every loader of weights (random
+    // init, Hugging Face, checkpoints) writes them beside the compute parameters, so they are exact even
+    // when the compute parameters are bf16.
+    dbuf *master;
+    size_t master_off, master_n;
     dbuf *rope_cos, *rope_sin;  // BUF_STATE (max_seq_len, HS/2)
 
     // Activations, sized for up to cap_B x cap_T by llama_alloc_acts; B, T of the last forward
@@ -92,6 +98,9 @@ void llama_pad_blocks(struct llama *m, size_t n);
 // Host copies (fp32) of this rank's parameters or gradients, in layout order.
 void llama_params_to_host(const struct llama *m, float *host);
 void llama_params_from_host(struct llama *m, const float *host);
+// Sets parameters [off, off + n) of the block from fp32 host values, and the part of the master weights
+// that falls in that range.
+void llama_set_params(struct llama *m, size_t off, const float *host, size_t n);
 void llama_grads_to_host(const struct llama *m, float *host);
 // Logits of position t of sequence b after a forward with targets NULL: out (V) on every rank.
 void llama_logits_at(struct llama *m, int b, int t, float *out);

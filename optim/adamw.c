@@ -45,9 +45,11 @@ int adamw_config_from_cfg(struct adamw_config *ac, struct cfg *c) {
     return 0;
 }
 
-void adamw_update_cpu(float *param, float *m, float *v, const float *grad, size_t n, float lr, float beta1,
-                      float beta2, float eps, float wd, float grad_scale, long t) {
+void adamw_update_cpu(const struct backend *be, dbuf *param_, dbuf *master, dbuf *m_, dbuf *v_, const dbuf *grad_,
+                      size_t n, float lr, float beta1, float beta2, float eps, float wd, float grad_scale, long t) {
     CHECKF(t >= 1, "AdamW step %ld: steps count from 1", t);
+    float *param = (float *)master, *m = (float *)m_, *v = (float *)v_;
+    const float *grad = (const float *)grad_;
     const float keep = (float)(1.0 - (double)lr * wd);
     const float step_size = (float)((double)lr / (1.0 - pow(beta1, (double)t)));
     const float bc2_sqrt = (float)sqrt(1.0 - pow(beta2, (double)t));
@@ -61,37 +63,38 @@ void adamw_update_cpu(float *param, float *m, float *v, const float *grad, size_
         v[i] = vi;
         param[i] = param[i] * keep - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
     }
+    if (param_ && param_ != master) memcpy(param_, master, n * sizeof(float));
 }
 
-void adamw_step(const struct backend *be, dbuf *master, dbuf *param_compute, dbuf *m, dbuf *v,
-                const dbuf *grads, const struct adamw_range *ranges, int n_ranges,
-                const struct adamw_config *ac, float lr, float grad_scale, long t) {
+void adamw_state_init(struct adamw_state *s, const struct backend *be, size_t off, size_t n) {
+    s->off = off;
+    s->n = n;
+    s->block = be->alloc(be, BUF_STATE, n ? 3 * n : 1);
+    s->master = s->block;
+    s->m = be_at(be, BUF_STATE, s->block, n);
+    s->v = be_at(be, BUF_STATE, s->block, 2 * n);
+}
+
+void adamw_state_free(struct adamw_state *s, const struct backend *be) {
+    if (s->block) be->free(be, s->block);
+    memset(s, 0, sizeof(*s));
+}
+
+void adamw_step(const struct backend *be, struct adamw_state *s, dbuf *param_compute, const dbuf *grads,
+                const struct adamw_range *ranges, int n_ranges, const struct adamw_config *ac, float lr,
+                float grad_scale, long t) {
     CHECKF(be->elem_size[BUF_STATE] == 4 && be->elem_size[BUF_GRAD] == 4,
            "backend %s: AdamW needs fp32 state and gradients", be->name);
     for (int r = 0; r < n_ranges; r++) {
         const struct adamw_range *rg = &ranges[r];
         if (rg->n == 0) continue;
+        CHECK(rg->offset + rg->n <= s->n);
         float wd = rg->decay ? ac->weight_decay : 0.0f;
-        float *p = (float *)be_at(be, BUF_STATE, master, rg->offset);
-        float *mm = (float *)be_at(be, BUF_STATE, m, rg->offset);
-        float *vv = (float *)be_at(be, BUF_STATE, v, rg->offset);
-        const float *g = (const float *)be_at(be, BUF_GRAD, grads, rg->offset);
-        if (be->kind == BACKEND_CPU) {
-            adamw_update_cpu(p, mm, vv, g, rg->n, lr, ac->beta1, ac->beta2, ac->eps, wd, grad_scale, t);
-            if (param_compute && param_compute != master)
-                memcpy(be_at(be, BUF_PARAM, param_compute, rg->offset), p, rg->n * sizeof(float));
-        } else {
-#ifdef LLAMAC_WITH_CUDA
-            uint16_t *pc = NULL;
-            if (param_compute) {
-                CHECKF(be->elem_size[BUF_PARAM] == 2, "backend %s: AdamW writes bf16 compute parameters", be->name);
-                pc = (uint16_t *)be_at(be, BUF_PARAM, param_compute, rg->offset);
-            }
-            adamw_update_cuda(p, pc, mm, vv, g, rg->n, lr, ac->beta1, ac->beta2, ac->eps, wd, grad_scale, t);
-#else
-            CHECKF(0, "backend %s: this build has no CUDA AdamW", be->name);
-#endif
-        }
+        dbuf *pc = param_compute ? be_at(be, BUF_PARAM, param_compute, rg->offset) : NULL;
+        be->ops->adamw_update(be, pc, be_at(be, BUF_STATE, s->master, rg->offset),
+                              be_at(be, BUF_STATE, s->m, rg->offset), be_at(be, BUF_STATE, s->v, rg->offset),
+                              be_at(be, BUF_GRAD, grads, rg->offset), rg->n, lr, ac->beta1, ac->beta2, ac->eps, wd,
+                              grad_scale, t);
     }
 }
 

@@ -10,11 +10,10 @@
 //
 // The bias corrections are computed in double on the host, the per-element arithmetic in fp32.
 //
-// Buffers: `master` (fp32 weights the update is applied to), m and v (fp32 moments) and the fp32 grads
-// are plain buffers of the same layout; the trainer saves and restores them through host copies. On the
-// CPU backend the master weights are the parameters themselves. On CUDA, master, m and v are BUF_STATE
-// and the bf16 parameters used for compute (BUF_PARAM) are rewritten from the updated master weights in
-// the same kernel.
+// Buffers: the fp32 master weights the update is applied to and the fp32 moments m and v live in one
+// optimizer-state block (struct adamw_state); gradients are fp32. The parameters used for compute
+// (BUF_PARAM: fp32 on the CPU, bf16 or fp32 on CUDA) are rewritten from the updated master weights in the
+// same pass. The per-element pass is each backend's ops->adamw_update.
 //
 // The optimizer knows nothing of the model: the trainer describes its parameter block as ranges with a
 // decay flag (matrices decay, norms do not). Under ZeRO-1 a rank owns a slice [lo, hi) of that block;
@@ -50,21 +49,31 @@ void adamw_config_default(struct adamw_config *ac);
 // value out of range.
 int adamw_config_from_cfg(struct adamw_config *ac, struct cfg *c);
 
-// One AdamW update of n contiguous elements on the host. t >= 1.
-void adamw_update_cpu(float *param, float *m, float *v, const float *grad, size_t n, float lr, float beta1,
-                      float beta2, float eps, float wd, float grad_scale, long t);
+// One AdamW update of n contiguous elements on the host: the CPU backend's ops->adamw_update (see
+// core/backend.h). param, when not NULL and not master itself, receives a copy of the updated master.
+void adamw_update_cpu(const struct backend *be, dbuf *param, dbuf *master, dbuf *m, dbuf *v, const dbuf *grad,
+                      size_t n, float lr, float beta1, float beta2, float eps, float wd, float grad_scale, long t);
+// The same on the GPU (optim/adamw.cu): the CUDA backend's ops->adamw_update; param in the compute type.
+void adamw_update_cuda(const struct backend *be, dbuf *param, dbuf *master, dbuf *m, dbuf *v, const dbuf *grad,
+                       size_t n, float lr, float beta1, float beta2, float eps, float wd, float grad_scale, long t);
 
-// The same on device pointers (CUDA builds only), on the default stream. param_bf16, when not NULL,
-// receives the updated weights rounded to bf16 (round to nearest even), as uint16 bit patterns.
-void adamw_update_cuda(float *param, uint16_t *param_bf16, float *m, float *v, const float *grad, size_t n,
-                       float lr, float beta1, float beta2, float eps, float wd, float grad_scale, long t);
+// The optimizer state of one rank: fp32 master weights and AdamW moments for the range [off, off + n) of
+// the local parameter block (all of it, or this data-parallel rank's shard under ZeRO-1), one BUF_STATE
+// block [master | m | v]. Checkpoints read and write it; the compute parameters are derived from master.
+struct adamw_state {
+    dbuf *block;           // BUF_STATE (3n)
+    dbuf *master, *m, *v;  // views into block, n elements each
+    size_t off, n;
+};
+void adamw_state_init(struct adamw_state *s, const struct backend *be, size_t off, size_t n);
+void adamw_state_free(struct adamw_state *s, const struct backend *be);
 
-// Updates every range of the block on backend `be`. master (fp32), m, v and grads are indexed by the
-// ranges' offsets; param_compute (BUF_PARAM, may be NULL) receives a copy for compute: bf16 on CUDA,
-// fp32 on the CPU (where passing master itself, or NULL, means no copy).
-void adamw_step(const struct backend *be, dbuf *master, dbuf *param_compute, dbuf *m, dbuf *v,
-                const dbuf *grads, const struct adamw_range *ranges, int n_ranges,
-                const struct adamw_config *ac, float lr, float grad_scale, long t);
+// Updates every range of the state on backend `be` (ranges are relative to s->off, as adamw_ranges_clip
+// makes them); grads (BUF_GRAD) are indexed like the state. param_compute (BUF_PARAM, the block's
+// element s->off, may be NULL) receives the updated weights in the compute type.
+void adamw_step(const struct backend *be, struct adamw_state *s, dbuf *param_compute, const dbuf *grads,
+                const struct adamw_range *ranges, int n_ranges, const struct adamw_config *ac, float lr,
+                float grad_scale, long t);
 
 // Intersects ranges with the slice [lo, hi) of the block and rebases them to lo; writes at most n_in
 // ranges to out and returns how many. For ZeRO-1: rank r passes its slice, then calls adamw_step with

@@ -10,7 +10,8 @@
 // the number of threads.
 #define SUMSQ_CHUNK 16384
 
-double grad_sumsq_cpu(const float *g, size_t n) {
+double grad_sumsq_cpu(const struct backend *be, const dbuf *grads, size_t n) {
+    const float *g = (const float *)grads;
     size_t nc = (n + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
     double stack[64];
     double *part = nc <= 64 ? stack : xmalloc(nc * sizeof(double));
@@ -25,16 +26,6 @@ double grad_sumsq_cpu(const float *g, size_t n) {
     for (size_t c = 0; c < nc; c++) s += part[c];
     if (part != stack) free(part);
     return s;
-}
-
-double grad_sumsq(const struct backend *be, const dbuf *grads, size_t n) {
-    CHECKF(be->elem_size[BUF_GRAD] == 4, "backend %s: the gradient norm needs fp32 gradients", be->name);
-    if (be->kind == BACKEND_CPU) return grad_sumsq_cpu((const float *)grads, n);
-#ifdef LLAMAC_WITH_CUDA
-    return grad_sumsq_cuda((const float *)grads, n);
-#else
-    CHECKF(0, "backend %s: this build has no CUDA gradient norm", be->name);
-#endif
 }
 
 float clip_coef(double norm, double max_norm) {

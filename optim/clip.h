@@ -22,11 +22,13 @@
 extern "C" {
 #endif
 
-// sum of grads[i]^2 for i < n, grads fp32 (BUF_GRAD) on backend be.
-double grad_sumsq(const struct backend *be, const dbuf *grads, size_t n);
-double grad_sumsq_cpu(const float *grads, size_t n);
-// Device pointer; CUDA builds only. Synchronises with the default stream to return the value.
-double grad_sumsq_cuda(const float *grads, size_t n);
+// sum of grads[i]^2 for i < n, grads fp32 (BUF_GRAD) on backend be (its ops->grad_sumsq).
+static inline double grad_sumsq(const struct backend *be, const dbuf *grads, size_t n) {
+    return be->ops->grad_sumsq(be, grads, n);
+}
+double grad_sumsq_cpu(const struct backend *be, const dbuf *grads, size_t n);
+// The GPU pass (optim/clip.cu); synchronises with the backend's stream to return the value.
+double grad_sumsq_cuda(const struct backend *be, const dbuf *grads, size_t n);
 
 // min(1, max_norm / (norm + 1e-6)); 1 when max_norm <= 0 (clipping off); NaN when norm is NaN.
 float clip_coef(double norm, double max_norm);

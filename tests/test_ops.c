@@ -1,4 +1,5 @@
-// Every CPU op's hand-written backward against central finite differences of its forward.
+// Every CPU op's hand-written backward against central finite differences of its forward (the CPU ops are
+// the oracle that tests/gpu/test_gpu_ops.c holds every other backend to).
 //
 // For an op y = f(x) we take the scalar L = sum_i R_i y_i with fixed random R, so dL/dy = R is what the
 // backward receives, and compare its dL/dx with (L(x + e) - L(x - e)) / 2e element by element.
@@ -6,10 +7,12 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "model/ops/cpu/cpu.h"
+#include "model/ops/backends.h"
 #include "testutil.h"
 
 #define D(p) ((dbuf *)(p))
+#define CPU backend_cpu()
+#define OPS (backend_cpu()->ops)
 
 typedef double (*loss_fn)(void *ctx);
 
@@ -46,7 +49,7 @@ static void expect_grad(const char *what, const float *analytic, float *x, size_
 struct mm { int BT, C, OC; float *out, *inp, *w, *r; };
 static double mm_loss(void *p) {
     struct mm *c = p;
-    matmul_forward_cpu(D(c->out), D(c->inp), D(c->w), c->BT, c->C, c->OC);
+    OPS->matmul_forward(CPU, D(c->out), D(c->inp), D(c->w), c->BT, c->C, c->OC);
     return weighted_sum(c->out, c->r, (size_t)c->BT * c->OC);
 }
 
@@ -57,19 +60,19 @@ Test(ops, matmul_backward_matches_finite_differences) {
     c.out = calloc(42, 4); c.inp = malloc(30 * 4); c.w = malloc(35 * 4); c.r = malloc(42 * 4);
     fill_normal(c.inp, 30, 1, &r); fill_normal(c.w, 35, 1, &r); fill_normal(c.r, 42, 1, &r);
     float *dinp = malloc(30 * 4), *dw = calloc(35, 4);
-    matmul_backward_cpu(D(dinp), D(dw), D(c.r), D(c.inp), D(c.w), 6, 5, 7);
+    OPS->matmul_backward(CPU, D(dinp), D(dw), D(c.r), D(c.inp), D(c.w), 6, 5, 7);
     expect_grad("matmul dinp", dinp, c.inp, 30, 1e-2f, mm_loss, &c, 1e-3);
     expect_grad("matmul dweight", dw, c.w, 35, 1e-2f, mm_loss, &c, 1e-3);
     // dweight accumulates: a second backward doubles it
     float dw1 = dw[3];
-    matmul_backward_cpu(D(dinp), D(dw), D(c.r), D(c.inp), D(c.w), 6, 5, 7);
+    OPS->matmul_backward(CPU, D(dinp), D(dw), D(c.r), D(c.inp), D(c.w), 6, 5, 7);
     cr_expect_float_eq(dw[3], 2 * dw1, 1e-5, "dweight must accumulate (+=)");
 }
 
 struct rn { int BT, C; float *out, *rstd, *inp, *w, *r; };
 static double rn_loss(void *p) {
     struct rn *c = p;
-    rmsnorm_forward_cpu(D(c->out), D(c->rstd), D(c->inp), D(c->w), c->BT, c->C, 1e-5f);
+    OPS->rmsnorm_forward(CPU, D(c->out), D(c->rstd), D(c->inp), D(c->w), c->BT, c->C, 1e-5f);
     return weighted_sum(c->out, c->r, (size_t)c->BT * c->C);
 }
 
@@ -82,7 +85,7 @@ Test(ops, rmsnorm_backward_matches_finite_differences) {
     fill_normal(c.inp, n, 1, &r); fill_normal(c.w, 8, 1, &r); fill_normal(c.r, n, 1, &r);
     rn_loss(&c);
     float *dinp = calloc(n, 4), *dw = calloc(8, 4);
-    rmsnorm_backward_cpu(D(dinp), D(dw), D(c.r), D(c.inp), D(c.w), D(c.rstd), 5, 8);
+    OPS->rmsnorm_backward(CPU, D(dinp), D(dw), D(c.r), D(c.inp), D(c.w), D(c.rstd), 5, 8);
     expect_grad("rmsnorm dinp", dinp, c.inp, n, 1e-2f, rn_loss, &c, 2e-3);
     expect_grad("rmsnorm dweight", dw, c.w, 8, 1e-2f, rn_loss, &c, 2e-3);
     // check the forward itself against the formula
@@ -97,7 +100,7 @@ static double ro_loss(void *p) {
     struct ro *c = p;
     size_t n = (size_t)c->B * c->T * c->S;
     memcpy(c->x, c->x0, n * 4);
-    rope_forward_cpu(D(c->x), D(c->cs), D(c->sn), c->B, c->T, c->NR, c->HS, c->S);
+    OPS->rope_forward(CPU, D(c->x), D(c->cs), D(c->sn), c->B, c->T, c->NR, c->HS, c->S);
     return weighted_sum(c->x, c->r, n);
 }
 
@@ -117,7 +120,7 @@ Test(ops, rope_backward_matches_finite_differences) {
     fill_normal(c.x0, n, 1, &r); fill_normal(c.r, n, 1, &r);
     float *dx = malloc(n * 4);
     memcpy(dx, c.r, n * 4);
-    rope_backward_cpu(D(dx), D(c.cs), D(c.sn), 2, 4, 3, 6, 24);
+    OPS->rope_backward(CPU, D(dx), D(c.cs), D(c.sn), 2, 4, 3, 6, 24);
     expect_grad("rope dx", dx, c.x0, n, 1e-2f, ro_loss, &c, 1e-3);
     // rotate-half layout: at t=1, element 0 pairs with element 3 of head 0
     ro_loss(&c);
@@ -129,7 +132,7 @@ Test(ops, rope_backward_matches_finite_differences) {
 struct at { int B, T, NH, KVH, HS; float *out, *lse, *qkv, *r; };
 static double at_loss(void *p) {
     struct at *c = p;
-    attention_forward_cpu(D(c->out), D(c->lse), D(c->qkv), c->B, c->T, c->NH, c->KVH, c->HS);
+    OPS->attention_forward(CPU, D(c->out), D(c->lse), D(c->qkv), c->B, c->T, c->NH, c->KVH, c->HS);
     return weighted_sum(c->out, c->r, (size_t)c->B * c->T * c->NH * c->HS);
 }
 
@@ -143,7 +146,7 @@ Test(ops, attention_backward_matches_finite_differences_with_gqa) {
     at_loss(&c);
     float *dqkv = malloc(nq * 4);
     memset(dqkv, 0x7f, nq * 4);  // backward must write every element (=)
-    attention_backward_cpu(D(dqkv), D(c.r), D(c.qkv), D(c.out), D(c.lse), 2, 5, 4, 2, 4);
+    OPS->attention_backward(CPU, D(dqkv), D(c.r), D(c.qkv), D(c.out), D(c.lse), 2, 5, 4, 2, 4);
     expect_grad("attention dqkv", dqkv, c.qkv, nq, 1e-2f, at_loss, &c, 2e-3);
     // causality: the first output row equals v of position 0 for its kv head
     at_loss(&c);
@@ -153,7 +156,7 @@ Test(ops, attention_backward_matches_finite_differences_with_gqa) {
 struct sw { int BT, F; float *out, *gu, *r; };
 static double sw_loss(void *p) {
     struct sw *c = p;
-    swiglu_forward_cpu(D(c->out), D(c->gu), c->BT, c->F);
+    OPS->swiglu_forward(CPU, D(c->out), D(c->gu), c->BT, c->F);
     return weighted_sum(c->out, c->r, (size_t)c->BT * c->F);
 }
 
@@ -164,33 +167,14 @@ Test(ops, swiglu_backward_matches_finite_differences) {
     c.out = malloc(24 * 4); c.gu = malloc(48 * 4); c.r = malloc(24 * 4);
     fill_normal(c.gu, 48, 2, &r); fill_normal(c.r, 24, 1, &r);
     float *dgu = malloc(48 * 4);
-    swiglu_backward_cpu(D(dgu), D(c.r), D(c.gu), 4, 6);
+    OPS->swiglu_backward(CPU, D(dgu), D(c.r), D(c.gu), 4, 6);
     expect_grad("swiglu dgateup", dgu, c.gu, 48, 1e-2f, sw_loss, &c, 1e-3);
-}
-
-struct rs { float *out, *a, *b, *r; };
-static double rs_loss(void *p) {
-    struct rs *c = p;
-    residual_forward_cpu(D(c->out), D(c->a), D(c->b), 10);
-    return weighted_sum(c->out, c->r, 10);
-}
-
-Test(ops, residual_backward_matches_finite_differences) {
-    struct rng r;
-    rng_seed(&r, 6);
-    struct rs c;
-    c.out = malloc(40); c.a = malloc(40); c.b = malloc(40); c.r = malloc(40);
-    fill_normal(c.a, 10, 1, &r); fill_normal(c.b, 10, 1, &r); fill_normal(c.r, 10, 1, &r);
-    float *da = calloc(10, 4), *db = calloc(10, 4);
-    residual_backward_cpu(D(da), D(db), D(c.r), 10);
-    expect_grad("residual da", da, c.a, 10, 1e-2f, rs_loss, &c, 1e-4);
-    expect_grad("residual db", db, c.b, 10, 1e-2f, rs_loss, &c, 1e-4);
 }
 
 struct em { int BT, C, vstart, Vl; int *tok; float *out, *w, *r; };
 static double em_loss(void *p) {
     struct em *c = p;
-    embedding_forward_cpu(D(c->out), D(c->tok), D(c->w), c->BT, c->C, c->vstart, c->Vl);
+    OPS->embedding_forward(CPU, D(c->out), D(c->tok), D(c->w), c->BT, c->C, c->vstart, c->Vl);
     return weighted_sum(c->out, c->r, (size_t)c->BT * c->C);
 }
 
@@ -202,7 +186,7 @@ Test(ops, embedding_backward_matches_finite_differences_on_a_vocab_slice) {
     c.out = malloc(24 * 4); c.w = malloc(16 * 4); c.r = malloc(24 * 4);
     fill_normal(c.w, 16, 1, &r); fill_normal(c.r, 24, 1, &r);
     float *dw = calloc(16, 4);
-    embedding_backward_cpu(D(dw), D(c.r), D(tok), 6, 4, 3, 4);
+    OPS->embedding_backward(CPU, D(dw), D(c.r), D(tok), 6, 4, 3, 4);
     expect_grad("embedding dweight", dw, c.w, 16, 1e-2f, em_loss, &c, 1e-4);
     em_loss(&c);
     cr_expect(c.out[3 * 4] == 0 && c.out[5 * 4 + 2] == 0, "ids outside the slice give zero rows");
@@ -213,9 +197,9 @@ Test(ops, embedding_backward_matches_finite_differences_on_a_vocab_slice) {
 struct ce { int BT, Vl, vstart, V; int *tg; float *logits, *rowmax, *sums, *losses, *lse; };
 static double ce_loss(void *p) {
     struct ce *c = p;
-    crossentropy_max_cpu(D(c->rowmax), D(c->logits), c->BT, c->Vl, c->vstart, c->V);
-    crossentropy_sums_cpu(D(c->sums), D(c->logits), D(c->rowmax), D(c->tg), c->BT, c->Vl, c->vstart, c->V);
-    crossentropy_loss_cpu(D(c->losses), D(c->lse), D(c->rowmax), D(c->sums), D(c->tg), c->BT);
+    OPS->crossentropy_max(CPU, D(c->rowmax), D(c->logits), c->BT, c->Vl, c->vstart, c->V);
+    OPS->crossentropy_sums(CPU, D(c->sums), D(c->logits), D(c->rowmax), D(c->tg), c->BT, c->Vl, c->vstart, c->V);
+    OPS->crossentropy_loss(CPU, D(c->losses), D(c->lse), D(c->rowmax), D(c->sums), D(c->tg), c->BT);
     double s = 0;
     for (int i = 0; i < c->BT; i++) s += c->losses[i];
     return s * 0.25;  // dloss = 0.25
@@ -237,7 +221,7 @@ Test(ops, crossentropy_backward_matches_finite_differences_with_ignore_and_paddi
     cr_expect_float_eq(c.losses[0], (float)(log(s) + m - c.logits[1]), 1e-5);
     cr_expect(c.losses[1] == 0.0f && c.losses[4] == 0.0f, "ignored targets give zero loss");
     float *d = malloc(40 * 4);
-    crossentropy_backward_cpu(D(d), D(c.logits), D(c.lse), D(tg), 0.25f, 5, 8, 0, 7);
+    OPS->crossentropy_backward(CPU, D(d), D(c.logits), D(c.lse), D(tg), 0.25f, 5, 8, 0, 7);
     expect_grad("crossentropy dlogits", d, c.logits, 40, 1e-2f, ce_loss, &c, 1e-3);
     for (int v = 0; v < 8; v++) cr_expect(d[8 + v] == 0.0f, "ignored rows get no gradient");
     cr_expect(d[7] == 0.0f, "padding columns get no gradient");
@@ -256,14 +240,14 @@ Test(ops, crossentropy_vocab_slices_combine_to_the_full_loss) {
     float sl[2][9], mx[2][3], sm[2][6], ls[3], lse[3];
     for (int k = 0; k < 2; k++) {
         for (int i = 0; i < 3; i++) memcpy(sl[k] + i * 3, logits + i * 6 + 3 * k, 12);
-        crossentropy_max_cpu(D(mx[k]), D(sl[k]), 3, 3, 3 * k, 6);
+        OPS->crossentropy_max(CPU, D(mx[k]), D(sl[k]), 3, 3, 3 * k, 6);
     }
     float gmax[3], gsum[6] = {0};
     for (int i = 0; i < 3; i++) gmax[i] = fmaxf(mx[0][i], mx[1][i]);
     for (int k = 0; k < 2; k++) {
-        crossentropy_sums_cpu(D(sm[k]), D(sl[k]), D(gmax), D(tg), 3, 3, 3 * k, 6);
+        OPS->crossentropy_sums(CPU, D(sm[k]), D(sl[k]), D(gmax), D(tg), 3, 3, 3 * k, 6);
         for (int i = 0; i < 6; i++) gsum[i] += sm[k][i];
     }
-    crossentropy_loss_cpu(D(ls), D(lse), D(gmax), D(gsum), D(tg), 3);
+    OPS->crossentropy_loss(CPU, D(ls), D(lse), D(gmax), D(gsum), D(tg), 3);
     for (int i = 0; i < 3; i++) cr_expect_float_eq(ls[i], full.losses[i], 1e-5, "row %d", i);
 }

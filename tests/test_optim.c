@@ -133,6 +133,9 @@ static float *to_f32(const double *x, size_t n) {
     return y;
 }
 
+// The optimizer state over host arrays master, m, v of n elements (CPU buffers are host memory).
+#define HOST_STATE(master, m, v, n) (&(struct adamw_state){NULL, D(master), D(m), D(v), 0, (n)})
+
 static double rel_diff(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-300); }
 
 // ---------------------------------------------------------------------------------------------------
@@ -156,7 +159,7 @@ Test(optim, adamw_with_clip_and_schedule_matches_torch) {
         cr_expect(rel_diff(norm, r.norm[s]) < 1e-12, "step %d: grad norm %.17g, torch %.17g", s + 1, norm, r.norm[s]);
         float coef = clip_coef(norm, r.ac.clip);
         for (size_t i = 0; i < N; i++) delta_c[i] = -(double)p[i];
-        adamw_step(be, D(p), NULL, D(m), D(v), D(g), r.ranges, r.n_tensors, &r.ac, (float)lr, coef, s + 1);
+        adamw_step(be, HOST_STATE(p, m, v, N), NULL, D(g), r.ranges, r.n_tensors, &r.ac, (float)lr, coef, s + 1);
 
         const double *before = s == 0 ? r.init : r.param[s - 1];
         for (size_t i = 0; i < N; i++) {
@@ -222,7 +225,7 @@ Test(optim, adamw_decays_only_ranges_with_decay) {
     struct adamw_config ac;
     adamw_config_default(&ac);
     float lr = 0.01f;
-    adamw_step(be, D(p), NULL, D(m), D(v), D(g), rg, 3, &ac, lr, 1.0f, 1);
+    adamw_step(be, HOST_STATE(p, m, v, 12), NULL, D(g), rg, 3, &ac, lr, 1.0f, 1);
     float keep = (float)(1.0 - (double)lr * ac.weight_decay);
     for (int i = 0; i < 12; i++) {
         if (i >= 5 && i < 8)
@@ -237,12 +240,12 @@ Test(optim, adamw_first_step_is_sign_times_lr) {
     // Step 1 with bias correction: m_hat = g, v_hat = g^2, so the move is lr * g / (|g| + eps): a
     // property of torch's AdamW that a wrong bias correction breaks.
     float p[4] = {1, 1, 1, 1}, g[4] = {0.5f, -2.0f, 1e-3f, -7.0f}, m[4] = {0}, v[4] = {0};
-    adamw_update_cpu(p, m, v, g, 4, 0.1f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, 1);
+    adamw_update_cpu(backend_cpu(), NULL, D(p), D(m), D(v), D(g), 4, 0.1f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, 1);
     for (int i = 0; i < 4; i++)
         cr_expect(fabs((double)p[i] - (1.0 - 0.1 * (g[i] > 0 ? 1 : -1))) < 1e-6, "element %d: %.9g", i, p[i]);
     // grad_scale scales the gradient the moments see
     float q[2] = {0, 0}, gq[2] = {2.0f, -4.0f}, mq[2] = {0}, vq[2] = {0};
-    adamw_update_cpu(q, mq, vq, gq, 2, 0.1f, 0.9f, 0.95f, 1e-8f, 0.0f, 0.25f, 1);
+    adamw_update_cpu(backend_cpu(), NULL, D(q), D(mq), D(vq), D(gq), 2, 0.1f, 0.9f, 0.95f, 1e-8f, 0.0f, 0.25f, 1);
     cr_expect(fabsf(mq[0] - 0.1f * 0.5f) < 1e-7f && fabsf(vq[1] - 0.05f * 1.0f) < 1e-7f, "m %g v %g", mq[0], vq[1]);
 }
 
@@ -262,13 +265,13 @@ Test(optim, zero1_shards_update_exactly_like_the_whole_block) {
     size_t cut[4] = {0, 37, 70, N};
     for (long t = 1; t <= 3; t++) {
         fill_normal(g, N, 0.1f, &r);
-        adamw_step(be, D(pw), NULL, D(mw), D(vw), D(g), rg, 4, &ac, 1e-2f, 0.7f, t);
+        adamw_step(be, HOST_STATE(pw, mw, vw, N), NULL, D(g), rg, 4, &ac, 1e-2f, 0.7f, t);
         for (int k = 0; k < 3; k++) {
             struct adamw_range local[4];
             int n = adamw_ranges_clip(local, rg, 4, cut[k], cut[k + 1]);
             cr_assert(n >= 1);
             size_t o = cut[k];
-            adamw_step(be, D(ps + o), NULL, D(ms + o), D(vs + o), D(g + o), local, n, &ac, 1e-2f, 0.7f, t);
+            adamw_step(be, HOST_STATE(ps + o, ms + o, vs + o, cut[k + 1] - o), NULL, D(g + o), local, n, &ac, 1e-2f, 0.7f, t);
         }
     }
     cr_expect(memcmp(pw, ps, sizeof(pw)) == 0, "sharded params differ from the whole-block update");
@@ -293,7 +296,7 @@ Test(optim, param_compute_copy_on_cpu) {
     struct adamw_range rg = {0, 3, 1};
     struct adamw_config ac;
     adamw_config_default(&ac);
-    adamw_step(be, D(p), D(pc), D(m), D(v), D(g), &rg, 1, &ac, 1e-3f, 1.0f, 1);
+    adamw_step(be, HOST_STATE(p, m, v, 3), D(pc), D(g), &rg, 1, &ac, 1e-3f, 1.0f, 1);
     cr_expect(p[0] < 1 && memcmp(p, pc, sizeof(p)) == 0, "the compute copy must follow the master weights");
 }
 
@@ -346,11 +349,11 @@ Test(clip, sumsq_does_not_depend_on_thread_count) {
     fill_normal(g, n, 1e-3f, &r);
     int keep = omp_get_max_threads();
     omp_set_num_threads(1);
-    double s1 = grad_sumsq_cpu(g, n);
+    double s1 = grad_sumsq_cpu(backend_cpu(), D(g), n);
     omp_set_num_threads(2);
-    double s2 = grad_sumsq_cpu(g, n);
+    double s2 = grad_sumsq_cpu(backend_cpu(), D(g), n);
     omp_set_num_threads(3);
-    double s3 = grad_sumsq_cpu(g, n);
+    double s3 = grad_sumsq_cpu(backend_cpu(), D(g), n);
     omp_set_num_threads(keep);
     cr_expect(s1 == s2 && s2 == s3, "sum of squares %.17g / %.17g / %.17g with 1/2/3 threads", s1, s2, s3);
     double naive = 0;

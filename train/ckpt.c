@@ -200,7 +200,7 @@ static void prune(const char *dir, int keep) {
 }
 
 int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_meta *meta, const struct llama *m,
-              const struct ckpt_moments *mom, int keep) {
+              const struct ckpt_state *st, int keep) {
     int rank;
     MPI_Comm_rank(x->comm, &rank);
     char dir[1100], name[64], path[1200], tmp[1300];
@@ -228,17 +228,13 @@ int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_m
     attr_write(f, "saved_zero1", H5T_NATIVE_INT, &meta->saved_zero1);
 
     const struct param_layout *pl = &m->layout;
-    float *host = xmalloc_aligned(sizeof(float) * (pl->total ? pl->total : 1));
-    llama_params_to_host(m, host);
-    float *hm = NULL, *hv = NULL;
-    if (mom && mom->m) {
-        hm = xmalloc_aligned(sizeof(float) * (mom->n ? mom->n : 1));
-        hv = xmalloc_aligned(sizeof(float) * (mom->n ? mom->n : 1));
-        m->be->to_host(hm, mom->m, BUF_STATE, mom->n);
-        m->be->to_host(hv, mom->v, BUF_STATE, mom->n);
-    }
+    float *host[3];  // master weights, m, v of this rank's range
+    for (int g = 0; g < 3; g++) host[g] = xmalloc_aligned(sizeof(float) * (st->n ? st->n : 1));
+    m->be->to_host(m->be, host[0], st->master, BUF_STATE, st->n);
+    m->be->to_host(m->be, host[1], st->m, BUF_STATE, st->n);
+    m->be->to_host(m->be, host[2], st->v, BUF_STATE, st->n);
     const char *groups[3] = {"params", "adam_m", "adam_v"};
-    int ngroups = (mom && mom->m) ? 3 : 1;
+    int ngroups = 3;
     int rc = 0;
     for (int g = 0; g < ngroups && rc == 0; g++) {
         hid_t grp = H5Gcreate2(f, groups[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -249,21 +245,16 @@ int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_m
             hid_t ds = H5Dcreate2(grp, t->name, H5T_IEEE_F32LE, fs, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
             H5_CHECK(ds);
             H5Sclose(fs);
-            // who writes what: replicated tensors once (tp rank 0); parameters from dp rank 0
+            // who writes what: replicated tensors once (tp rank 0); the state from the ranks that hold it,
+            // which covers [st->offset, st->offset + st->n) of the local layout
             int mine = t->split_dim != -1 || x->tp_rank == 0;
             size_t a = 0, b = 0;
-            float *src;
-            if (g == 0) {
-                if (mine && x->dp_rank == 0) a = 0, b = t->numel;
-                src = host + t->offset;
-            } else {  // moments cover [mom->offset, mom->offset + mom->n) of the local layout
-                size_t lo = mom->offset > t->offset ? mom->offset - t->offset : 0;
-                size_t hi = mom->offset + mom->n < t->offset + t->numel ? mom->offset + mom->n - t->offset : t->numel;
-                if (mom->offset + mom->n <= t->offset || mom->offset >= t->offset + t->numel) lo = hi = 0;
-                if (mine && mom->writer && lo < hi) a = lo, b = hi;
-                // local[a..b) of the tensor lives at moments[t->offset + a - mom->offset]
-                src = (g == 1 ? hm : hv) + (ptrdiff_t)t->offset - (ptrdiff_t)mom->offset;
-            }
+            size_t lo = st->offset > t->offset ? st->offset - t->offset : 0;
+            size_t hi = st->offset + st->n < t->offset + t->numel ? st->offset + st->n - t->offset : t->numel;
+            if (st->offset + st->n <= t->offset || st->offset >= t->offset + t->numel) lo = hi = 0;
+            if (mine && st->writer && lo < hi) a = lo, b = hi;
+            // local[a..b) of the tensor lives at state[t->offset + a - st->offset]
+            float *src = host[g] + (ptrdiff_t)t->offset - (ptrdiff_t)st->offset;
             if (transfer_range(ds, t, src, a, b, 1) != 0) rc = err_set("%s: writing %s/%s failed", tmp, groups[g], t->name);
             H5Dclose(ds);
             if (g == ngroups - 1 && i == pl->n / 2 && fault_kill_midway(meta->step) && rank == 0) {
@@ -273,9 +264,7 @@ int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_m
         }
         H5Gclose(grp);
     }
-    free(host);
-    free(hm);
-    free(hv);
+    for (int g = 0; g < 3; g++) free(host[g]);
     if (H5Fclose(f) < 0 && rc == 0) rc = err_set("%s: closing the checkpoint failed", tmp);
     MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MIN, x->comm);
     if (rc != 0) {
@@ -364,14 +353,14 @@ int ckpt_read_meta(const struct ckpt_ctx *x, const char *path, struct ckpt_meta 
     return rc;
 }
 
-int ckpt_load(const struct ckpt_ctx *x, const char *path, struct llama *m, const struct ckpt_moments *mom) {
+int ckpt_load(const struct ckpt_ctx *x, const char *path, struct llama *m, const struct ckpt_state *mom) {
     hid_t f = open_file(x->comm, path, 0);
     if (f < 0) return err_set("%s: cannot open as an HDF5 checkpoint (missing, truncated or not HDF5)", path);
     const struct param_layout *pl = &m->layout;
     float *host = xmalloc_aligned(sizeof(float) * (pl->total ? pl->total : 1));
     memset(host, 0, sizeof(float) * pl->total);
     float *hm = NULL, *hv = NULL;
-    int nm = mom && mom->m ? 3 : 1;
+    int nm = mom ? 3 : 1;
     if (nm == 3) {
         hm = xcalloc(mom->n ? mom->n : 1, sizeof(float));
         hv = xcalloc(mom->n ? mom->n : 1, sizeof(float));
@@ -416,8 +405,8 @@ int ckpt_load(const struct ckpt_ctx *x, const char *path, struct llama *m, const
     if (rc == 0) {
         llama_params_from_host(m, host);
         if (nm == 3) {
-            m->be->from_host(mom->m, hm, BUF_STATE, mom->n);
-            m->be->from_host(mom->v, hv, BUF_STATE, mom->n);
+            m->be->from_host(m->be, mom->m, hm, BUF_STATE, mom->n);
+            m->be->from_host(m->be, mom->v, hv, BUF_STATE, mom->n);
         }
     } else if (!err_has()) {
         err_set("%s: loading failed on another rank", path);

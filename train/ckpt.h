@@ -5,9 +5,9 @@
 //   /adam_m/NAME, /adam_v/NAME  float32, AdamW first and second moments, same shapes
 //   root attributes: format, version, step, tokens_seen, rng_state, loader_state (opaque bytes),
 //   model_config (INI text), run_config (INI text), saved_dp, saved_tp, saved_zero1
-// Each rank writes only its own slice (hyperslabs) of each tensor: parameters from data-parallel rank 0's
-// tensor-parallel group, replicated tensors (norms) from one rank, moments from whichever rank holds
-// them (all data-parallel ranks under ZeRO-1). Loading reads each rank's slice, so a run saved at one
+// Each rank writes only its own slice (hyperslabs) of each tensor: replicated tensors (norms) from one
+// rank, parameters (the fp32 master weights) and moments from whichever rank holds them (data-parallel
+// rank 0's tensor-parallel group, or all data-parallel ranks under ZeRO-1). Loading reads each rank's slice, so a run saved at one
 // (dp, tp) layout resumes at any other.
 //
 // Safety: the file is written as ckpt/step_NNNNNNN.h5.tmp, closed, fsynced and renamed; then
@@ -38,12 +38,14 @@ struct ckpt_meta {
     int saved_dp, saved_tp, saved_zero1;
 };
 
-// Where this rank's slice of the optimizer moments lies in its local parameter layout: the flat range
-// [offset, offset + n) (the whole layout without ZeRO-1, this data-parallel rank's shard with it).
-struct ckpt_moments {
-    dbuf *m, *v;           // BUF_STATE, n elements each (NULL: not saved / not loaded)
+// This rank's optimizer state (optim/adamw.h) and where it lies in the local parameter layout: the flat
+// range [offset, offset + n) (the whole layout without ZeRO-1, this data-parallel rank's shard with it).
+// /params are written from the fp32 master weights, so a checkpoint holds them exactly whatever the
+// backend's compute precision, and CPU and GPU runs resume each other's checkpoints.
+struct ckpt_state {
+    dbuf *master, *m, *v;  // BUF_STATE, n elements each
     size_t offset, n;
-    int writer;            // this rank writes its moments (dp rank 0 without ZeRO-1, every rank with it)
+    int writer;            // this rank writes its state (dp rank 0 without ZeRO-1, every rank with it)
 };
 
 struct ckpt_ctx {
@@ -53,11 +55,12 @@ struct ckpt_ctx {
 
 // Collective. Writes run_dir/ckpt/step_NNNNNNN.h5 and updates latest; keeps the newest `keep` (>= 1).
 int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_meta *meta, const struct llama *m,
-              const struct ckpt_moments *mom, int keep);
+              const struct ckpt_state *st, int keep);
 // Collective. Reads meta (model/run INI, counters, states) without touching tensors.
 int ckpt_read_meta(const struct ckpt_ctx *x, const char *path, struct ckpt_meta *meta);
-// Collective. Loads this rank's slices of parameters (and moments when mom->m is set).
-int ckpt_load(const struct ckpt_ctx *x, const char *path, struct llama *m, const struct ckpt_moments *mom);
+// Collective. Loads this rank's slices of parameters (and the master weights the model has attached,
+// llama.h) and, when st is not NULL, of the moments.
+int ckpt_load(const struct ckpt_ctx *x, const char *path, struct llama *m, const struct ckpt_state *st);
 // Path of the newest checkpoint of run_dir into out: 1 found, 0 none, -1 (err_set) when latest is broken.
 int ckpt_latest(const char *run_dir, char *out, size_t n);
 void ckpt_meta_free(struct ckpt_meta *meta);

@@ -70,6 +70,7 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
     snprintf(def_dir, sizeof(def_dir), "runs/%s", rc->model.name);
     snprintf(rc->run_dir, sizeof(rc->run_dir), "%s", cfg_str(c, "run.run_dir", def_dir));
     snprintf(rc->backend, sizeof(rc->backend), "%s", cfg_str(c, "run.backend", "cpu"));
+    snprintf(rc->precision, sizeof(rc->precision), "%s", cfg_str(c, "run.precision", "auto"));
     rc->seed = (uint64_t)cfg_int(c, "run.seed", 1234);
     const char *wt = cfg_str(c, "run.wall_time", "0");
     if (parse_duration(wt, &rc->wall_time_s) != 0)
@@ -119,6 +120,8 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
         return err_set("%s: data.dir '%s' is not a directory (write one with llamac prep)", origin, rc->data_dir);
     if (strcmp(rc->backend, "cpu") && strcmp(rc->backend, "cuda"))
         return err_set("%s: run.backend = '%s': expected cpu or cuda", origin, rc->backend);
+    if (strcmp(rc->precision, "auto") && strcmp(rc->precision, "bf16") && strcmp(rc->precision, "fp32"))
+        return err_set("%s: run.precision = '%s': expected auto, bf16 or fp32", origin, rc->precision);
     return 0;
 }
 

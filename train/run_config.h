@@ -1,7 +1,8 @@
 // A training run's configuration: every section of RUN.ini read and checked in one place, for
 // `llamac train`, `eval` and `sample`. Keys (defaults in parentheses):
 //
-//   [run]      run_dir (runs/NAME), seed (1234), backend (cpu), wall_time (0 = none; seconds or H:MM:SS),
+//   [run]      run_dir (runs/NAME), seed (1234), backend (cpu), precision (auto: bf16 on cuda, fp32 on cpu;
+//              bf16 or fp32), wall_time (0 = none; seconds or H:MM:SS),
 //              stop_after (0 = none: steps this job runs before it checkpoints and stops, as on a signal),
 //              recompute (false), peak_tflops (estimated from the CPU), log_every (1)
 //   [model]    preset or fields (model/config.h), init (random | hf:DIR)
@@ -25,7 +26,7 @@ struct cfg;
 #define RUN_MAX_SOURCES 16
 
 struct run_config {
-    char run_dir[1024], backend[16], data_dir[1024], init_hf[1024];
+    char run_dir[1024], backend[16], precision[16], data_dir[1024], init_hf[1024];
     uint64_t seed;
     double wall_time_s, peak_tflops;
     int recompute, log_every;

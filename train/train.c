@@ -50,13 +50,12 @@ struct trainer {
     int grad_accum;
     int *inputs, *targets;        // (grad_accum, B, T) host batches of this step
 
-    // Optimizer state covers [shard_off, shard_off + shard_n) of the local parameter block: all of it,
-    // or this data-parallel rank's shard under ZeRO-1.
-    size_t shard_off, shard_n;
+    // Optimizer state (fp32 master weights and moments) covers [opt.off, opt.off + opt.n) of the local
+    // parameter block: all of it, or this data-parallel rank's shard under ZeRO-1.
+    struct adamw_state opt;
     size_t padded;                // ZeRO-1: the blocks padded to a multiple of dp
-    dbuf *adam_m, *adam_v;        // BUF_STATE (shard_n)
     dbuf *grad_shard;             // ZeRO-1: reduce-scattered gradients of the shard (BUF_GRAD)
-    struct adamw_range *ranges;   // decay ranges of the shard, rebased to shard_off
+    struct adamw_range *ranges;   // decay ranges of the shard, rebased to opt.off
     int n_ranges;
     struct adamw_range *norm_ranges;  // ranges this rank counts in the global gradient norm
     int n_norm_ranges;
@@ -89,7 +88,7 @@ static void fault_nan_grad(struct trainer *t) {
     const char *f = getenv("LLAMAC_FAULT");
     if (!f || strncmp(f, "nan_grad:", 9) != 0 || atol(f + 9) != t->step + 1) return;
     float nan = NAN;
-    t->be->from_host(t->m.grads, &nan, BUF_GRAD, 1);
+    t->be->from_host(t->be, t->m.grads, &nan, BUF_GRAD, 1);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -148,7 +147,7 @@ static int train_step(struct trainer *t, struct step_result *out) {
 
     // clip: the global norm counts every gradient element once (replicated norms on tp rank 0 only)
     double sumsq = 0.0;
-    size_t base = (rc->zero1 && t->g.dp_size > 1) ? t->shard_off : 0;
+    size_t base = (rc->zero1 && t->g.dp_size > 1) ? t->opt.off : 0;
     for (int i = 0; i < t->n_norm_ranges; i++)
         sumsq += grad_sumsq(t->be, be_at(t->be, BUF_GRAD, grads, t->norm_ranges[i].offset - base), t->norm_ranges[i].n);
     sumsq = comm_all_reduce_f64(rc->zero1 ? t->g.world : t->g.tp, sumsq, COMM_SUM);
@@ -159,13 +158,16 @@ static int train_step(struct trainer *t, struct step_result *out) {
                        isnan(isfinite(out->loss) ? out->grad_norm : out->loss) ? "NaN" : "infinite");
     float coef = clip_coef(out->grad_norm, t->rc.adamw.clip);
 
-    // update: AdamW on the state this rank holds, then (ZeRO-1) every rank gathers the new parameters
+    // update: AdamW on the master weights this rank holds, writing their compute copy; then (ZeRO-1) every
+    // rank gathers the new compute parameters
     out->lr = lr_at(&rc->sched, t->step);
-    dbuf *master = be_at(t->be, BUF_PARAM, m->params, t->shard_off);
-    dbuf *g0 = rc->zero1 && t->g.dp_size > 1 ? grads : be_at(t->be, BUF_GRAD, grads, t->shard_off);
-    adamw_step(t->be, master, NULL, t->adam_m, t->adam_v, g0, t->ranges, t->n_ranges, &rc->adamw, (float)out->lr,
-               coef, t->step + 1);
-    if (rc->zero1 && t->g.dp_size > 1) dp_all_gather_params(t->g.dp, m->params, master, t->padded);
+    dbuf *mine = be_at(t->be, BUF_PARAM, m->params, t->opt.off);
+    dbuf *g0 = rc->zero1 && t->g.dp_size > 1 ? grads : be_at(t->be, BUF_GRAD, grads, t->opt.off);
+    adamw_step(t->be, &t->opt, mine, g0, t->ranges, t->n_ranges, &rc->adamw, (float)out->lr, coef, t->step + 1);
+    if (rc->zero1 && t->g.dp_size > 1) {
+        t->be->sync(t->be);
+        dp_all_gather_params(t->g.dp, m->params, mine, t->padded, t->be->elem_size[BUF_PARAM]);
+    }
 
     t->step++;
     t->tokens_seen += (long long)t->grad_accum * BT * t->g.dp_size;
@@ -195,10 +197,10 @@ static struct ckpt_ctx ckpt_context(const struct trainer *t) {
     return x;
 }
 
-static struct ckpt_moments ckpt_moments_of(const struct trainer *t) {
-    struct ckpt_moments mo = {t->adam_m, t->adam_v, t->shard_off, t->shard_n,
-                              t->rc.zero1 ? 1 : t->g.dp_rank == 0};
-    return mo;
+static struct ckpt_state ckpt_state_of(const struct trainer *t) {
+    struct ckpt_state st = {t->opt.master, t->opt.m, t->opt.v, t->opt.off, t->opt.n,
+                            t->rc.zero1 ? 1 : t->g.dp_rank == 0};
+    return st;
 }
 
 static int save_checkpoint(struct trainer *t) {
@@ -219,9 +221,9 @@ static int save_checkpoint(struct trainer *t) {
     meta.saved_tp = t->g.tp_size;
     meta.saved_zero1 = t->rc.zero1;
     struct ckpt_ctx x = ckpt_context(t);
-    struct ckpt_moments mo = ckpt_moments_of(t);
+    struct ckpt_state st = ckpt_state_of(t);
     double t0 = time_now();
-    int rc = ckpt_save(&x, t->rc.run_dir, &meta, &t->m, &mo, t->rc.keep_ckpts);
+    int rc = ckpt_save(&x, t->rc.run_dir, &meta, &t->m, &st, t->rc.keep_ckpts);
     free(meta.run_ini);
     if (rc == 0) log_info("checkpoint: %s/ckpt/step_%07ld.h5 (%.1f s)", t->rc.run_dir, t->step, time_now() - t0);
     return rc;
@@ -240,8 +242,8 @@ static int resume(struct trainer *t, const char *path) {
     if (rc == 0 && meta.loader_state_size != (int)sizeof(struct loader_state))
         rc = err_set("%s: loader state of %d bytes, this llamac stores %zu", path, meta.loader_state_size,
                      sizeof(struct loader_state));
-    struct ckpt_moments mo = ckpt_moments_of(t);
-    if (rc == 0) rc = ckpt_load(&x, path, &t->m, &mo);
+    struct ckpt_state st = ckpt_state_of(t);
+    if (rc == 0) rc = ckpt_load(&x, path, &t->m, &st);
     if (rc == 0) {
         struct loader_state ls;
         memcpy(&ls, meta.loader_state, sizeof(ls));
@@ -274,10 +276,10 @@ static void build_ranges(struct trainer *t) {
         t->norm_ranges[t->n_norm_ranges++] = all[i];
     }
     t->ranges = xmalloc(sizeof(*all) * (size_t)pl->n);
-    t->n_ranges = adamw_ranges_clip(t->ranges, all, pl->n, t->shard_off, t->shard_off + t->shard_n);
+    t->n_ranges = adamw_ranges_clip(t->ranges, all, pl->n, t->opt.off, t->opt.off + t->opt.n);
     if (t->rc.zero1 && t->g.dp_size > 1) {  // norm: only what falls in this rank's shard
-        int k = adamw_ranges_clip(all, t->norm_ranges, t->n_norm_ranges, t->shard_off, t->shard_off + t->shard_n);
-        for (int i = 0; i < k; i++) all[i].offset += t->shard_off;  // back to block offsets
+        int k = adamw_ranges_clip(all, t->norm_ranges, t->n_norm_ranges, t->opt.off, t->opt.off + t->opt.n);
+        for (int i = 0; i < k; i++) all[i].offset += t->opt.off;  // back to block offsets
         memcpy(t->norm_ranges, all, sizeof(*all) * (size_t)k);
         t->n_norm_ranges = k;
     }
@@ -316,9 +318,8 @@ static void trainer_free(struct trainer *t) {
     if (t->loader) loader_close(t->loader);
     if (t->dps) dp_sync_destroy(t->dps);
     if (t->be) {
-        if (t->adam_m) t->be->free(t->adam_m);
-        if (t->adam_v) t->be->free(t->adam_v);
-        if (t->grad_shard) t->be->free(t->grad_shard);
+        adamw_state_free(&t->opt, t->be);
+        if (t->grad_shard) t->be->free(t->be, t->grad_shard);
     }
     llama_free(&t->m);
     free(t->inputs);
@@ -332,7 +333,7 @@ static void trainer_free(struct trainer *t) {
 // Sets up model, optimizer state, data and the starting point (resume, released weights or random).
 static int trainer_setup(struct trainer *t, const char *ini) {
     int rc = run_config_read(&t->rc, &t->cfg, ini, t->g.dp_size);
-    if (rc == 0) rc = backend_find(t->rc.backend, &t->be);
+    if (rc == 0) rc = backend_find(t->rc.backend, t->rc.precision, &t->be);
     if (rc == 0) rc = llama_init(&t->m, &t->rc.model, t->be, t->g.tp);
     if ((rc = agree(t, rc)) != 0) return -1;
     const struct run_config *c = &t->rc;
@@ -342,20 +343,21 @@ static int trainer_setup(struct trainer *t, const char *ini) {
     t->inputs = xmalloc(sizeof(int) * (size_t)t->grad_accum * micro);
     t->targets = xmalloc(sizeof(int) * (size_t)t->grad_accum * micro);
 
-    // optimizer state: the whole local block, or this rank's shard of it under ZeRO-1
-    size_t total = t->m.layout.total;
-    t->shard_off = 0;
-    t->shard_n = total;
+    // optimizer state: the whole local block, or this rank's shard of it under ZeRO-1; the model writes
+    // its master weights whenever weights are loaded
+    size_t total = t->m.layout.total, off = 0, n = total;
     if (c->zero1 && t->g.dp_size > 1) {
         size_t per = dp_shard_size(total, t->g.dp_size);
         t->padded = per * (size_t)t->g.dp_size;
         llama_pad_blocks(&t->m, t->padded);
-        t->shard_off = per * (size_t)t->g.dp_rank;  // the last shards may hold padding only
-        t->shard_n = per;
-        t->grad_shard = t->be->alloc(BUF_GRAD, per);
+        off = per * (size_t)t->g.dp_rank;  // the last shards may hold padding only
+        n = per;
+        t->grad_shard = t->be->alloc(t->be, BUF_GRAD, per);
     }
-    t->adam_m = t->be->alloc(BUF_STATE, t->shard_n ? t->shard_n : 1);
-    t->adam_v = t->be->alloc(BUF_STATE, t->shard_n ? t->shard_n : 1);
+    adamw_state_init(&t->opt, t->be, off, n);
+    t->m.master = t->opt.master;
+    t->m.master_off = off;
+    t->m.master_n = n;
     build_ranges(t);
     if (t->g.dp_size > 1 && !c->zero1) t->dps = dp_sync_create(t->g.dp, t->m.grads, total, c->dp_bucket_mb);
 

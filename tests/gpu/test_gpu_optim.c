@@ -33,16 +33,16 @@ Test(gpu, storage_round_trips_fp32_exactly_and_bf16_to_nearest) {
     size_t n = 100003;
     float *x = malloc(n * 4), *y = malloc(n * 4);
     fill_normal(x, n, 3, &r);
-    dbuf *g = be->alloc(BUF_GRAD, n), *p = be->alloc(BUF_PARAM, n);
-    be->from_host(g, x, BUF_GRAD, n);
-    be->to_host(y, g, BUF_GRAD, n);
+    dbuf *g = be->alloc(be, BUF_GRAD, n), *p = be->alloc(be, BUF_PARAM, n);
+    be->from_host(be, g, x, BUF_GRAD, n);
+    be->to_host(be, y, g, BUF_GRAD, n);
     cr_expect(memcmp(x, y, n * 4) == 0, "fp32 buffers round-trip exactly");
-    be->from_host(p, x, BUF_PARAM, n);
-    be->to_host(y, p, BUF_PARAM, n);
+    be->from_host(be, p, x, BUF_PARAM, n);
+    be->to_host(be, y, p, BUF_PARAM, n);
     size_t bad = 0;
     cr_expect(close_to(y, x, n, 0, 1.0 / 256, &bad), "bf16: element %zu is %g, was %g", bad, y[bad], x[bad]);
-    be->free(g);
-    be->free(p);
+    be->free(be, g);
+    be->free(be, p);
     free(x);
     free(y);
 }
@@ -57,23 +57,23 @@ Test(gpu, adamw_step_matches_the_cpu_update) {
     struct adamw_config ac;
     adamw_config_default(&ac);
     struct adamw_range ranges[2] = {{0, 30000, 1}, {30000, 20000, 0}};
-    dbuf *dp = be->alloc(BUF_STATE, n), *dg = be->alloc(BUF_GRAD, n), *dm = be->alloc(BUF_STATE, n),
-         *dv = be->alloc(BUF_STATE, n), *dpc = be->alloc(BUF_PARAM, n);
-    be->from_host(dp, p, BUF_STATE, n);
+    dbuf *dp = be->alloc(be, BUF_STATE, n), *dg = be->alloc(be, BUF_GRAD, n), *dm = be->alloc(be, BUF_STATE, n),
+         *dv = be->alloc(be, BUF_STATE, n), *dpc = be->alloc(be, BUF_PARAM, n);
+    be->from_host(be, dp, p, BUF_STATE, n);
     for (long t = 1; t <= 5; t++) {
         fill_normal(g, n, 0.1f, &r);
-        be->from_host(dg, g, BUF_GRAD, n);
+        be->from_host(be, dg, g, BUF_GRAD, n);
         adamw_step(cpu, (dbuf *)p, NULL, (dbuf *)m, (dbuf *)v, (dbuf *)g, ranges, 2, &ac, 1e-3f, 0.7f, t);
         adamw_step(be, dp, dpc, dm, dv, dg, ranges, 2, &ac, 1e-3f, 0.7f, t);
     }
-    be->to_host(out, dp, BUF_STATE, n);
+    be->to_host(be, out, dp, BUF_STATE, n);
     size_t bad = 0;
     cr_expect(close_to(out, p, n, 1e-6, 1e-5, &bad), "master weight %zu: GPU %g, CPU %g", bad, out[bad], p[bad]);
-    be->to_host(out, dpc, BUF_PARAM, n);
+    be->to_host(be, out, dpc, BUF_PARAM, n);
     cr_expect(close_to(out, p, n, 0, 1.0 / 256, &bad), "bf16 compute copy %zu: GPU %g, CPU %g", bad, out[bad], p[bad]);
-    be->to_host(out, dm, BUF_STATE, n);
+    be->to_host(be, out, dm, BUF_STATE, n);
     cr_expect(close_to(out, m, n, 1e-7, 1e-5, &bad), "first moment %zu", bad);
-    be->to_host(out, dv, BUF_STATE, n);
+    be->to_host(be, out, dv, BUF_STATE, n);
     cr_expect(close_to(out, v, n, 1e-9, 1e-5, &bad), "second moment %zu", bad);
 }
 
@@ -84,11 +84,11 @@ Test(gpu, gradient_sum_of_squares_matches_the_cpu) {
     size_t n = 3000017;
     float *g = malloc(n * 4);
     fill_normal(g, n, 0.5f, &r);
-    dbuf *dg = be->alloc(BUF_GRAD, n);
-    be->from_host(dg, g, BUF_GRAD, n);
+    dbuf *dg = be->alloc(be, BUF_GRAD, n);
+    be->from_host(be, dg, g, BUF_GRAD, n);
     double want = grad_sumsq_cpu(g, n), got = grad_sumsq(be, dg, n);
     cr_expect(fabs(got - want) <= 1e-9 * want, "GPU %.17g vs CPU %.17g", got, want);
     float nan = NAN;
-    be->from_host(dg, &nan, BUF_GRAD, 1);
+    be->from_host(be, dg, &nan, BUF_GRAD, 1);
     cr_expect(isnan(grad_sumsq(be, dg, n)), "a NaN gradient makes the sum NaN");
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/half.h"
 #include "core/timer.h"
 #include "launch/grid.h"
 #include "launch/mpi_comm.h"
@@ -36,6 +37,7 @@ static void put(void *b, enum comm_dtype t, size_t i, double v) {
     case COMM_F64: ((double *)b)[i] = v; break;
     case COMM_I64: ((int64_t *)b)[i] = (int64_t)v; break;
     case COMM_U8: ((uint8_t *)b)[i] = (uint8_t)v; break;
+    case COMM_BF16: ((uint16_t *)b)[i] = f32_to_bf16((float)v); break;
     }
 }
 static double get(const void *b, enum comm_dtype t, size_t i) {
@@ -44,22 +46,25 @@ static double get(const void *b, enum comm_dtype t, size_t i) {
     case COMM_F64: return ((const double *)b)[i];
     case COMM_I64: return (double)((const int64_t *)b)[i];
     case COMM_U8: return ((const uint8_t *)b)[i];
+    case COMM_BF16: return bf16_to_f32(((const uint16_t *)b)[i]);
     }
     return 0;
 }
 static const char *dname(enum comm_dtype t) {
-    static const char *n[] = {"f32", "f64", "i64", "u8"};
+    static const char *n[] = {"f32", "f64", "i64", "u8", "bf16"};
     return n[t];
 }
 
 // Values exact in every type and in every sum of 4: I64 above 2^32 (a 32-bit path would lose them),
-// U8 small enough that 4 of them fit in a byte.
+// U8 small enough that 4 of them fit in a byte, BF16 integers whose sums stay below 256 (8 bits of
+// mantissa), so that a sum rounded to bf16 at each step is still exact.
 static double val_sum(enum comm_dtype t, int wr, size_t i) {
     switch (t) {
     case COMM_F32: return wr * 100.0 + 0.5 * (double)i;
     case COMM_F64: return wr * 1e6 + 0.125 * (double)i;
     case COMM_I64: return (double)((int64_t)(wr + 1) << 40) + (double)i;
     case COMM_U8: return wr * 10 + (int)(i % 10);
+    case COMM_BF16: return wr * 8 + (int)(i % 16);
     }
     return 0;
 }
@@ -75,7 +80,7 @@ static void check_collectives(const char *kind, struct comm *c, size_t n) {
     mpitest_expect(c->size == nm, "%s: size %d, expected %d", kind, c->size, nm);
     mpitest_expect(mem[c->rank] == wr, "%s: rank %d holds world rank %d, expected %d", kind, c->rank, mem[c->rank], wr);
     const size_t S = (size_t)c->size;
-    for (int t = COMM_F32; t <= COMM_U8; t++) {
+    for (int t = COMM_F32; t <= COMM_BF16; t++) {
         const size_t es = comm_dtype_size(t);
         char *buf = malloc(S * n * es), *out = malloc(S * n * es);
         int bad;

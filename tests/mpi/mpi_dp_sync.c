@@ -134,11 +134,11 @@ static void check_zero1(const char *group, struct comm *dp) {
     mpitest_expect(!memcmp(sh, ref + (size_t)dp->rank * shard, shard * sizeof(float)),
                    "%s: reduce-scatter shard %d differs from the same slice of the all-reduce", group, dp->rank);
     memset(params, 0, np * sizeof(float));
-    dp_all_gather_params(dp, params, sh, np);
+    dp_all_gather_params(dp, params, sh, np, sizeof(float));
     mpitest_expect(!memcmp(params, ref, np * sizeof(float)), "%s: all-gather of the shards differs", group);
     memset(params, 0, np * sizeof(float));  // in place: the shard already sits in its slot
     memcpy(params + (size_t)dp->rank * shard, sh, shard * sizeof(float));
-    dp_all_gather_params(dp, params, params + (size_t)dp->rank * shard, np);
+    dp_all_gather_params(dp, params, params + (size_t)dp->rank * shard, np, sizeof(float));
     mpitest_expect(!memcmp(params, ref, np * sizeof(float)), "%s: in-place all-gather of the shards differs", group);
     if (g.world_rank == 0) printf("  ok  %s: ZeRO-1 reduce-scatter / all-gather of %zu (padded from %d)\n", group, np, N_TOTAL);
     free(grads);

@@ -24,7 +24,7 @@ static inline void axpy(float *y, float a, const float *x, int n) {
 }
 
 // out (B,T,NH*HS), lse (B,NH,T), qkv (B,T,(NH+2KVH)*HS)
-void attention_forward_cpu(dbuf *out_, dbuf *lse_, const dbuf *qkv_, int B, int T, int NH, int KVH, int HS) {
+void attention_forward_cpu(const struct backend *be, dbuf *out_, dbuf *lse_, const dbuf *qkv_, int B, int T, int NH, int KVH, int HS) {
     float *out = F32(out_), *lse = F32(lse_);
     const float *qkv = CF32(qkv_);
     const int S = (NH + 2 * KVH) * HS, group = NH / KVH;
@@ -66,7 +66,7 @@ void attention_forward_cpu(dbuf *out_, dbuf *lse_, const dbuf *qkv_, int B, int 
 // dqkv (B,T,(NH+2KVH)*HS) =. With P = softmax(scale * q k^T) recomputed from lse:
 //   dv_j += p_ij do_i;  ds_ij = p_ij (do_i . v_j - do_i . o_i);  dq_i += scale ds_ij k_j;  dk_j += scale ds_ij q_i
 // Work is split by (batch, kv head) so that the query heads sharing a kv head add into dk, dv from one thread.
-void attention_backward_cpu(dbuf *dqkv_, const dbuf *dout_, const dbuf *qkv_, const dbuf *out_, const dbuf *lse_,
+void attention_backward_cpu(const struct backend *be, dbuf *dqkv_, const dbuf *dout_, const dbuf *qkv_, const dbuf *out_, const dbuf *lse_,
                             int B, int T, int NH, int KVH, int HS) {
     float *dqkv = F32(dqkv_);
     const float *dout = CF32(dout_), *qkv = CF32(qkv_), *out = CF32(out_), *lse = CF32(lse_);

@@ -1,28 +1,36 @@
-// The CPU backend object: fp32 buffers in host memory and the op table of model/ops/cpu/*.c.
+// The CPU backend object: fp32 buffers in host memory, the op table of model/ops/cpu/*.c and the host
+// optimizer passes of optim/. It has no state of its own (ctx NULL) and computes in fp32 only.
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
-#include "model/ops/cpu/cpu.h"
 #include "model/ops/backends.h"
+#include "model/ops/cpu/cpu.h"
+#include "optim/adamw.h"
+#include "optim/clip.h"
 
-static dbuf *cpu_alloc(enum buf_kind kind, size_t n) {
+static dbuf *cpu_alloc(const struct backend *be, enum buf_kind kind, size_t n) {
     void *p = xmalloc_aligned(n * 4);
     memset(p, 0, n * 4);
     return p;
 }
-static void cpu_free(dbuf *p) { free(p); }
-static void cpu_zero(dbuf *p, enum buf_kind kind, size_t n) { memset(p, 0, n * 4); }
-static void cpu_to_host(float *dst, const dbuf *src, enum buf_kind kind, size_t n) {
-    if ((const void *)dst != (const void *)src) memcpy(dst, src, n * 4);
+static void cpu_free(const struct backend *be, dbuf *p) { free(p); }
+static void cpu_zero(const struct backend *be, dbuf *p, enum buf_kind kind, size_t n) { memset(p, 0, n * 4); }
+static void cpu_copy(void *dst, const void *src, size_t n) {
+    if (dst != src) memcpy(dst, src, n * 4);
 }
-static void cpu_from_host(dbuf *dst, const float *src, enum buf_kind kind, size_t n) {
-    if ((void *)dst != (const void *)src) memcpy(dst, src, n * 4);
+static void cpu_to_host(const struct backend *be, float *dst, const dbuf *src, enum buf_kind kind, size_t n) {
+    cpu_copy(dst, src, n);
 }
-static void cpu_ints_from_host(dbuf *dst, const int *src, size_t n) {
-    if ((void *)dst != (const void *)src) memcpy(dst, src, n * 4);
+static void cpu_from_host(const struct backend *be, dbuf *dst, const float *src, enum buf_kind kind, size_t n) {
+    cpu_copy(dst, src, n);
 }
-static void cpu_sync(void) {}
+static void cpu_ints_from_host(const struct backend *be, dbuf *dst, const int *src, size_t n) { cpu_copy(dst, src, n); }
+static void cpu_convert(const struct backend *be, dbuf *dst, enum buf_kind dk, const dbuf *src, enum buf_kind sk,
+                        size_t n) {
+    cpu_copy(dst, src, n);
+}
+static void cpu_sync(const struct backend *be) {}
 
 static const struct ops cpu_ops = {
     .embedding_forward = embedding_forward_cpu,
@@ -38,24 +46,27 @@ static const struct ops cpu_ops = {
     .swiglu_forward = swiglu_forward_cpu,
     .swiglu_backward = swiglu_backward_cpu,
     .residual_forward = residual_forward_cpu,
-    .residual_backward = residual_backward_cpu,
     .crossentropy_max = crossentropy_max_cpu,
     .crossentropy_sums = crossentropy_sums_cpu,
     .crossentropy_loss = crossentropy_loss_cpu,
     .crossentropy_backward = crossentropy_backward_cpu,
+    .adamw_update = adamw_update_cpu,
+    .grad_sumsq = grad_sumsq_cpu,
 };
 
 const struct backend *backend_cpu(void) {
     static const struct backend be = {
         .name = "cpu",
-        .kind = BACKEND_CPU,
+        .precision = PRECISION_FP32,
         .elem_size = {4, 4, 4, 4, 4, 4},
+        .ctx = NULL,
         .alloc = cpu_alloc,
         .free = cpu_free,
         .zero = cpu_zero,
         .to_host = cpu_to_host,
         .from_host = cpu_from_host,
         .ints_from_host = cpu_ints_from_host,
+        .convert = cpu_convert,
         .sync = cpu_sync,
         .ops = &cpu_ops,
     };

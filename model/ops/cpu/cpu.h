@@ -7,27 +7,26 @@
 #define CF32(p) ((const float *)(p))
 #define CI32(p) ((const int *)(p))
 
-void embedding_forward_cpu(dbuf *out, const dbuf *tok, const dbuf *wte, int BT, int C, int vstart, int Vl);
-void embedding_backward_cpu(dbuf *dwte, const dbuf *dout, const dbuf *tok, int BT, int C, int vstart, int Vl);
-void rmsnorm_forward_cpu(dbuf *out, dbuf *rstd, const dbuf *inp, const dbuf *weight, int BT, int C, float eps);
-void rmsnorm_backward_cpu(dbuf *dinp, dbuf *dweight, const dbuf *dout, const dbuf *inp, const dbuf *weight,
+void embedding_forward_cpu(const struct backend *be, dbuf *out, const dbuf *tok, const dbuf *wte, int BT, int C, int vstart, int Vl);
+void embedding_backward_cpu(const struct backend *be, dbuf *dwte, const dbuf *dout, const dbuf *tok, int BT, int C, int vstart, int Vl);
+void rmsnorm_forward_cpu(const struct backend *be, dbuf *out, dbuf *rstd, const dbuf *inp, const dbuf *weight, int BT, int C, float eps);
+void rmsnorm_backward_cpu(const struct backend *be, dbuf *dinp, dbuf *dweight, const dbuf *dout, const dbuf *inp, const dbuf *weight,
                           const dbuf *rstd, int BT, int C);
-void matmul_forward_cpu(dbuf *out, const dbuf *inp, const dbuf *weight, int BT, int C, int OC);
-void matmul_backward_cpu(dbuf *dinp, dbuf *dweight, const dbuf *dout, const dbuf *inp, const dbuf *weight,
+void matmul_forward_cpu(const struct backend *be, dbuf *out, const dbuf *inp, const dbuf *weight, int BT, int C, int OC);
+void matmul_backward_cpu(const struct backend *be, dbuf *dinp, dbuf *dweight, const dbuf *dout, const dbuf *inp, const dbuf *weight,
                          int BT, int C, int OC);
-void rope_forward_cpu(dbuf *x, const dbuf *cos, const dbuf *sin, int B, int T, int NR, int HS, int stride);
-void rope_backward_cpu(dbuf *dx, const dbuf *cos, const dbuf *sin, int B, int T, int NR, int HS, int stride);
-void attention_forward_cpu(dbuf *out, dbuf *lse, const dbuf *qkv, int B, int T, int NH, int KVH, int HS);
-void attention_backward_cpu(dbuf *dqkv, const dbuf *dout, const dbuf *qkv, const dbuf *out, const dbuf *lse,
+void rope_forward_cpu(const struct backend *be, dbuf *x, const dbuf *cos, const dbuf *sin, int B, int T, int NR, int HS, int stride);
+void rope_backward_cpu(const struct backend *be, dbuf *dx, const dbuf *cos, const dbuf *sin, int B, int T, int NR, int HS, int stride);
+void attention_forward_cpu(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv, int B, int T, int NH, int KVH, int HS);
+void attention_backward_cpu(const struct backend *be, dbuf *dqkv, const dbuf *dout, const dbuf *qkv, const dbuf *out, const dbuf *lse,
                             int B, int T, int NH, int KVH, int HS);
-void swiglu_forward_cpu(dbuf *out, const dbuf *gateup, int BT, int F);
-void swiglu_backward_cpu(dbuf *dgateup, const dbuf *dout, const dbuf *gateup, int BT, int F);
-void residual_forward_cpu(dbuf *out, const dbuf *a, const dbuf *b, size_t N);
-void residual_backward_cpu(dbuf *da, dbuf *db, const dbuf *dout, size_t N);
-void crossentropy_max_cpu(dbuf *rowmax, const dbuf *logits, int BT, int Vl, int vstart, int V);
-void crossentropy_sums_cpu(dbuf *sums, const dbuf *logits, const dbuf *rowmax, const dbuf *targets, int BT,
+void swiglu_forward_cpu(const struct backend *be, dbuf *out, const dbuf *gateup, int BT, int F);
+void swiglu_backward_cpu(const struct backend *be, dbuf *dgateup, const dbuf *dout, const dbuf *gateup, int BT, int F);
+void residual_forward_cpu(const struct backend *be, dbuf *out, const dbuf *a, const dbuf *b, size_t N);
+void crossentropy_max_cpu(const struct backend *be, dbuf *rowmax, const dbuf *logits, int BT, int Vl, int vstart, int V);
+void crossentropy_sums_cpu(const struct backend *be, dbuf *sums, const dbuf *logits, const dbuf *rowmax, const dbuf *targets, int BT,
                            int Vl, int vstart, int V);
-void crossentropy_loss_cpu(dbuf *losses, dbuf *lse, const dbuf *rowmax, const dbuf *sums, const dbuf *targets,
+void crossentropy_loss_cpu(const struct backend *be, dbuf *losses, dbuf *lse, const dbuf *rowmax, const dbuf *sums, const dbuf *targets,
                            int BT);
-void crossentropy_backward_cpu(dbuf *dlogits, const dbuf *logits, const dbuf *lse, const dbuf *targets,
+void crossentropy_backward_cpu(const struct backend *be, dbuf *dlogits, const dbuf *logits, const dbuf *lse, const dbuf *targets,
                                float dloss, int BT, int Vl, int vstart, int V);

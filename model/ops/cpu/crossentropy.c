@@ -14,7 +14,7 @@ static inline int ce_valid_cols(int Vl, int vstart, int V) {
 }
 
 // rowmax (BT), logits (BT,Vl)
-void crossentropy_max_cpu(dbuf *rowmax_, const dbuf *logits_, int BT, int Vl, int vstart, int V) {
+void crossentropy_max_cpu(const struct backend *be, dbuf *rowmax_, const dbuf *logits_, int BT, int Vl, int vstart, int V) {
     float *rowmax = F32(rowmax_);
     const float *logits = CF32(logits_);
     int nv = ce_valid_cols(Vl, vstart, V);
@@ -29,7 +29,7 @@ void crossentropy_max_cpu(dbuf *rowmax_, const dbuf *logits_, int BT, int Vl, in
 }
 
 // sums (2,BT): sums[i] = sum_c exp(x_c - rowmax_i), sums[BT+i] = logit of the target if it is in this slice
-void crossentropy_sums_cpu(dbuf *sums_, const dbuf *logits_, const dbuf *rowmax_, const dbuf *targets_, int BT,
+void crossentropy_sums_cpu(const struct backend *be, dbuf *sums_, const dbuf *logits_, const dbuf *rowmax_, const dbuf *targets_, int BT,
                            int Vl, int vstart, int V) {
     float *sums = F32(sums_);
     const float *logits = CF32(logits_), *rowmax = CF32(rowmax_);
@@ -48,7 +48,7 @@ void crossentropy_sums_cpu(dbuf *sums_, const dbuf *logits_, const dbuf *rowmax_
 }
 
 // losses (BT) = lse - target logit for counted rows (target >= 0), else 0; lse (BT) = rowmax + log(sum)
-void crossentropy_loss_cpu(dbuf *losses_, dbuf *lse_, const dbuf *rowmax_, const dbuf *sums_, const dbuf *targets_,
+void crossentropy_loss_cpu(const struct backend *be, dbuf *losses_, dbuf *lse_, const dbuf *rowmax_, const dbuf *sums_, const dbuf *targets_,
                            int BT) {
     float *losses = F32(losses_), *lse = F32(lse_);
     const float *rowmax = CF32(rowmax_), *sums = CF32(sums_);
@@ -60,7 +60,7 @@ void crossentropy_loss_cpu(dbuf *losses_, dbuf *lse_, const dbuf *rowmax_, const
 }
 
 // dlogits (BT,Vl), logits (BT,Vl), lse (BT), targets (BT)
-void crossentropy_backward_cpu(dbuf *dlogits_, const dbuf *logits_, const dbuf *lse_, const dbuf *targets_,
+void crossentropy_backward_cpu(const struct backend *be, dbuf *dlogits_, const dbuf *logits_, const dbuf *lse_, const dbuf *targets_,
                                float dloss, int BT, int Vl, int vstart, int V) {
     float *dlogits = F32(dlogits_);
     const float *logits = CF32(logits_), *lse = CF32(lse_);

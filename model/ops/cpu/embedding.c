@@ -5,7 +5,7 @@
 #include "model/ops/cpu/cpu.h"
 
 // out (BT,C), tok (BT), wte (Vl,C)
-void embedding_forward_cpu(dbuf *out_, const dbuf *tok_, const dbuf *wte_, int BT, int C, int vstart, int Vl) {
+void embedding_forward_cpu(const struct backend *be, dbuf *out_, const dbuf *tok_, const dbuf *wte_, int BT, int C, int vstart, int Vl) {
     float *out = F32(out_);
     const int *tok = CI32(tok_);
     const float *wte = CF32(wte_);
@@ -18,7 +18,7 @@ void embedding_forward_cpu(dbuf *out_, const dbuf *tok_, const dbuf *wte_, int B
 }
 
 // dwte (Vl,C) += dout rows scattered by token id. Serial over tokens (ids repeat), vectorised over C.
-void embedding_backward_cpu(dbuf *dwte_, const dbuf *dout_, const dbuf *tok_, int BT, int C, int vstart, int Vl) {
+void embedding_backward_cpu(const struct backend *be, dbuf *dwte_, const dbuf *dout_, const dbuf *tok_, int BT, int C, int vstart, int Vl) {
     float *dwte = F32(dwte_);
     const float *dout = CF32(dout_);
     const int *tok = CI32(tok_);

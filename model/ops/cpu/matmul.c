@@ -24,7 +24,7 @@ static void blas_single_threaded(void) {
 }
 
 // out (BT,OC), inp (BT,C), weight (OC,C)
-void matmul_forward_cpu(dbuf *out, const dbuf *inp, const dbuf *weight, int BT, int C, int OC) {
+void matmul_forward_cpu(const struct backend *be, dbuf *out, const dbuf *inp, const dbuf *weight, int BT, int C, int OC) {
     blas_single_threaded();
 #pragma omp parallel
     {
@@ -37,7 +37,7 @@ void matmul_forward_cpu(dbuf *out, const dbuf *inp, const dbuf *weight, int BT, 
 }
 
 // dinp (BT,C) = dout (BT,OC) @ weight (OC,C); dweight (OC,C) += dout^T @ inp
-void matmul_backward_cpu(dbuf *dinp, dbuf *dweight, const dbuf *dout, const dbuf *inp, const dbuf *weight,
+void matmul_backward_cpu(const struct backend *be, dbuf *dinp, dbuf *dweight, const dbuf *dout, const dbuf *inp, const dbuf *weight,
                          int BT, int C, int OC) {
     blas_single_threaded();
 #pragma omp parallel

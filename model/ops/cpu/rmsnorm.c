@@ -8,7 +8,7 @@
 #include "model/ops/cpu/cpu.h"
 
 // out (BT,C), rstd (BT), inp (BT,C), weight (C)
-void rmsnorm_forward_cpu(dbuf *out_, dbuf *rstd_, const dbuf *inp_, const dbuf *weight_, int BT, int C, float eps) {
+void rmsnorm_forward_cpu(const struct backend *be, dbuf *out_, dbuf *rstd_, const dbuf *inp_, const dbuf *weight_, int BT, int C, float eps) {
     float *out = F32(out_), *rstd = F32(rstd_);
     const float *inp = CF32(inp_), *w = CF32(weight_);
 #pragma omp parallel for
@@ -27,7 +27,7 @@ void rmsnorm_forward_cpu(dbuf *out_, dbuf *rstd_, const dbuf *inp_, const dbuf *
 
 // dinp (BT,C) += dx, dweight (C) += sum over rows of dout * x * rstd, where
 //   dx_c = rstd * w_c * dout_c - rstd^3 / C * x_c * sum_k(dout_k * w_k * x_k)
-void rmsnorm_backward_cpu(dbuf *dinp_, dbuf *dweight_, const dbuf *dout_, const dbuf *inp_, const dbuf *weight_,
+void rmsnorm_backward_cpu(const struct backend *be, dbuf *dinp_, dbuf *dweight_, const dbuf *dout_, const dbuf *inp_, const dbuf *weight_,
                           const dbuf *rstd_, int BT, int C) {
     float *dinp = F32(dinp_), *dw = F32(dweight_);
     const float *dout = CF32(dout_), *inp = CF32(inp_), *w = CF32(weight_), *rstd = CF32(rstd_);

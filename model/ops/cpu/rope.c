@@ -25,10 +25,10 @@ static void rope_rotate(float *x, const float *cosb, const float *sinb, int B, i
         }
 }
 
-void rope_forward_cpu(dbuf *x, const dbuf *cos, const dbuf *sin, int B, int T, int NR, int HS, int stride) {
+void rope_forward_cpu(const struct backend *be, dbuf *x, const dbuf *cos, const dbuf *sin, int B, int T, int NR, int HS, int stride) {
     rope_rotate(F32(x), CF32(cos), CF32(sin), B, T, NR, HS, stride, 1.0f);
 }
 
-void rope_backward_cpu(dbuf *dx, const dbuf *cos, const dbuf *sin, int B, int T, int NR, int HS, int stride) {
+void rope_backward_cpu(const struct backend *be, dbuf *dx, const dbuf *cos, const dbuf *sin, int B, int T, int NR, int HS, int stride) {
     rope_rotate(F32(dx), CF32(cos), CF32(sin), B, T, NR, HS, stride, -1.0f);
 }

@@ -5,7 +5,7 @@
 #include "model/ops/cpu/cpu.h"
 
 // out (BT,F), gateup (BT,2F)
-void swiglu_forward_cpu(dbuf *out_, const dbuf *gateup_, int BT, int F) {
+void swiglu_forward_cpu(const struct backend *be, dbuf *out_, const dbuf *gateup_, int BT, int F) {
     float *out = F32(out_);
     const float *gu = CF32(gateup_);
 #pragma omp parallel for
@@ -18,7 +18,7 @@ void swiglu_forward_cpu(dbuf *out_, const dbuf *gateup_, int BT, int F) {
 }
 
 // dgateup (BT,2F) =: dgate = dout * up * sig(g) * (1 + g (1 - sig(g))), dup = dout * silu(g)
-void swiglu_backward_cpu(dbuf *dgateup_, const dbuf *dout_, const dbuf *gateup_, int BT, int F) {
+void swiglu_backward_cpu(const struct backend *be, dbuf *dgateup_, const dbuf *dout_, const dbuf *gateup_, int BT, int F) {
     float *dgu = F32(dgateup_);
     const float *dout = CF32(dout_), *gu = CF32(gateup_);
 #pragma omp parallel for

@@ -15,6 +15,7 @@
 #include <cuda_runtime.h>
 
 #include "core/cuda_check.h"
+#include "core/cuda_ctx.h"
 #include "core/cuda_launch.h"
 
 extern "C" {
@@ -22,19 +23,6 @@ extern "C" {
 #include "core/error.h"
 }
 
-// The CUDA backend's state, one per process (be->ctx): the stream every op runs on, the cuBLASLt handle
-// and its workspace.
-struct cuda_ctx {
-    int device;
-    cudaStream_t stream;
-    cublasLtHandle_t lt;
-    void *workspace;
-    size_t workspace_size;
-    size_t smem_optin;  // the largest dynamic shared memory a block may ask for (bytes)
-};
-
-static inline struct cuda_ctx *cuda_ctx_of(const struct backend *be) { return (struct cuda_ctx *)be->ctx; }
-static inline cudaStream_t cuda_stream(const struct backend *be) { return cuda_ctx_of(be)->stream; }
 static inline int is_bf16_backend(const struct backend *be) { return be->precision == PRECISION_BF16; }
 
 #define CUBLAS_CHECK(call)                                                                            \
