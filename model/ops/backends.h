@@ -6,7 +6,7 @@
 const struct backend *backend_cpu(void);
 #ifdef LLAMAC_WITH_CUDA
 // The CUDA backend in precision p; NULL with err_set when no device is visible.
-const struct backend *backend_cuda(enum precision p);
+extern const struct backend *backend_cuda(enum precision p);
 #endif
 // Looks a backend up by name ("cpu", "cuda") and precision ("auto": bf16 on cuda, fp32 on cpu; "bf16",
 // "fp32"); -1 with err_set when this build or machine lacks it or the CPU is asked for bf16.
