@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "model/ops/backends.h"
@@ -127,6 +128,33 @@ static void check_all(enum precision p, double tol) {
 Test(gpu_attention, matches_the_cpu_in_fp32) { check_all(PRECISION_FP32, 1e-5); }
 
 Test(gpu_attention, matches_the_cpu_in_bf16) { check_all(PRECISION_BF16, 1e-2); }
+
+// No atomics: two backward calls give the same bits.
+Test(gpu_attention, backward_is_deterministic) {
+    const struct backend *be = gpu(PRECISION_BF16);
+    const int B = 2, T = 65, NH = 4, KVH = 1, HS = 64;
+    const size_t nqkv = (size_t)B * T * (NH + 2 * KVH) * HS, nout = (size_t)B * T * NH * HS;
+    struct rng r;
+    rng_seed(&r, 7);
+    float *qkv = malloc(nqkv * sizeof(float)), *dout = malloc(nout * sizeof(float));
+    fill_normal(qkv, nqkv, 1.0f, &r);
+    fill_normal(dout, nout, 1.0f, &r);
+    dbuf *g_qkv = upload(be, BUF_ACT, qkv, nqkv), *g_dout = upload(be, BUF_ACT, dout, nout);
+    dbuf *g_out = be->alloc(be, BUF_ACT, nout), *g_lse = be->alloc(be, BUF_ACT32, (size_t)B * NH * T);
+    dbuf *g_dqkv = be->alloc(be, BUF_ACT, nqkv);
+    be->ops->attention_forward(be, g_out, g_lse, g_qkv, B, T, NH, KVH, HS);
+    be->ops->attention_backward(be, g_dqkv, g_dout, g_qkv, g_out, g_lse, B, T, NH, KVH, HS);
+    float *first = download(be, g_dqkv, BUF_ACT, nqkv);
+    be->ops->attention_backward(be, g_dqkv, g_dout, g_qkv, g_out, g_lse, B, T, NH, KVH, HS);
+    float *second = download(be, g_dqkv, BUF_ACT, nqkv);
+    cr_expect(memcmp(first, second, nqkv * sizeof(float)) == 0, "two backward calls differ");
+    dbuf *bufs[] = {g_qkv, g_dout, g_out, g_lse, g_dqkv};
+    for (int k = 0; k < 5; k++) be->free(be, bufs[k]);
+    free(qkv);
+    free(dout);
+    free(first);
+    free(second);
+}
 
 // The size check comes before any buffer is touched, so the buffers may be NULL.
 Test(gpu_attention, forward_refuses_head_size_200, .signal = SIGABRT) {
