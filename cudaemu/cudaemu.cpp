@@ -26,7 +26,6 @@
 #include <algorithm>
 #include <mutex>
 #include <random>
-#include <string>
 #include <vector>
 
 #include "internal.h"
@@ -211,17 +210,21 @@ static thread_local bool in_kernel;
 static order_kind order_mode;
 static std::mt19937_64 order_rng;
 
-static void read_order_env() {
-    static bool done;
-    if (done) return;
-    done = true;
-    const char *o = getenv("CUDAEMU_ORDER");
+static void set_order(const char *o, unsigned long long seed) {
     if (!o || !*o || !strcmp(o, "forward")) order_mode = ORDER_FORWARD;
     else if (!strcmp(o, "reverse")) order_mode = ORDER_REVERSE;
     else if (!strcmp(o, "shuffle")) order_mode = ORDER_SHUFFLE;
-    else fatal("CUDAEMU_ORDER=%s: expected forward, reverse or shuffle", o);
+    else fatal("scheduling order '%s': expected forward, reverse or shuffle (CUDAEMU_ORDER)", o);
+    order_rng.seed(seed);
+}
+
+static bool order_set;
+
+static void read_order_env() {
+    if (order_set) return;
     const char *seed = getenv("CUDAEMU_SEED");
-    order_rng.seed(seed ? strtoull(seed, NULL, 0) : 1);
+    set_order(getenv("CUDAEMU_ORDER"), seed ? strtoull(seed, NULL, 0) : 1);
+    order_set = true;
 }
 
 static void set_thread_idx(int t) {
@@ -293,17 +296,29 @@ static void wait_as(thread_state s, const char *file, int line) {
     to_scheduler(r.fib);
 }
 
+static void complete(int w, const warp_pending &op);
+
+// A lane that exits leaves a pending __activemask; any other warp operation naming it can never complete.
 static void thread_exited(int t) {
     S.th[t].state = EXITED;
     S.live--;
     warp_rec &w = S.warps[t / 32];
-    for (int i = 0; i < w.nops; i++)
-        if (w.ops[i].mask & (1u << (t % 32))) {
-            char who[64];
-            thread_site(t, who, sizeof who);
-            deadlock((std::string(who) + " exited while other lanes of its warp wait for it in a warp operation")
-                         .c_str());
+    unsigned bit = 1u << (t % 32);
+    for (int i = 0; i < w.nops; i++) {
+        warp_pending &op = w.ops[i];
+        if (!(op.mask & bit)) continue;
+        if (op.kind != WARP_ACTIVE) {
+            char why[160];
+            thread_site(t, why, sizeof why);
+            strcat(why, " exited while other lanes of its warp wait for it in a warp operation");
+            deadlock(why);
         }
+        op.mask &= ~bit;
+        if (op.arrived == op.mask) {
+            complete(t / 32, op);
+            w.ops[i--] = w.ops[--w.nops];
+        }
+    }
 }
 
 // Runs the fiber's thread, then each following unstarted thread in order on the same stack.
@@ -376,9 +391,7 @@ static unsigned warp_lanes_present(int w) {
     return n == 32 ? 0xffffffffu : (1u << n) - 1;
 }
 
-unsigned activemask() {
-    require_kernel("__activemask", "?", 0);
-    int w = S.cur / 32;
+static unsigned live_lanes(int w) {
     unsigned m = 0, present = warp_lanes_present(w);
     for (int l = 0; l < 32; l++)
         if ((present >> l & 1) && S.th[w * 32 + l].state != EXITED) m |= 1u << l;
@@ -408,6 +421,7 @@ static void complete(int w, const warp_pending &op) {
     for (int l = 0; l < 32; l++) {
         if (!(op.mask >> l & 1)) continue;
         if (op.kind == WARP_BALLOT) lane[l].result = ballot;
+        else if (op.kind == WARP_ACTIVE) lane[l].result = op.mask;
         else if (op.kind != WARP_SYNC) {
             int src = shuffle_source(op.kind, l, lane[l]);
             lane[l].result = (op.mask >> src & 1) ? lane[src].value : lane[l].value;  // outside mask: undefined
@@ -438,10 +452,13 @@ uint64_t warp_op(warp_kind kind, unsigned mask, uint64_t value, int arg, int wid
     if (width < 1 || width > 32 || (width & (width - 1)))
         fatal("warp operation at %s:%d: width %d is not a power of two up to 32", file, line, width);
     int t = S.cur, w = t / 32, l = t % 32;
+    if (kind == WARP_ACTIVE) mask = live_lanes(w);
     check_mask(mask, w, l, file, line);
     warp_rec &wr = S.warps[w];
     int i = 0;
-    while (i < wr.nops && wr.ops[i].mask != mask) i++;
+    while (i < wr.nops && (kind == WARP_ACTIVE ? wr.ops[i].kind != WARP_ACTIVE
+                                               : wr.ops[i].mask != mask || wr.ops[i].kind == WARP_ACTIVE))
+        i++;
     if (i == wr.nops) wr.ops[wr.nops++] = warp_pending{mask, 0, kind};
     else if (wr.ops[i].kind != kind)
         fatal("warp operation at %s:%d: lanes of mask 0x%08x reached different warp intrinsics", file, line, mask);
@@ -520,6 +537,11 @@ void run(dim3 grid, dim3 block, size_t dyn_smem, cudaStream_t, const void *kerne
 void *cudaemu_dynamic_smem(void) {
     uintptr_t p = (uintptr_t)cudaemu::S.smem.data();
     return (void *)((p + 15) & ~(uintptr_t)15);
+}
+
+void cudaemu_set_order(const char *order, unsigned long long seed) {
+    cudaemu::set_order(order, seed);
+    cudaemu::order_set = true;
 }
 
 void cudaemu_unsupported(const char *what) {
