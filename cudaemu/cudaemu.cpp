@@ -94,6 +94,7 @@ static ucontext_t sched_uc;
 static fiber *starting;  // the fiber being entered for the first time (read by fiber_main)
 static std::vector<fiber *> free_fibers;
 static size_t stack_bytes;
+static unsigned fibers_made;
 
 static void to_fiber(fiber *f) {
 #if CUDAEMU_ASM_SWITCH
@@ -132,7 +133,8 @@ static fiber *new_fiber() {
     f->stack = mem;
     f->thread = -1;
 #if CUDAEMU_ASM_SWITCH
-    uint64_t *top = (uint64_t *)(mem + page + size);  // 16-byte aligned
+    // Stack tops staggered by cache lines: page-aligned tops would all fall in the same cache sets.
+    uint64_t *top = (uint64_t *)(mem + page + size - (fibers_made++ % 64) * 64);  // 16-byte aligned
     uint64_t *sp = top - 10;
     memset(sp, 0, 10 * sizeof(uint64_t));
     sp[0] = 0x037f;                     // x87 control word: the default
@@ -228,6 +230,10 @@ static void read_order_env() {
 }
 
 static void set_thread_idx(int t) {
+    if (blockDim.y == 1 && blockDim.z == 1) {  // the common 1-D block, without divisions
+        threadIdx = uint3{(unsigned)t, 0, 0};
+        return;
+    }
     threadIdx.x = (unsigned)t % blockDim.x;
     threadIdx.y = (unsigned)t / blockDim.x % blockDim.y;
     threadIdx.z = (unsigned)t / (blockDim.x * blockDim.y);
