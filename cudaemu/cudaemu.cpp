@@ -96,19 +96,12 @@ static std::vector<fiber *> free_fibers;
 static size_t stack_bytes;
 static unsigned fibers_made;
 
-static void to_fiber(fiber *f) {
+// Saves the running context into `from` and resumes `to`; NULL stands for the launcher's own stack.
+static void switch_fiber(fiber *from, fiber *to) {
 #if CUDAEMU_ASM_SWITCH
-    cudaemu_switch(&sched_sp, f->sp);
+    cudaemu_switch(from ? &from->sp : &sched_sp, to ? to->sp : sched_sp);
 #else
-    swapcontext(&sched_uc, &f->uc);
-#endif
-}
-
-static void to_scheduler(fiber *f) {
-#if CUDAEMU_ASM_SWITCH
-    cudaemu_switch(&f->sp, sched_sp);
-#else
-    swapcontext(&f->uc, &sched_uc);
+    swapcontext(from ? &from->uc : &sched_uc, to ? &to->uc : &sched_uc);
 #endif
 }
 
@@ -293,13 +286,31 @@ static int pick_next() {
     }
 }
 
-// The running thread stops in state s until the scheduler resumes it.
+// Leaves fiber `from` (whose thread waits, or which has none) for the next thread in order: a waiting
+// thread's own fiber, or a free fiber for an unstarted one. Returns when `from` is resumed.
+static void switch_to_next(fiber *from) {
+    int t = pick_next();
+    thread_rec &r = S.th[t];
+    if (r.state == READY) {
+        if (r.fib != from) switch_fiber(from, r.fib);
+        return;
+    }
+    fiber *f = take_fiber();
+    f->thread = t;
+    switch_fiber(from, f);
+}
+
+// The running thread stops in state s until its turn comes again.
 static void wait_as(thread_state s, const char *file, int line) {
-    thread_rec &r = S.th[S.cur];
+    int me = S.cur;
+    thread_rec &r = S.th[me];
     r.state = s;
     r.file = file;
     r.line = line;
-    to_scheduler(r.fib);
+    switch_to_next(r.fib);
+    S.cur = me;
+    r.state = RUNNING;
+    set_thread_idx(me);
 }
 
 static void complete(int w, const warp_pending &op);
@@ -327,8 +338,11 @@ static void thread_exited(int t) {
     }
 }
 
-// Runs the fiber's thread, then each following unstarted thread in order on the same stack.
-static void run_threads(fiber *f) {
+// A fiber runs its thread to the end, then the next one in order on the same stack if it is unstarted
+// (the common case: no switch at all), else hands over to it; after the block's last thread it returns
+// to the launcher. A free fiber is resumed with a new thread in f->thread.
+[[noreturn]] static void fiber_main() {
+    fiber *f = starting;
     for (;;) {
         int t = f->thread;
         S.cur = t;
@@ -337,23 +351,24 @@ static void run_threads(fiber *f) {
         set_thread_idx(t);
         S.thunk(S.ctx);
         thread_exited(t);
-        int p = S.cursor + 1;
-        if (p >= S.n || S.th[S.order[p]].state != FRESH) return;
-        S.cursor = p;
-        f->thread = S.order[p];
+        if (S.live > 0) {
+            int next = pick_next();
+            if (S.th[next].state == FRESH) {
+                f->thread = next;
+                continue;
+            }
+            f->thread = -1;
+            free_fibers.push_back(f);
+            switch_fiber(f, S.th[next].fib);
+        } else {
+            f->thread = -1;
+            free_fibers.push_back(f);
+            switch_fiber(f, NULL);
+        }
     }
 }
 
-[[noreturn]] static void fiber_main() {
-    fiber *f = starting;
-    for (;;) {
-        run_threads(f);
-        f->thread = -1;
-        free_fibers.push_back(f);
-        to_scheduler(f);
-    }
-}
-
+// Runs one block: its first thread starts on a fiber, and control comes back when all have exited.
 static void run_block() {
     for (int t = 0; t < S.n; t++) S.th[t] = thread_rec{FRESH, NULL, NULL, 0};
     for (warp_rec &w : S.warps) w.nops = 0;
@@ -361,20 +376,9 @@ static void run_block() {
     S.at_sync = S.sync_pred = 0;
     S.cursor = -1;
     reshuffle();
-    while (S.live > 0) {
-        int t = pick_next();
-        fiber *f;
-        if (S.th[t].state == FRESH) {
-            f = take_fiber();
-            f->thread = t;
-        } else {
-            f = S.th[t].fib;
-            S.cur = t;
-            S.th[t].state = RUNNING;
-            set_thread_idx(t);
-        }
-        to_fiber(f);
-    }
+    fiber *f = take_fiber();
+    f->thread = pick_next();
+    switch_fiber(NULL, f);
 }
 
 // ---------------------------------------------------------------------------------------------------

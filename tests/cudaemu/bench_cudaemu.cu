@@ -1,10 +1,10 @@
 // The figures in cudaemu/README.md: launches per second of an empty kernel, and elements per second of
 // an elementwise kernel (no barrier: no fiber switch) and of a 256-thread shared-memory reduction (eight
-// __syncthreads per block). Run by hand: build-emu/tests/bench_cudaemu
+// __syncthreads per block). Times are the process's CPU time, so that other work on a shared machine
+// does not count. Run by hand: build-emu/tests/bench_cudaemu
 #include <cuda_runtime.h>
 #include <stdio.h>
-
-#include <chrono>
+#include <time.h>
 
 #include "core/cuda_launch.h"
 
@@ -27,7 +27,9 @@ __global__ void block_sum_kernel(float *out, const float *x) {
 }
 
 static double now() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
 int main(void) {
