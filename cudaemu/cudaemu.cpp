@@ -50,8 +50,7 @@ struct fiber {
 #else
     ucontext_t uc;
 #endif
-    char *stack;  // the mapping, guard page first
-    int thread;   // the CUDA thread (index in the block) it runs, -1 when free
+    int thread;  // the CUDA thread (index in the block) it runs, -1 when free
 };
 
 #if CUDAEMU_ASM_SWITCH
@@ -123,17 +122,18 @@ static fiber *new_fiber() {
     if (mem == MAP_FAILED) fatal("cannot map a %zu KiB fiber stack", size / 1024);
     if (mprotect(mem, page, PROT_NONE) != 0) fatal("cannot protect a fiber stack's guard page");
     fiber *f = new fiber();
-    f->stack = mem;
     f->thread = -1;
 #if CUDAEMU_ASM_SWITCH
     // Stack tops staggered by cache lines: page-aligned tops would all fall in the same cache sets.
     uint64_t *top = (uint64_t *)(mem + page + size - (fibers_made++ % 64) * 64);  // 16-byte aligned
     uint64_t *sp = top - 10;
     memset(sp, 0, 10 * sizeof(uint64_t));
-    sp[0] = 0x037f;                     // x87 control word: the default
-    sp[1] = 0x1f80;                     // MXCSR: the default
-    sp[8] = (uint64_t)(void *)fiber_main;  // cudaemu_switch's ret enters fiber_main; top[-1] is its
-    f->sp = sp;                            // (never used) return address, so the entry rsp is 8 mod 16
+    sp[0] = 0x037f;  // x87 control word: the default
+    sp[1] = 0x1f80;  // MXCSR: the default
+    // sp[2..6]: r15, r14, r13, r12, rbx; sp[7]: rbp; cudaemu_switch's ret pops sp[8] and enters fiber_main with rsp at
+    // top - 8 (8 mod 16, as after a call); top[-1] stands for its return address, never used.
+    sp[8] = (uint64_t)(void *)fiber_main;
+    f->sp = sp;
 #else
     getcontext(&f->uc);
     f->uc.uc_stack.ss_sp = mem + page;
