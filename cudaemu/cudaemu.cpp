@@ -130,8 +130,8 @@ static fiber *new_fiber() {
     memset(sp, 0, 10 * sizeof(uint64_t));
     sp[0] = 0x037f;  // x87 control word: the default
     sp[1] = 0x1f80;  // MXCSR: the default
-    // sp[2..6]: r15, r14, r13, r12, rbx; sp[7]: rbp; cudaemu_switch's ret pops sp[8] and enters fiber_main with rsp at
-    // top - 8 (8 mod 16, as after a call); top[-1] stands for its return address, never used.
+    // sp[2..6]: r15, r14, r13, r12, rbx; sp[7]: rbp. cudaemu_switch's ret pops sp[8] and enters
+    // fiber_main with rsp at top - 8 (8 mod 16, as after a call); top[-1] is its unused return address.
     sp[8] = (uint64_t)(void *)fiber_main;
     f->sp = sp;
 #else
