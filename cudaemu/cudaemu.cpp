@@ -26,7 +26,6 @@
 #include <algorithm>
 #include <mutex>
 #include <random>
-#include <string>
 #include <vector>
 
 #include "internal.h"
@@ -51,8 +50,7 @@ struct fiber {
 #else
     ucontext_t uc;
 #endif
-    char *stack;  // the mapping, guard page first
-    int thread;   // the CUDA thread (index in the block) it runs, -1 when free
+    int thread;  // the CUDA thread (index in the block) it runs, -1 when free
 };
 
 #if CUDAEMU_ASM_SWITCH
@@ -95,20 +93,14 @@ static ucontext_t sched_uc;
 static fiber *starting;  // the fiber being entered for the first time (read by fiber_main)
 static std::vector<fiber *> free_fibers;
 static size_t stack_bytes;
+static unsigned fibers_made;
 
-static void to_fiber(fiber *f) {
+// Saves the running context into `from` and resumes `to`; NULL stands for the launcher's own stack.
+static void switch_fiber(fiber *from, fiber *to) {
 #if CUDAEMU_ASM_SWITCH
-    cudaemu_switch(&sched_sp, f->sp);
+    cudaemu_switch(from ? &from->sp : &sched_sp, to ? to->sp : sched_sp);
 #else
-    swapcontext(&sched_uc, &f->uc);
-#endif
-}
-
-static void to_scheduler(fiber *f) {
-#if CUDAEMU_ASM_SWITCH
-    cudaemu_switch(&f->sp, sched_sp);
-#else
-    swapcontext(&f->uc, &sched_uc);
+    swapcontext(from ? &from->uc : &sched_uc, to ? &to->uc : &sched_uc);
 #endif
 }
 
@@ -130,16 +122,18 @@ static fiber *new_fiber() {
     if (mem == MAP_FAILED) fatal("cannot map a %zu KiB fiber stack", size / 1024);
     if (mprotect(mem, page, PROT_NONE) != 0) fatal("cannot protect a fiber stack's guard page");
     fiber *f = new fiber();
-    f->stack = mem;
     f->thread = -1;
 #if CUDAEMU_ASM_SWITCH
-    uint64_t *top = (uint64_t *)(mem + page + size);  // 16-byte aligned
+    // Stack tops staggered by cache lines: page-aligned tops would all fall in the same cache sets.
+    uint64_t *top = (uint64_t *)(mem + page + size - (fibers_made++ % 64) * 64);  // 16-byte aligned
     uint64_t *sp = top - 10;
     memset(sp, 0, 10 * sizeof(uint64_t));
-    sp[0] = 0x037f;                     // x87 control word: the default
-    sp[1] = 0x1f80;                     // MXCSR: the default
-    sp[8] = (uint64_t)(void *)fiber_main;  // cudaemu_switch's ret enters fiber_main; top[-1] is its
-    f->sp = sp;                            // (never used) return address, so the entry rsp is 8 mod 16
+    sp[0] = 0x037f;  // x87 control word: the default
+    sp[1] = 0x1f80;  // MXCSR: the default
+    // sp[2..6]: r15, r14, r13, r12, rbx; sp[7]: rbp. cudaemu_switch's ret pops sp[8] and enters
+    // fiber_main with rsp at top - 8 (8 mod 16, as after a call); top[-1] is its unused return address.
+    sp[8] = (uint64_t)(void *)fiber_main;
+    f->sp = sp;
 #else
     getcontext(&f->uc);
     f->uc.uc_stack.ss_sp = mem + page;
@@ -211,20 +205,28 @@ static thread_local bool in_kernel;
 static order_kind order_mode;
 static std::mt19937_64 order_rng;
 
-static void read_order_env() {
-    static bool done;
-    if (done) return;
-    done = true;
-    const char *o = getenv("CUDAEMU_ORDER");
+static void set_order(const char *o, unsigned long long seed) {
     if (!o || !*o || !strcmp(o, "forward")) order_mode = ORDER_FORWARD;
     else if (!strcmp(o, "reverse")) order_mode = ORDER_REVERSE;
     else if (!strcmp(o, "shuffle")) order_mode = ORDER_SHUFFLE;
-    else fatal("CUDAEMU_ORDER=%s: expected forward, reverse or shuffle", o);
+    else fatal("scheduling order '%s': expected forward, reverse or shuffle (CUDAEMU_ORDER)", o);
+    order_rng.seed(seed);
+}
+
+static bool order_set;
+
+static void read_order_env() {
+    if (order_set) return;
     const char *seed = getenv("CUDAEMU_SEED");
-    order_rng.seed(seed ? strtoull(seed, NULL, 0) : 1);
+    set_order(getenv("CUDAEMU_ORDER"), seed ? strtoull(seed, NULL, 0) : 1);
+    order_set = true;
 }
 
 static void set_thread_idx(int t) {
+    if (blockDim.y == 1 && blockDim.z == 1) {  // the common 1-D block, without divisions
+        threadIdx = uint3{(unsigned)t, 0, 0};
+        return;
+    }
     threadIdx.x = (unsigned)t % blockDim.x;
     threadIdx.y = (unsigned)t / blockDim.x % blockDim.y;
     threadIdx.z = (unsigned)t / (blockDim.x * blockDim.y);
@@ -284,30 +286,63 @@ static int pick_next() {
     }
 }
 
-// The running thread stops in state s until the scheduler resumes it.
+// Leaves fiber `from` (whose thread waits, or which has none) for the next thread in order: a waiting
+// thread's own fiber, or a free fiber for an unstarted one. Returns when `from` is resumed.
+static void switch_to_next(fiber *from) {
+    int t = pick_next();
+    thread_rec &r = S.th[t];
+    if (r.state == READY) {
+        if (r.fib != from) switch_fiber(from, r.fib);
+        return;
+    }
+    fiber *f = take_fiber();
+    f->thread = t;
+    switch_fiber(from, f);
+}
+
+// The running thread stops in state s until its turn comes again.
 static void wait_as(thread_state s, const char *file, int line) {
-    thread_rec &r = S.th[S.cur];
+    int me = S.cur;
+    thread_rec &r = S.th[me];
     r.state = s;
     r.file = file;
     r.line = line;
-    to_scheduler(r.fib);
+    switch_to_next(r.fib);
+    S.cur = me;
+    r.state = RUNNING;
+    set_thread_idx(me);
 }
 
+static void complete(int w, const warp_pending &op);
+
+// A lane that exits leaves a pending __activemask; any other warp operation naming it can never complete.
 static void thread_exited(int t) {
     S.th[t].state = EXITED;
     S.live--;
     warp_rec &w = S.warps[t / 32];
-    for (int i = 0; i < w.nops; i++)
-        if (w.ops[i].mask & (1u << (t % 32))) {
-            char who[64];
-            thread_site(t, who, sizeof who);
-            deadlock((std::string(who) + " exited while other lanes of its warp wait for it in a warp operation")
-                         .c_str());
+    unsigned bit = 1u << (t % 32);
+    for (int i = 0; i < w.nops; i++) {
+        warp_pending &op = w.ops[i];
+        if (!(op.mask & bit)) continue;
+        if (op.kind != WARP_ACTIVE) {
+            char why[160];
+            thread_site(t, why, sizeof why);
+            strcat(why, " exited while other lanes of its warp wait for it in a warp operation");
+            deadlock(why);
         }
+        op.mask &= ~bit;
+        if (op.arrived == op.mask) {
+            complete(t / 32, op);
+            w.ops[i--] = w.ops[--w.nops];
+        }
+    }
 }
 
-// Runs the fiber's thread, then each following unstarted thread in order on the same stack.
-static void run_threads(fiber *f) {
+// A fiber runs its thread to the end, then the next one in order on the same stack if it is unstarted
+// (the common case: no switch at all), else hands over to it; after the block's last thread it returns
+// to the launcher. A free fiber is resumed with a new thread in f->thread.
+[[noreturn]] static void fiber_main() {
+    fiber *f = starting;
     for (;;) {
         int t = f->thread;
         S.cur = t;
@@ -316,23 +351,24 @@ static void run_threads(fiber *f) {
         set_thread_idx(t);
         S.thunk(S.ctx);
         thread_exited(t);
-        int p = S.cursor + 1;
-        if (p >= S.n || S.th[S.order[p]].state != FRESH) return;
-        S.cursor = p;
-        f->thread = S.order[p];
+        if (S.live > 0) {
+            int next = pick_next();
+            if (S.th[next].state == FRESH) {
+                f->thread = next;
+                continue;
+            }
+            f->thread = -1;
+            free_fibers.push_back(f);
+            switch_fiber(f, S.th[next].fib);
+        } else {
+            f->thread = -1;
+            free_fibers.push_back(f);
+            switch_fiber(f, NULL);
+        }
     }
 }
 
-[[noreturn]] static void fiber_main() {
-    fiber *f = starting;
-    for (;;) {
-        run_threads(f);
-        f->thread = -1;
-        free_fibers.push_back(f);
-        to_scheduler(f);
-    }
-}
-
+// Runs one block: its first thread starts on a fiber, and control comes back when all have exited.
 static void run_block() {
     for (int t = 0; t < S.n; t++) S.th[t] = thread_rec{FRESH, NULL, NULL, 0};
     for (warp_rec &w : S.warps) w.nops = 0;
@@ -340,20 +376,9 @@ static void run_block() {
     S.at_sync = S.sync_pred = 0;
     S.cursor = -1;
     reshuffle();
-    while (S.live > 0) {
-        int t = pick_next();
-        fiber *f;
-        if (S.th[t].state == FRESH) {
-            f = take_fiber();
-            f->thread = t;
-        } else {
-            f = S.th[t].fib;
-            S.cur = t;
-            S.th[t].state = RUNNING;
-            set_thread_idx(t);
-        }
-        to_fiber(f);
-    }
+    fiber *f = take_fiber();
+    f->thread = pick_next();
+    switch_fiber(NULL, f);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -376,9 +401,7 @@ static unsigned warp_lanes_present(int w) {
     return n == 32 ? 0xffffffffu : (1u << n) - 1;
 }
 
-unsigned activemask() {
-    require_kernel("__activemask", "?", 0);
-    int w = S.cur / 32;
+static unsigned live_lanes(int w) {
     unsigned m = 0, present = warp_lanes_present(w);
     for (int l = 0; l < 32; l++)
         if ((present >> l & 1) && S.th[w * 32 + l].state != EXITED) m |= 1u << l;
@@ -408,6 +431,7 @@ static void complete(int w, const warp_pending &op) {
     for (int l = 0; l < 32; l++) {
         if (!(op.mask >> l & 1)) continue;
         if (op.kind == WARP_BALLOT) lane[l].result = ballot;
+        else if (op.kind == WARP_ACTIVE) lane[l].result = op.mask;
         else if (op.kind != WARP_SYNC) {
             int src = shuffle_source(op.kind, l, lane[l]);
             lane[l].result = (op.mask >> src & 1) ? lane[src].value : lane[l].value;  // outside mask: undefined
@@ -438,10 +462,13 @@ uint64_t warp_op(warp_kind kind, unsigned mask, uint64_t value, int arg, int wid
     if (width < 1 || width > 32 || (width & (width - 1)))
         fatal("warp operation at %s:%d: width %d is not a power of two up to 32", file, line, width);
     int t = S.cur, w = t / 32, l = t % 32;
+    if (kind == WARP_ACTIVE) mask = live_lanes(w);
     check_mask(mask, w, l, file, line);
     warp_rec &wr = S.warps[w];
     int i = 0;
-    while (i < wr.nops && wr.ops[i].mask != mask) i++;
+    while (i < wr.nops && (kind == WARP_ACTIVE ? wr.ops[i].kind != WARP_ACTIVE
+                                               : wr.ops[i].mask != mask || wr.ops[i].kind == WARP_ACTIVE))
+        i++;
     if (i == wr.nops) wr.ops[wr.nops++] = warp_pending{mask, 0, kind};
     else if (wr.ops[i].kind != kind)
         fatal("warp operation at %s:%d: lanes of mask 0x%08x reached different warp intrinsics", file, line, mask);
@@ -520,6 +547,11 @@ void run(dim3 grid, dim3 block, size_t dyn_smem, cudaStream_t, const void *kerne
 void *cudaemu_dynamic_smem(void) {
     uintptr_t p = (uintptr_t)cudaemu::S.smem.data();
     return (void *)((p + 15) & ~(uintptr_t)15);
+}
+
+void cudaemu_set_order(const char *order, unsigned long long seed) {
+    cudaemu::set_order(order, seed);
+    cudaemu::order_set = true;
 }
 
 void cudaemu_unsupported(const char *what) {

@@ -34,6 +34,10 @@ void *cudaemu_dynamic_smem(void);
 // `#if LLAMAC_CUDA_EMU` branch: it aborts with the message.
 [[noreturn]] void cudaemu_unsupported(const char *what);
 
+// The scheduling order of the following launches, as CUDAEMU_ORDER would set it ("forward", "reverse",
+// "shuffle"; seed as CUDAEMU_SEED): for tests that compare orders within one process.
+void cudaemu_set_order(const char *order, unsigned long long seed);
+
 // ---------------------------------------------------------------------------------------------------
 // Thread indices: set by the scheduler before it switches into a thread's fiber
 // ---------------------------------------------------------------------------------------------------
@@ -45,14 +49,14 @@ static constexpr int warpSize = 32;
 
 namespace cudaemu {
 
-enum warp_kind { WARP_SYNC, WARP_SHFL, WARP_SHFL_XOR, WARP_SHFL_UP, WARP_SHFL_DOWN, WARP_BALLOT };
+enum warp_kind { WARP_SYNC, WARP_SHFL, WARP_SHFL_XOR, WARP_SHFL_UP, WARP_SHFL_DOWN, WARP_BALLOT, WARP_ACTIVE };
 
 // Block barrier; returns how many live threads arrived with pred != 0 (for __syncthreads_count/and/or).
 int syncthreads(int pred, const char *file, int line);
 // Warp rendezvous of the lanes in mask: each lane deposits value (and its own arg, width); when all have
 // arrived every lane gets its result (see cudaemu.cpp). Aborts if a lane of mask has exited.
+// WARP_ACTIVE ignores mask: it waits for every lane not exited and returns their mask (__activemask).
 uint64_t warp_op(warp_kind kind, unsigned mask, uint64_t value, int arg, int width, const char *file, int line);
-unsigned activemask();
 
 template <class T> inline T shuffle(warp_kind kind, unsigned mask, T var, int arg, int width, const char *file,
                                     int line) {
@@ -60,7 +64,7 @@ template <class T> inline T shuffle(warp_kind kind, unsigned mask, T var, int ar
     uint64_t v = 0;
     memcpy(&v, &var, sizeof(T));
     v = warp_op(kind, mask, v, arg, width, file, line);
-    memcpy(&var, &v, sizeof(T));
+    memcpy((void *)&var, &v, sizeof(T));
     return var;
 }
 
@@ -84,7 +88,11 @@ inline int __syncthreads_or(int pred, const char *file = __builtin_FILE(), int l
 inline void __syncwarp(unsigned mask = 0xffffffffu, const char *file = __builtin_FILE(), int line = __builtin_LINE()) {
     cudaemu::warp_op(cudaemu::WARP_SYNC, mask, 0, 0, warpSize, file, line);
 }
-inline unsigned __activemask() { return cudaemu::activemask(); }
+// The lanes of the warp that have not exited, after waiting for all of them: exact in converged code
+// (cudaemu/README.md says what it means in a divergent branch).
+inline unsigned __activemask(const char *file = __builtin_FILE(), int line = __builtin_LINE()) {
+    return (unsigned)cudaemu::warp_op(cudaemu::WARP_ACTIVE, 0, 0, 0, warpSize, file, line);
+}
 
 template <class T>
 inline T __shfl_sync(unsigned mask, T var, int srcLane, int width = warpSize, const char *file = __builtin_FILE(),
