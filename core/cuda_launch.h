@@ -1,25 +1,31 @@
-// The one way llamac launches a kernel, so that the same .cu source builds under nvcc and under the CPU
-// emulation of CUDA (cudaemu/README.md):
+// LAUNCH: the one way llamac launches a kernel, so that the same .cu source runs on a GPU (nvcc) and in
+// the CPU emulation (-DLLAMAC_CUDA=EMU, cudaemu/README.md). Include from .cu files only.
 //
 //   LAUNCH(kernel, grid, block, smem_bytes, stream, args...);
 //
-// Under nvcc it is kernel<<<grid, block, smem_bytes, stream>>>(args...); under the emulation, a launch of
-// the same function on fibers. Either way the launch is checked (an impossible configuration aborts
-// with the file and line). A template kernel is launched through a pointer: auto k = kern<T, 64>; LAUNCH(k, ...).
-// Dynamic shared memory is declared with LLAMAC_DYNAMIC_SMEM(type, name) inside the kernel.
+// is kernel<<<grid, block, smem_bytes, stream>>>(args...) under nvcc and a cudaemu launch with the
+// arguments converted to the kernel's parameter types and captured by value under the emulator; both
+// are followed by CUDA_CHECK(cudaGetLastError()), so a configuration the device refuses aborts with the
+// launch site. A template kernel whose arguments contain commas is named through a function pointer
+// first: `auto k = my_kernel<T, 64>; LAUNCH(k, ...);`.
+//
+// LLAMAC_DYNAMIC_SMEM(type, name) declares the launch's dynamic shared memory as `type *name` (an
+// `extern __shared__ type name[]` under nvcc; the emulator's header defines its own).
 #pragma once
+#include <cuda_runtime.h>
+
 #include "core/cuda_check.h"
 
 #ifdef LLAMAC_CUDA_EMU
-#define LAUNCH(kernel, grid, block, smem, stream, ...)                                                 \
+#define LAUNCH(kernel, grid, block, smem_bytes, stream, ...)                                          \
     do {                                                                                              \
-        cudaemu_launch(dim3(grid), dim3(block), (smem), (stream), [=]() { kernel(__VA_ARGS__); });     \
+        cudaemu::launch(kernel, grid, block, smem_bytes, stream, #kernel, __FILE__, __LINE__)(__VA_ARGS__); \
         CUDA_CHECK(cudaGetLastError());                                                               \
     } while (0)
 #else
-#define LAUNCH(kernel, grid, block, smem, stream, ...)                                                 \
+#define LAUNCH(kernel, grid, block, smem_bytes, stream, ...)                                          \
     do {                                                                                              \
-        kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__);                                   \
+        kernel<<<grid, block, smem_bytes, stream>>>(__VA_ARGS__);                                     \
         CUDA_CHECK(cudaGetLastError());                                                               \
     } while (0)
 #endif

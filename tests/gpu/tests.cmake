@@ -1,15 +1,31 @@
 # GPU tests: built when the CUDA backend is; each runs behind gpu_probe, which exits 77 without a device
-# so that ctest reports "Skipped" (never "Passed") on machines without a GPU, such as CI.
+# so that ctest reports "Skipped" (never "Passed") on machines without a GPU, such as CI. In the EMU
+# build (cudaemu/README.md) the probe finds the emulated device and every GPU test also runs, labelled
+# cudaemu, once per scheduling order (CUDAEMU_ORDER), so that a race between threads shows as a failure.
 if(LLAMAC_WITH_CUDA)
   add_executable(gpu_probe ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpu_probe.cu)
-  target_link_libraries(gpu_probe PRIVATE CUDA::cudart)
+  if(LLAMAC_CUDA_EMU)
+    llamac_cu_as_cxx(${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpu_probe.cu)
+    target_link_libraries(gpu_probe PRIVATE cudaemu)
+  else()
+    target_link_libraries(gpu_probe PRIVATE CUDA::cudart)
+  endif()
   file(GLOB LLAMAC_GPU_TESTS CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_gpu_*.c)
   foreach(src ${LLAMAC_GPU_TESTS})
     get_filename_component(name ${src} NAME_WE)
     add_executable(${name} ${src})
     target_link_libraries(${name} PRIVATE llamac_lib ${CRITERION_LINK_LIBRARIES})
     target_include_directories(${name} PRIVATE ${CRITERION_INCLUDE_DIRS} ${CMAKE_CURRENT_SOURCE_DIR})
-    add_test(NAME ${name} COMMAND sh -c "$<TARGET_FILE:gpu_probe> && exec $<TARGET_FILE:${name}> --jobs 1")
-    set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu)
+    set(cmd sh -c "$<TARGET_FILE:gpu_probe> && exec $<TARGET_FILE:${name}> --jobs 1")
+    if(LLAMAC_CUDA_EMU)
+      foreach(order forward reverse shuffle)
+        add_test(NAME ${name}_${order} COMMAND ${cmd})
+        set_tests_properties(${name}_${order} PROPERTIES SKIP_RETURN_CODE 77 LABELS "gpu;cudaemu"
+          ENVIRONMENT "CUDAEMU_ORDER=${order};OMP_NUM_THREADS=2")
+      endforeach()
+    else()
+      add_test(NAME ${name} COMMAND ${cmd})
+      set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu)
+    endif()
   endforeach()
 endif()
