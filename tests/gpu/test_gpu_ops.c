@@ -123,8 +123,41 @@ static void mm_case(const struct backend *cpu, const struct backend *be, const i
     be->ops->matmul_backward(be, dinp.dut, dw.dut, dout.dut, inp.dut, w.dut, BT, C, OC);
     expect_close(cpu, be, &dinp, "matmul_backward dinp", shape);
     expect_close(cpu, be, &dw, "matmul_backward dweight", shape);
+    // without dinp (the first layer's input needs no gradient): dweight accumulates a second time
+    cpu->ops->matmul_backward(cpu, NULL, dw.ref, dout.ref, inp.ref, w.ref, BT, C, OC);
+    be->ops->matmul_backward(be, NULL, dw.dut, dout.dut, inp.dut, w.dut, BT, C, OC);
+    expect_close(cpu, be, &dw, "matmul_backward dweight (no dinp)", shape);
     struct oc_pair *all[] = {&inp, &w, &out, &dout, &dinp, &dw};
     for (int i = 0; i < 6; i++) oc_free(cpu, be, all[i]);
+}
+
+// A view one element into a buffer (as be_at gives for a slice of qkv): operands only 2- or 4-byte
+// aligned, which cuBLASLt must be told about.
+Test(gpu_ops, matmul_on_unaligned_views) {
+    const struct backend *cpu = backend_cpu();
+    struct rng r;
+    rng_seed(&r, 19);
+    for (int p = 0; p < NPREC; p++) {
+        const struct backend *be = gpu(precisions[p]);
+        int BT = 9, C = 48, OC = 40;
+        const char *shape = "BT=9 C=48 OC=40 at offset 1";
+        struct oc_pair inp = oc_random(cpu, be, BUF_ACT, (size_t)BT * C + 1, -1, 1, &r);
+        struct oc_pair w = oc_random(cpu, be, BUF_PARAM, (size_t)OC * C + 1, -1, 1, &r);
+        struct oc_pair out = oc_output(cpu, be, BUF_ACT, (size_t)BT * OC + 1);
+        cpu->ops->matmul_forward(cpu, be_at(cpu, BUF_ACT, out.ref, 1), be_at(cpu, BUF_ACT, inp.ref, 1),
+                                 be_at(cpu, BUF_PARAM, w.ref, 1), BT, C, OC);
+        be->ops->matmul_forward(be, be_at(be, BUF_ACT, out.dut, 1), be_at(be, BUF_ACT, inp.dut, 1),
+                                be_at(be, BUF_PARAM, w.dut, 1), BT, C, OC);
+        cpu->from_host(cpu, out.ref, (const float[]){NAN}, BUF_ACT, 1);  // element 0 is outside the view: NaN on both
+        float *h = oc_download(be, out.dut, BUF_ACT, out.n), *ref = oc_download(cpu, out.ref, BUF_ACT, out.n);
+        expect_err(be, oc_compare(h + 1, ref + 1, out.n - 1), oc_tol(be), "matmul_forward (view)", shape);
+        cr_expect(isnan(h[0]), "matmul_forward (view) wrote outside its view");
+        free(h);
+        free(ref);
+        oc_free(cpu, be, &inp);
+        oc_free(cpu, be, &w);
+        oc_free(cpu, be, &out);
+    }
 }
 
 Test(gpu_ops, matmul) {
@@ -342,5 +375,45 @@ Test(gpu_ops, convert) {
         oc_free(cpu, be, &m);
         oc_free(cpu, be, &w);
         oc_free(cpu, be, &back);
+    }
+}
+
+// ---- the weight gradients that sum over rows are deterministic: the same inputs give the same bits
+static void expect_same_bits(const struct backend *be, const dbuf *a, const dbuf *b, size_t n, const char *op) {
+    float *ha = oc_download(be, a, BUF_GRAD, n), *hb = oc_download(be, b, BUF_GRAD, n);
+    cr_expect(memcmp(ha, hb, n * sizeof(float)) == 0, "%s (%s): two runs differ", op, oc_prec(be));
+    free(ha);
+    free(hb);
+}
+
+Test(gpu_ops, weight_gradients_are_deterministic) {
+    struct rng r;
+    rng_seed(&r, 20);
+    for (int p = 0; p < NPREC; p++) {
+        const struct backend *be = gpu(precisions[p]);
+        int BT = 300, C = 70, Vl = 5;  // few ids, so each row of dwte sums ~60 rows
+        float *h = malloc((size_t)BT * C * sizeof(float));
+        int *tok = malloc(BT * sizeof(int));
+        for (int i = 0; i < BT; i++) tok[i] = (int)(rng_u64(&r) % 6);
+        oc_uniform(h, (size_t)BT * C, -1, 1, &r);
+        dbuf *t = be->alloc(be, BUF_INT, BT), *d = oc_upload(be, BUF_ACT, h, (size_t)BT * C),
+             *x = oc_upload(be, BUF_ACT, h, (size_t)BT * C), *w = oc_upload(be, BUF_PARAM, h, C),
+             *rs = oc_upload(be, BUF_ACT32, h, BT), *di = be->alloc(be, BUF_ACT, (size_t)BT * C);
+        be->ints_from_host(be, t, tok, BT);
+        dbuf *g[2];
+        for (int k = 0; k < 2; k++) {
+            g[k] = be->alloc(be, BUF_GRAD, (size_t)Vl * C);
+            be->ops->embedding_backward(be, g[k], d, t, BT, C, 1, Vl);
+        }
+        expect_same_bits(be, g[0], g[1], (size_t)Vl * C, "embedding_backward");
+        for (int k = 0; k < 2; k++) {
+            be->zero(be, g[k], BUF_GRAD, C);
+            be->ops->rmsnorm_backward(be, di, g[k], d, x, w, rs, BT, C);
+        }
+        expect_same_bits(be, g[0], g[1], C, "rmsnorm_backward dweight");
+        dbuf *all[] = {t, d, x, w, rs, di, g[0], g[1]};
+        for (int i = 0; i < 8; i++) be->free(be, all[i]);
+        free(h);
+        free(tok);
     }
 }
