@@ -76,15 +76,16 @@ static int print_report(const struct llama_config *c, const char *label, int B, 
     }
     size_t act, act32;
     llama_act_sizes(c, &pl, B, T, recompute, &act, &act32);
-    double P = (double)blocks * 4, G = P, O = 2.0 * (double)shard * 4, S = (double)grad_shard * 4,
-           A = (double)(act + act32) * 4;
-    char bp[32], bg[32], bo[32], bs[32], ba[32], bt[32], bfull[32];
+    double P = (double)blocks * 4, G = P, M = (double)shard * 4, O = 2.0 * (double)shard * 4,
+           S = (double)grad_shard * 4, A = (double)(act + act32) * 4;
+    char bp[32], bg[32], bm[32], bo[32], bs[32], ba[32], bt[32], bfull[32];
     fmt_bytes(bp, sizeof(bp), P);
     fmt_bytes(bg, sizeof(bg), G);
+    fmt_bytes(bm, sizeof(bm), M);
     fmt_bytes(bo, sizeof(bo), O);
     fmt_bytes(bs, sizeof(bs), S);
     fmt_bytes(ba, sizeof(ba), A);
-    fmt_bytes(bt, sizeof(bt), P + G + O + S + A);
+    fmt_bytes(bt, sizeof(bt), P + G + M + O + S + A);
     fmt_bytes(bfull, sizeof(bfull), 2.0 * (double)local * 4);
     printf("memory per rank for one training step (cpu backend, fp32; dp %d x tp %d%s, batch %d x %d tokens%s):\n", dp,
            tp, zero1 ? ", ZeRO-1" : "", B, T, recompute ? ", recompute" : "");
@@ -92,6 +93,7 @@ static int print_report(const struct llama_config *c, const char *label, int B, 
     fmt_count(elems, sizeof(elems), (long long)local);
     printf("  parameters     %12s  (%s elements%s)\n", bp, elems, tp > 1 ? ": 1/tp of the matrices, norms whole" : "");
     printf("  gradients      %12s\n", bg);
+    printf("  master weights %12s  (the optimizer's fp32 copy%s)\n", bm, zero1 && dp > 1 ? "; ZeRO-1: 1/dp" : "");
     if (zero1 && dp > 1) {
         printf("  AdamW moments  %12s  (ZeRO-1: 1/dp of %s)\n", bo, bfull);
         printf("  gradient shard %12s  (ZeRO-1: the reduce-scattered gradients of this rank's shard)\n", bs);

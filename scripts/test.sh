@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# The test command: set up (packages, build) and run every test with ctest.
-# Extra arguments go to ctest (e.g. scripts/test.sh -R ops).
+# The test command: set up (packages, build), run every test with ctest, then build the CUDA kernels
+# for the CPU emulation of CUDA (build-emu/, -DLLAMAC_CUDA=EMU: no GPU needed, cudaemu/README.md) and run
+# the tests labelled cudaemu there: every kernel against its CPU op, the whole model and `llamac train`
+# with backend = cuda. Extra arguments go to both ctest runs (e.g. scripts/test.sh -R ops).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
-cd build
-ctest --output-on-failure --timeout 900 "$@"
+(cd build && ctest --output-on-failure --timeout 900 "$@")
+
+if [ ! -f build-emu/CMakeCache.txt ]; then
+  cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DLLAMAC_CUDA=EMU >build-emu-configure.log 2>&1 \
+    || { cat build-emu-configure.log >&2; exit 1; }
+fi
+cmake --build build-emu -j"$(nproc)" >build-emu.log 2>&1 || { tail -50 build-emu.log >&2; exit 1; }
+echo "llamac test: the CUDA kernels under the CPU emulation (build-emu/)"
+(cd build-emu && ctest --output-on-failure --timeout 900 -L cudaemu "$@")

@@ -1,5 +1,5 @@
 // `llamac inspect` memory per rank for a dp x tp layout, through the binary: tensor parallelism divides
-// the matrices (not the norms) by tp, ZeRO-1 divides AdamW's moments by dp and adds the gradient shard,
+// the matrices (not the norms) by tp, ZeRO-1 divides the master weights and AdamW's moments by dp and adds the gradient shard,
 // and bad layouts get one line on stderr.
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -10,7 +10,7 @@
 struct report {
     int status;
     char out[8192], err[2048];
-    double params, grads, moments, grad_shard, acts, total;  // bytes
+    double params, grads, master, moments, grad_shard, acts, total;  // bytes
     long long elements;                                      // parameters per rank
 };
 
@@ -51,6 +51,7 @@ static void inspect(struct report *r, const char *args) {
     if (f) fclose(f);
     r->params = figure(r->out, "parameters");
     r->grads = figure(r->out, "gradients");
+    r->master = figure(r->out, "master weights");
     r->moments = figure(r->out, "AdamW moments");
     r->grad_shard = figure(r->out, "gradient shard");
     r->acts = figure(r->out, "activations");
@@ -86,6 +87,7 @@ Test(inspect, tensor_parallel_divides_the_matrices_not_the_norms) {
     expect_near(b.params, 4.0 * (double)b.elements, 0.001, "fp32 parameters at tp 2");
     expect_near(b.grads, b.params, 0.001, "gradients = parameters");
     expect_near(b.moments, 2 * b.params, 0.001, "two moments per parameter without ZeRO-1");
+    expect_near(b.master, b.params, 0.001, "fp32 master weights = fp32 parameters");
     cr_expect_lt(b.grad_shard, 0, "no gradient shard without ZeRO-1:\n%s", b.out);
     cr_expect_lt(b.acts, a.acts, "activations shrink with tp");
     cr_expect(strstr(b.out, "dp 8 x tp 2"), "%s", b.out);
@@ -100,7 +102,9 @@ Test(inspect, zero1_shards_the_moments_over_dp) {
     expect_near(z.moments, a.moments / 8, 0.002, "ZeRO-1 moments = 1/dp of the unsharded ones");
     expect_near(z.grad_shard, z.moments / 2, 0.002, "gradient shard = one moment's size");
     expect_near(z.params, a.params, 0.001, "parameters are not sharded");
-    expect_near(z.total, a.total - a.moments + z.moments + z.grad_shard, 0.002, "total = sum of the parts");
+    expect_near(z.master, a.master / 8, 0.002, "ZeRO-1 master weights = 1/dp of the unsharded ones");
+    expect_near(z.total, a.total - a.moments - a.master + z.moments + z.master + z.grad_shard, 0.002,
+                "total = sum of the parts");
     cr_expect_lt(z.total, a.total, "ZeRO-1 needs less memory per rank");
     cr_expect(strstr(z.out, "1/dp of 25.10 GiB"), "names the unsharded figure:\n%s", z.out);
 

@@ -12,7 +12,7 @@
 #include "testutil.h"
 
 static const struct backend *gpu(void) {
-    const struct backend *be = backend_cuda();
+    const struct backend *be = backend_cuda(PRECISION_BF16);
     cr_assert(be, "%s", err_msg());
     return be;
 }
@@ -57,23 +57,25 @@ Test(gpu, adamw_step_matches_the_cpu_update) {
     struct adamw_config ac;
     adamw_config_default(&ac);
     struct adamw_range ranges[2] = {{0, 30000, 1}, {30000, 20000, 0}};
-    dbuf *dp = be->alloc(be, BUF_STATE, n), *dg = be->alloc(be, BUF_GRAD, n), *dm = be->alloc(be, BUF_STATE, n),
-         *dv = be->alloc(be, BUF_STATE, n), *dpc = be->alloc(be, BUF_PARAM, n);
-    be->from_host(be, dp, p, BUF_STATE, n);
+    struct adamw_state st;
+    adamw_state_init(&st, be, 0, n);
+    dbuf *dg = be->alloc(be, BUF_GRAD, n), *dpc = be->alloc(be, BUF_PARAM, n);
+    be->from_host(be, st.master, p, BUF_STATE, n);
+    struct adamw_state host = {NULL, (dbuf *)p, (dbuf *)m, (dbuf *)v, 0, n};
     for (long t = 1; t <= 5; t++) {
         fill_normal(g, n, 0.1f, &r);
         be->from_host(be, dg, g, BUF_GRAD, n);
-        adamw_step(cpu, (dbuf *)p, NULL, (dbuf *)m, (dbuf *)v, (dbuf *)g, ranges, 2, &ac, 1e-3f, 0.7f, t);
-        adamw_step(be, dp, dpc, dm, dv, dg, ranges, 2, &ac, 1e-3f, 0.7f, t);
+        adamw_step(cpu, &host, NULL, (dbuf *)g, ranges, 2, &ac, 1e-3f, 0.7f, t);
+        adamw_step(be, &st, dpc, dg, ranges, 2, &ac, 1e-3f, 0.7f, t);
     }
-    be->to_host(be, out, dp, BUF_STATE, n);
+    be->to_host(be, out, st.master, BUF_STATE, n);
     size_t bad = 0;
     cr_expect(close_to(out, p, n, 1e-6, 1e-5, &bad), "master weight %zu: GPU %g, CPU %g", bad, out[bad], p[bad]);
     be->to_host(be, out, dpc, BUF_PARAM, n);
     cr_expect(close_to(out, p, n, 0, 1.0 / 256, &bad), "bf16 compute copy %zu: GPU %g, CPU %g", bad, out[bad], p[bad]);
-    be->to_host(be, out, dm, BUF_STATE, n);
+    be->to_host(be, out, st.m, BUF_STATE, n);
     cr_expect(close_to(out, m, n, 1e-7, 1e-5, &bad), "first moment %zu", bad);
-    be->to_host(be, out, dv, BUF_STATE, n);
+    be->to_host(be, out, st.v, BUF_STATE, n);
     cr_expect(close_to(out, v, n, 1e-9, 1e-5, &bad), "second moment %zu", bad);
 }
 
@@ -86,7 +88,7 @@ Test(gpu, gradient_sum_of_squares_matches_the_cpu) {
     fill_normal(g, n, 0.5f, &r);
     dbuf *dg = be->alloc(be, BUF_GRAD, n);
     be->from_host(be, dg, g, BUF_GRAD, n);
-    double want = grad_sumsq_cpu(g, n), got = grad_sumsq(be, dg, n);
+    double want = grad_sumsq_cpu(backend_cpu(), (dbuf *)g, n), got = grad_sumsq(be, dg, n);
     cr_expect(fabs(got - want) <= 1e-9 * want, "GPU %.17g vs CPU %.17g", got, want);
     float nan = NAN;
     be->from_host(be, dg, &nan, BUF_GRAD, 1);

@@ -29,3 +29,19 @@ if(LLAMAC_WITH_CUDA)
     endif()
   endforeach()
 endif()
+
+# `llamac train` with backend = cuda against the CPU backend, and checkpoints across backends
+# (tests/gpu/train_cuda.sh), on the train_data fixture's corpus.
+if(LLAMAC_WITH_CUDA)
+  foreach(mode losses resume)
+    set(cmd bash ${CMAKE_CURRENT_SOURCE_DIR}/gpu/train_cuda.sh ${mode} $<TARGET_FILE:llamac>
+      $<TARGET_FILE:ckpt_compare> ${CMAKE_SOURCE_DIR} ${LLAMAC_TRAIN_DATA}/data ${LLAMAC_TEST_TMP})
+    add_test(NAME train_cuda_${mode} COMMAND sh -c "$<TARGET_FILE:gpu_probe> >/dev/null && exec \"$0\" \"$@\"" ${cmd})
+    set(labels gpu)
+    if(LLAMAC_CUDA_EMU)
+      set(labels "gpu;cudaemu")
+    endif()
+    set_tests_properties(train_cuda_${mode} PROPERTIES SKIP_RETURN_CODE 77 FIXTURES_REQUIRED train_data TIMEOUT 900
+      LABELS "${labels}")
+  endforeach()
+endif()
