@@ -191,6 +191,11 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
                                                     cublasLtMatmulPreferenceAttributes_t attr, const void *buf,
                                                     size_t size) {
     if (!p) return CUBLAS_STATUS_INVALID_VALUE;
+    if (attr >= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES && attr <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES) {
+        uint32_t align;  // the emulation multiplies contiguous fp32 copies: any alignment works
+        if (!take(&align, 4, buf, size)) return refuse(CUBLAS_STATUS_INVALID_VALUE, "MIN_ALIGNMENT_*_BYTES takes a uint32_t");
+        return CUBLAS_STATUS_SUCCESS;
+    }
     if (attr != CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES)
         return refuse(CUBLAS_STATUS_NOT_SUPPORTED, "preference attribute %d is not emulated", (int)attr);
     if (!take(&p->max_workspace, 8, buf, size))

@@ -37,7 +37,11 @@ static dbuf *cuda_alloc(const struct backend *be, enum buf_kind kind, size_t n) 
     size_t bytes = n * be->elem_size[kind];
     if (!bytes) bytes = 16;  // a valid distinct pointer for empty tensors
     CUDA_CHECK(cudaMalloc(&p, bytes));
-    CUDA_CHECK(cudaMemset(p, 0, bytes));  // zeroed, per the interface; cudaMemset completes before any op
+    // zeroed, per the interface: on the backend's stream (a plain cudaMemset runs on the legacy default
+    // stream, which a non-blocking stream does not wait for), and finished before the buffer is returned
+    // so that any later reader sees zeros
+    CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, cuda_stream(be)));
+    CUDA_CHECK(cudaStreamSynchronize(cuda_stream(be)));
     return (dbuf *)p;
 }
 
