@@ -1,5 +1,5 @@
 // CUDA_CHECK for the CUDA sources of every layer: a failed CUDA runtime call is a broken invariant and
-// aborts with the call, file, line and CUDA's message (STYLE.md, 6). Include from .cu files only.
+// aborts with the call, file, line and CUDA's message (core/error.h). Include from .cu files only.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -1,4 +1,4 @@
-// Two kinds of failure (STYLE.md, 6).
+// Two kinds of failure: a broken invariant aborts through a check macro, bad input returns an error.
 //
 // 1. A broken invariant (a failed malloc, an MPI/HDF5/CUDA call that should not fail, a size that the
 //    code itself computed wrong) aborts at once through CHECK, printing file and line.

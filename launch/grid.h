@@ -1,6 +1,6 @@
 // The process grid: MPI start-up and the data-parallel x tensor-parallel layout of the ranks.
 //
-// World = DP x TP with TP innermost (DESIGN.md, Parallelism): world rank r is tensor-parallel rank
+// World = DP x TP with TP innermost (README.md, Distributed training): world rank r is tensor-parallel rank
 // r % tp of TP group r / tp, and data-parallel rank r / tp of DP group r % tp. Consecutive ranks share
 // a node under every launcher's default placement, so the TP all-reduces (four per block per step,
 // latency-bound) stay on the node and only the DP gradient sync crosses the network.

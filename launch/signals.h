@@ -1,6 +1,6 @@
 // Scheduler-safe stops: a run that is asked to stop finishes its step, writes a checkpoint and exits 0.
 //
-// Who asks (REFERENCE.md, HPC behaviour):
+// Who asks (launch/README.md):
 //   SIGUSR1  the batch scripts (launch/slurm.sbatch, launch/pbs.sh) forward the scheduler's early
 //            warning to mpirun, which passes it to every rank. This is the signal to rely on.
 //   SIGTERM  the scheduler at the time limit, or mpirun passing on its own SIGTERM/SIGINT. Open MPI 4.1's

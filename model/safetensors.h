@@ -1,6 +1,6 @@
 // The safetensors container (Hugging Face's weight file format), read and written without trusting it.
 //
-// Layout of a file (REFERENCE.md, "Released weight formats"):
+// Layout of a file (the safetensors format):
 //   bytes [0, 8)        N, the header length, little-endian uint64
 //   bytes [8, 8+N)      UTF-8 JSON object, starting with '{', possibly padded with trailing spaces:
 //                         {"NAME": {"dtype": "BF16", "shape": [R, C], "data_offsets": [b, e]}, ...,

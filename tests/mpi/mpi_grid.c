@@ -1,5 +1,5 @@
 // The process grid (launch/grid.c): `mpi_grid TP` builds the grid and checks that every group holds the
-// world ranks DESIGN.md says (TP innermost: TP group r / tp, DP group r % tp), exit 0; a layout that
+// world ranks the README says (TP innermost: TP group r / tp, DP group r % tp), exit 0; a layout that
 // does not fit prints grid_init's one-line error on rank 0 and exits 2 (mpi_grid_bad_layout expects it).
 // Run without mpirun it is the singleton case: a one-rank world. `mpi_grid 1 bad-root` (on 2 ranks or
 // more) broadcasts from a rank that does not exist: MPI_CHECK must report the call with file and line

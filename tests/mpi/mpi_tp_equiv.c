@@ -1,5 +1,5 @@
 // Tensor- and data-parallel equivalence of the whole model: every (dp, tp) layout gives the loss and
-// the gradients of one rank (DESIGN.md, Parallelism).
+// the gradients of one rank (README.md, Distributed training).
 //
 // For each small config (dim 32, 2 layers, 4 heads, ffn 64, vocab 61 which no tp divides, so the padded
 // vocabulary slices are exercised; MHA and GQA, tied and untied) and each layout, every rank builds the

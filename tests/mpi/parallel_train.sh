@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `llamac train` under mpirun, end to end (DESIGN.md, Parallelism): parallel_train.sh MODE LLAMAC
+# `llamac train` under mpirun, end to end (README.md, Distributed training): parallel_train.sh MODE LLAMAC
 # CKPT_COMPARE SOURCE_DIR DATA_DIR TMP_DIR, MODE one of
 #
 #   equiv    the same global batch at (dp, tp) = (1,1), (2,1), (1,2), (2,2), (4,1): the first step's loss
