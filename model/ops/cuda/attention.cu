@@ -173,7 +173,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
         m = m_new;
         ATTN_UNROLL
         for (int u = 0; u < NO; u++) o[u] *= alpha;
-        __syncthreads();  // the row's P comes from the TPR lanes of the row
+        __syncwarp();  // the row's P is written by its TPR lanes, all in this warp
         mm_ab(o, sP + r * PP, sV, HSP, FWD_BC, c);  // O += P V
     }
 
@@ -259,7 +259,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dkdv_kernel(floatX *dqk
                 sP[r * PP + k] = p;
                 sdS[r * PP + k] = p * (dp[t] - sD[k]);
             }
-            __syncthreads();  // the row's P^T, dS^T come from the TPR lanes of the row
+            __syncwarp();  // the row's P^T and dS^T are written by its TPR lanes, all in this warp
             mm_ab(dv, sP + r * PP, sdO, KP, BKV_BR, c);  // dV += P^T dO
             mm_ab(dk, sdS + r * PP, sQ, KP, BKV_BR, c);  // dK += dS^T Q
         }
@@ -329,7 +329,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_kernel(floatX *dqkv,
             const float p = allowed(i, j0 + k, T) ? exp2f(s[t] * sc - L) : 0.0f;
             sdS[r * SP + k] = p * (dp[t] - Di);
         }
-        __syncthreads();  // the row's dS comes from the TPR lanes of the row
+        __syncwarp();  // the row's dS is written by its TPR lanes, all in this warp
         mm_ab(dq, sdS + r * SP, sK, KP, BQ_BC, c);  // dQ += dS K
     }
 
