@@ -47,6 +47,15 @@
 #define ATTN_LOG2E 1.4426950408889634f
 #define ATTN_LN2 0.6931471805599453f
 
+// Loop unrolling for nvcc; g++ (the CPU emulation) does not know the pragma and would warn.
+#ifdef __CUDACC__
+#define ATTN_UNROLL _Pragma("unroll")
+#define ATTN_UNROLL4 _Pragma("unroll 4")
+#else
+#define ATTN_UNROLL
+#define ATTN_UNROLL4
+#endif
+
 struct attn_shape {
     int B, T, NH, KVH, HS;
 };
@@ -81,12 +90,12 @@ __device__ void load_tile(float *dst, int pitch, const floatX *src, size_t strid
 // A B^T (A, B in shared, rows of HS floats). Used for S = Q K^T, S^T = K Q^T, dP = dO V^T, dP^T = V dO^T.
 template <int N>
 __device__ __forceinline__ void mm_abt(float (&s)[N], const float *a_row, const float *b, int pitch, int c, int HS) {
-#pragma unroll
+    ATTN_UNROLL
     for (int t = 0; t < N; t++) s[t] = 0.0f;
-#pragma unroll 4
+    ATTN_UNROLL4
     for (int d = 0; d < HS; d++) {
         const float a = a_row[d];
-#pragma unroll
+        ATTN_UNROLL
         for (int t = 0; t < N; t++) s[t] = fmaf(a, b[(c + ATTN_TPR * t) * pitch + d], s[t]);
     }
 }
@@ -95,10 +104,10 @@ __device__ __forceinline__ void mm_abt(float (&s)[N], const float *a_row, const 
 // of P B. Used for O += P V, dV += P^T dO, dK += dS^T Q, dQ += dS K.
 template <int N>
 __device__ __forceinline__ void mm_ab(float (&acc)[N], const float *p_row, const float *b, int pitch, int nk, int c) {
-#pragma unroll 4
+    ATTN_UNROLL4
     for (int k = 0; k < nk; k++) {
         const float p = p_row[k];
-#pragma unroll
+        ATTN_UNROLL
         for (int u = 0; u < N; u++) acc[u] = fmaf(p, b[k * pitch + c + ATTN_TPR * u], acc[u]);
     }
 }
@@ -131,7 +140,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
 
     load_tile<floatX, HSP>(sQ, QP, base + (size_t)h * HS, S, q0, FWD_BR, T, HS);
     float o[NO], m = -INFINITY, l = 0.0f;
-#pragma unroll
+    ATTN_UNROLL
     for (int u = 0; u < NO; u++) o[u] = 0.0f;
 
     const int nk = min(q0 + FWD_BR - 1, T - 1) / FWD_BC + 1;  // key tiles up to the diagonal
@@ -145,7 +154,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
         float s[NS];
         mm_abt(s, sQ + r * QP, sK, QP, c, HS);  // S = Q K^T
         float mx = -INFINITY;
-#pragma unroll
+        ATTN_UNROLL
         for (int t = 0; t < NS; t++) {
             s[t] = allowed(i, j0 + c + ATTN_TPR * t, T) ? s[t] * sc : -INFINITY;
             mx = fmaxf(mx, s[t]);
@@ -154,7 +163,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
         const float m_ref = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet stays 0
         const float alpha = exp2f(m - m_ref);
         float sum = 0.0f;
-#pragma unroll
+        ATTN_UNROLL
         for (int t = 0; t < NS; t++) {
             const float p = exp2f(s[t] - m_ref);
             sP[r * PP + c + ATTN_TPR * t] = p;
@@ -162,16 +171,16 @@ __global__ void __launch_bounds__(ATTN_THREADS)
         }
         l = l * alpha + row_sum(sum);
         m = m_new;
-#pragma unroll
+        ATTN_UNROLL
         for (int u = 0; u < NO; u++) o[u] *= alpha;
-        __syncthreads();  // the row's P comes from the TPR lanes of the row
+        __syncwarp();  // the row's P is written by its TPR lanes, all in this warp
         mm_ab(o, sP + r * PP, sV, HSP, FWD_BC, c);  // O += P V
     }
 
     if (i >= T) return;
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     floatX *orow = out + ((size_t)b * T + i) * NH * HS + (size_t)h * HS;
-#pragma unroll
+    ATTN_UNROLL
     for (int u = 0; u < NO; u++) {
         const int d = c + ATTN_TPR * u;
         if (d < HS) orow[d] = from_f<floatX>(o[u] * inv);
@@ -225,7 +234,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dkdv_kernel(floatX *dqk
     load_tile<floatX, HSP>(sK, KP, base + (size_t)(NH + kvh) * HS, S, j0, BKV_BC, T, HS);
     load_tile<floatX, HSP>(sV, KP, base + (size_t)(NH + KVH + kvh) * HS, S, j0, BKV_BC, T, HS);
     float dk[NO], dv[NO];
-#pragma unroll
+    ATTN_UNROLL
     for (int u = 0; u < NO; u++) dk[u] = dv[u] = 0.0f;
 
     for (int h = kvh * group; h < (kvh + 1) * group; h++) {
@@ -243,14 +252,14 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dkdv_kernel(floatX *dqk
             float s[NS], dp[NS];
             mm_abt(s, sK + r * KP, sQ, KP, c, HS);    // S^T = K Q^T
             mm_abt(dp, sV + r * KP, sdO, KP, c, HS);  // dP^T = V dO^T
-#pragma unroll
+            ATTN_UNROLL
             for (int t = 0; t < NS; t++) {
                 const int k = c + ATTN_TPR * t;
                 const float p = allowed(i0 + k, j, T) ? exp2f(s[t] * sc - sL[k]) : 0.0f;
                 sP[r * PP + k] = p;
                 sdS[r * PP + k] = p * (dp[t] - sD[k]);
             }
-            __syncthreads();  // the row's P^T, dS^T come from the TPR lanes of the row
+            __syncwarp();  // the row's P^T and dS^T are written by its TPR lanes, all in this warp
             mm_ab(dv, sP + r * PP, sdO, KP, BKV_BR, c);  // dV += P^T dO
             mm_ab(dk, sdS + r * PP, sQ, KP, BKV_BR, c);  // dK += dS^T Q
         }
@@ -258,7 +267,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dkdv_kernel(floatX *dqk
 
     if (j >= T) return;
     floatX *drow = dqkv + ((size_t)b * T + j) * S;
-#pragma unroll
+    ATTN_UNROLL
     for (int u = 0; u < NO; u++) {
         const int d = c + ATTN_TPR * u;
         if (d < HS) {
@@ -300,7 +309,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_kernel(floatX *dqkv,
     load_tile<floatX, HSP>(sdO, KP, dout + (size_t)b * T * NH * HS + (size_t)h * HS, (size_t)NH * HS, q0, BQ_BR,
                            T, HS);
     float dq[NO];
-#pragma unroll
+    ATTN_UNROLL
     for (int u = 0; u < NO; u++) dq[u] = 0.0f;
 
     const int nk = min(q0 + BQ_BR - 1, T - 1) / BQ_BC + 1;  // key tiles up to the diagonal
@@ -314,19 +323,19 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_kernel(floatX *dqkv,
         float s[NS], dp[NS];
         mm_abt(s, sQ + r * KP, sK, KP, c, HS);    // S = Q K^T
         mm_abt(dp, sdO + r * KP, sV, KP, c, HS);  // dP = dO V^T
-#pragma unroll
+        ATTN_UNROLL
         for (int t = 0; t < NS; t++) {
             const int k = c + ATTN_TPR * t;
             const float p = allowed(i, j0 + k, T) ? exp2f(s[t] * sc - L) : 0.0f;
             sdS[r * SP + k] = p * (dp[t] - Di);
         }
-        __syncthreads();  // the row's dS comes from the TPR lanes of the row
+        __syncwarp();  // the row's dS is written by its TPR lanes, all in this warp
         mm_ab(dq, sdS + r * SP, sK, KP, BQ_BC, c);  // dQ += dS K
     }
 
     if (i >= T) return;
     floatX *drow = dqkv + ((size_t)b * T + i) * S + (size_t)h * HS;
-#pragma unroll
+    ATTN_UNROLL
     for (int u = 0; u < NO; u++) {
         const int d = c + ATTN_TPR * u;
         if (d < HS) drow[d] = from_f<floatX>(dq[u] * scale);
