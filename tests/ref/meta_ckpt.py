@@ -8,7 +8,8 @@ rounded to the case's storage dtype, then written twice:
   OUT/CASE/hf/    config.json + model.safetensors: the same weights in Hugging Face layout (rotate-half)
 and Meta's own forward (model.py's complex-number RoPE on the interleaved pairs, float64) is run on
 OUT/CASE/tokens.txt, its logits written to OUT/CASE/logits.f32 (T x V float32). Also OUT/evil/: a
-params.json and a consolidated.00.pth whose data.pkl (protocol 2, written by hand) calls os.system.
+params.json and a consolidated.00.pth whose data.pkl (protocol 2, written by hand) calls os.system;
+and copies of OUT/l2/meta with one thing wrong (OUT/bad_NAME/, see make_bad).
 
 usage: /usr/bin/python3 meta_ckpt.py OUTDIR
 """
@@ -179,8 +180,63 @@ def make_evil(out):
                    "multiple_of": MULT_OF, "norm_eps": EPS}, f)
 
 
+def make_bad(out):
+    """Copies of OUT/l2/meta, each with one defect that torch.save itself can write."""
+    src = os.path.join(out, "l2", "meta")
+    shards = [torch.load(os.path.join(src, f"consolidated.{r:02d}.pth")) for r in range(SHARDS)]
+
+    def write(name, edit):
+        d = os.path.join(out, "bad_" + name)
+        os.makedirs(d, exist_ok=True)
+        sds = [collections.OrderedDict((k, v.clone()) for k, v in sd.items()) for sd in shards]
+        edit(sds)
+        for r, sd in enumerate(sds):
+            torch.save(sd, os.path.join(d, f"consolidated.{r:02d}.pth"))
+        with open(os.path.join(src, "params.json")) as f, open(os.path.join(d, "params.json"), "w") as g:
+            g.write(f.read())
+
+    def noncontig(sds):  # same shape and values, column-major storage (torch.save keeps the strides)
+        w = sds[0]["layers.0.attention.wq.weight"]
+        sds[0]["layers.0.attention.wq.weight"] = w.t().contiguous().t()
+
+    def double(sds):
+        sds[1]["layers.1.feed_forward.w2.weight"] = sds[1]["layers.1.feed_forward.w2.weight"].double()
+
+    def norm_differs(sds):
+        sds[1]["layers.1.ffn_norm.weight"][5] += 0.25
+
+    def missing(sds):
+        del sds[1]["output.weight"]
+
+    def extra(sds):
+        sds[0]["layers.0.attention.bias"] = torch.zeros(4)
+
+    def wrong_shape(sds):
+        sds[1]["layers.0.feed_forward.w1.weight"] = sds[1]["layers.0.feed_forward.w1.weight"][:100].clone()
+
+    for name, edit in (("noncontig", noncontig), ("double", double), ("norm_differs", norm_differs),
+                       ("missing", missing), ("extra", extra), ("wrong_shape", wrong_shape)):
+        write(name, edit)
+
+
+def make_deflated(out):
+    """OUT/l2/meta re-zipped by Python's zipfile with every entry deflated (another writer than torch's)."""
+    src, d = os.path.join(out, "l2", "meta"), os.path.join(out, "l2_deflated")
+    os.makedirs(d, exist_ok=True)
+    for r in range(SHARDS):
+        name = f"consolidated.{r:02d}.pth"
+        with zipfile.ZipFile(os.path.join(src, name)) as zi, \
+                zipfile.ZipFile(os.path.join(d, name), "w", zipfile.ZIP_DEFLATED) as zo:
+            for e in zi.infolist():
+                zo.writestr(e.filename, zi.read(e.filename))
+    with open(os.path.join(src, "params.json")) as f, open(os.path.join(d, "params.json"), "w") as g:
+        g.write(f.read())
+
+
 if __name__ == "__main__":
     out = sys.argv[1]
     for i, (name, c) in enumerate(CASES.items()):
         make_case(out, name, c, 2000 + i)
     make_evil(out)
+    make_bad(out)
+    make_deflated(out)
