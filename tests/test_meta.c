@@ -134,6 +134,35 @@ Test(meta, config_from_params_json_and_shapes) {
     cr_assert_eq(meta_read_config(&c, REF "/l3/meta"), 0, "%s", err_msg());
     cr_expect_eq(c.rope_theta, 500000.0f);
     cr_expect_eq(c.vocab_size, 70);
+    cr_expect_eq(c.rope_scaling, ROPE_SCALING_NONE);
+
+    // Llama 3.1's use_scaled_rope: llama3 RoPE scaling with Meta's constants; bad keys name the file
+    const char *dir = TMP "/meta_cfg";
+    cr_assert_eq(system("rm -rf " TMP "/meta_cfg && cp -r " REF "/l3/meta " TMP "/meta_cfg"), 0);
+    FILE *fp = fopen(TMP "/meta_cfg/params.json", "w");
+    fputs("{\"dim\": 64, \"n_layers\": 2, \"n_heads\": 4, \"n_kv_heads\": 2, \"vocab_size\": 70, \"multiple_of\": 32,\n"
+          " \"ffn_dim_multiplier\": 1.3, \"norm_eps\": 1e-05, \"rope_theta\": 500000.0, \"use_scaled_rope\": true}", fp);
+    fclose(fp);
+    cr_assert_eq(meta_read_config(&c, dir), 0, "%s", err_msg());
+    cr_expect_eq(c.rope_scaling, ROPE_SCALING_LLAMA3);
+    cr_expect_eq(c.rope_factor, 8.0f);
+    cr_expect_eq(c.rope_low_freq_factor, 1.0f);
+    cr_expect_eq(c.rope_high_freq_factor, 4.0f);
+    cr_expect_eq(c.rope_original_max_seq_len, 8192);
+    const struct { const char *json, *expect; } bad[] = {
+        {"{\"n_layers\": 2, \"n_heads\": 4}", "key 'dim' is missing"},
+        {"{\"dim\": 64, \"n_layers\": 2, \"n_heads\": 4, \"multiple_of\": 2.5}", "'multiple_of' must be an integer"},
+        {"{\"dim\": 64, \"n_layers\": 2, \"n_heads\": 5}", "not a multiple of n_heads"},
+        {"{\"dim\": 64, \"n_layers\": 2, \"n_heads\": 4, \"use_scaled_rope\": 1}", "'use_scaled_rope' must be true or false"},
+        {"{\"dim\": 64,", "not valid JSON"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        fp = fopen(TMP "/meta_cfg/params.json", "w");
+        fputs(bad[i].json, fp);
+        fclose(fp);
+        cr_expect_eq(meta_read_config(&c, dir), -1, "case %zu must fail", i);
+        cr_expect(strstr(err_msg(), "meta_cfg/params.json") && strstr(err_msg(), bad[i].expect), "case %zu: %s", i, err_msg());
+    }
 }
 
 Test(meta, llama2_layout_f32_equals_hf_and_pytorch) { compare_case("l2"); }
