@@ -297,3 +297,21 @@ Test(meta, mutated_shards_never_crash, .timeout = 600) {
     free(orig);
     free(buf);
 }
+
+// 300 shards whose data.pkl was mutated and re-zipped with matching CRCs (tests/ref/meta_ckpt.py): the
+// unpickler must turn every one into exactly one line naming the file, exit 1, never a crash.
+Test(meta, mutated_pickles_never_crash, .timeout = 600) {
+    int crashes = 0, good = 0;
+    for (int i = 0; i < 300; i++) {
+        char dir[256];
+        snprintf(dir, sizeof(dir), REF "/pklfuzz/%03d", i);
+        struct run r;
+        run_llamac(&r, "inspect", "--meta", dir);
+        int crash = r.signaled || !r.exited || r.code >= 128;
+        crashes += crash;
+        int ok = !crash && r.code == 1 && count_lines(r.err) == 1 && strstr(r.err, "consolidated.00.pth");
+        good += ok;
+        cr_expect(ok, "pickle mutation %d: exit %d signal %d, stderr:\n%s", i, r.code, r.sig, r.err);
+    }
+    printf("meta pickle mutations: 300 runs, %d crashes, %d rejected with one line naming the file\n", crashes, good);
+}

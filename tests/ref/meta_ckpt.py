@@ -9,7 +9,9 @@ rounded to the case's storage dtype, then written twice:
 and Meta's own forward (model.py's complex-number RoPE on the interleaved pairs, float64) is run on
 OUT/CASE/tokens.txt, its logits written to OUT/CASE/logits.f32 (T x V float32). Also OUT/evil/: a
 params.json and a consolidated.00.pth whose data.pkl (protocol 2, written by hand) calls os.system;
-and copies of OUT/l2/meta with one thing wrong (OUT/bad_NAME/, see make_bad).
+and copies of OUT/l2/meta with one thing wrong (OUT/bad_NAME/, see make_bad); OUT/l2_deflated/ (the
+same shards deflated by Python's zipfile); OUT/pklfuzz/NNN/: 300 shards whose data.pkl is mutated (the
+zip and its CRCs rewritten to match), for the unpickler itself.
 
 usage: /usr/bin/python3 meta_ckpt.py OUTDIR
 """
@@ -18,6 +20,7 @@ import io
 import json
 import math
 import os
+import random
 import struct
 import sys
 import zipfile
@@ -233,6 +236,37 @@ def make_deflated(out):
         g.write(f.read())
 
 
+def make_pickle_fuzz(out, n=300):
+    """A state dict with l2's keys (tiny tensors), torch.save'd; its data.pkl mutated n ways (byte flips,
+    truncations, inserted bytes) and re-zipped with correct CRCs, so that only the unpickler can object."""
+    keys = torch.load(os.path.join(out, "l2", "meta", "consolidated.00.pth")).keys()
+    buf = io.BytesIO()
+    torch.save(collections.OrderedDict((k, torch.zeros(2)) for k in keys), buf)
+    zi = zipfile.ZipFile(buf)
+    entries = {e.filename: zi.read(e.filename) for e in zi.infolist()}
+    name = next(k for k in entries if k.endswith("/data.pkl"))
+    pkl = entries[name]
+    rng = random.Random(7)
+    params = open(os.path.join(out, "l2", "meta", "params.json")).read()
+    for i in range(n):
+        p = bytearray(pkl)
+        if i % 3 == 0:
+            for _ in range(rng.randint(1, 4)):
+                p[rng.randrange(len(p))] = rng.randrange(256)
+        elif i % 3 == 1:
+            p = p[:rng.randrange(len(p))]
+        else:
+            at = rng.randrange(len(p))
+            p[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        d = os.path.join(out, "pklfuzz", f"{i:03d}")
+        os.makedirs(d, exist_ok=True)
+        with zipfile.ZipFile(os.path.join(d, "consolidated.00.pth"), "w", zipfile.ZIP_STORED) as z:
+            for k, v in entries.items():
+                z.writestr(k, bytes(p) if k == name else v)
+        with open(os.path.join(d, "params.json"), "w") as f:
+            f.write(params)
+
+
 if __name__ == "__main__":
     out = sys.argv[1]
     for i, (name, c) in enumerate(CASES.items()):
@@ -240,3 +274,4 @@ if __name__ == "__main__":
     make_evil(out)
     make_bad(out)
     make_deflated(out)
+    make_pickle_fuzz(out)
