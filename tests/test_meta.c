@@ -168,11 +168,13 @@ Test(meta, config_from_params_json_and_shapes) {
 Test(meta, llama2_layout_f32_equals_hf_and_pytorch) { compare_case("l2"); }
 Test(meta, llama3_layout_bf16_equals_hf_and_pytorch) { compare_case("l3"); }
 
-Test(meta, deflated_entries_load_the_same_weights) {  // zip written by Python's zipfile, method 8
+Test(meta, deflated_and_zip64_entries_load_the_same_weights) {  // zipfile's method 8; zip64 extras
     int tok[4] = {1, 2, 3, 4};
     float *a = malloc(sizeof(float) * 4 * 70), *b = malloc(sizeof(float) * 4 * 70);
     logits_of(a, REF "/l2/meta", 1, tok, 4);
     logits_of(b, REF "/l2_deflated", 1, tok, 4);
+    cr_expect(memcmp(a, b, sizeof(float) * 4 * 70) == 0);
+    logits_of(b, REF "/l2_zip64", 1, tok, 4);  // local header offsets in zip64 extra fields
     cr_expect(memcmp(a, b, sizeof(float) * 4 * 70) == 0);
     free(a);
     free(b);

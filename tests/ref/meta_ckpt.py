@@ -10,7 +10,7 @@ and Meta's own forward (model.py's complex-number RoPE on the interleaved pairs,
 OUT/CASE/tokens.txt, its logits written to OUT/CASE/logits.f32 (T x V float32). Also OUT/evil/: a
 params.json and a consolidated.00.pth whose data.pkl (protocol 2, written by hand) calls os.system;
 and copies of OUT/l2/meta with one thing wrong (OUT/bad_NAME/, see make_bad); OUT/l2_deflated/ (the
-same shards deflated by Python's zipfile); OUT/pklfuzz/NNN/: 300 shards whose data.pkl is mutated (the
+same shards deflated by Python's zipfile); OUT/l2_zip64/ (offsets in zip64 extra fields); OUT/pklfuzz/NNN/: 300 shards whose data.pkl is mutated (the
 zip and its CRCs rewritten to match), for the unpickler itself.
 
 usage: /usr/bin/python3 meta_ckpt.py OUTDIR
@@ -267,6 +267,45 @@ def make_pickle_fuzz(out, n=300):
             f.write(params)
 
 
+def make_zip64_offsets(out):
+    """OUT/l2/meta with every central directory entry giving its local header offset through a zip64
+    extra field (offset 0xffffffff), as torch writes entries beyond 4 GiB in real checkpoints."""
+    src, d = os.path.join(out, "l2", "meta"), os.path.join(out, "l2_zip64")
+    os.makedirs(d, exist_ok=True)
+    for r in range(SHARDS):
+        name = f"consolidated.{r:02d}.pth"
+        data = open(os.path.join(src, name), "rb").read()
+        eocd = data.rindex(b"PK\x05\x06")
+        loc = eocd - 20
+        assert data[loc:loc + 4] == b"PK\x06\x07"
+        e64 = struct.unpack("<Q", data[loc + 8:loc + 16])[0]
+        n, cd_size, cd_off = struct.unpack("<QQQ", data[e64 + 32:e64 + 56])
+        cd, p = bytearray(), cd_off
+        for _ in range(n):
+            h = bytearray(data[p:p + 46])
+            nlen, xlen, clen = struct.unpack("<HHH", h[28:34])
+            name_b, extra, comment = data[p + 46:p + 46 + nlen], data[p + 46 + nlen:p + 46 + nlen + xlen], \
+                data[p + 46 + nlen + xlen:p + 46 + nlen + xlen + clen]
+            off = struct.unpack("<I", h[42:46])[0]
+            assert xlen == 0
+            extra = struct.pack("<HHQ", 1, 8, off)
+            h[42:46] = b"\xff\xff\xff\xff"
+            h[30:32] = struct.pack("<H", len(extra))
+            cd += h + name_b + extra + comment
+            p += 46 + nlen + xlen + clen
+        new_e64 = cd_off + len(cd)
+        rec = bytearray(data[e64:e64 + 56])
+        rec[40:48] = struct.pack("<Q", len(cd))
+        locator = bytearray(data[loc:loc + 20])
+        locator[8:16] = struct.pack("<Q", new_e64)
+        end = bytearray(data[eocd:])
+        end[12:16] = struct.pack("<I", min(len(cd), 0xffffffff))
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data[:cd_off] + cd + rec + locator + end)
+    with open(os.path.join(src, "params.json")) as f, open(os.path.join(d, "params.json"), "w") as g:
+        g.write(f.read())
+
+
 if __name__ == "__main__":
     out = sys.argv[1]
     for i, (name, c) in enumerate(CASES.items()):
@@ -275,3 +314,4 @@ if __name__ == "__main__":
     make_bad(out)
     make_deflated(out)
     make_pickle_fuzz(out)
+    make_zip64_offsets(out)
