@@ -3,7 +3,7 @@
 // archives or entries over 4 GiB, data descriptors (flag bit 3), and local "FB" extra fields that pad
 // each entry's data to a 64-byte boundary.
 //
-// The archive is untrusted input (README.md, "Released weights"): zip_open reads the end-of-central-
+// The archive is untrusted input (README.md, "Models"): zip_open reads the end-of-central-
 // directory record (zip64 when present) and every central directory entry, and checks each one against
 // its local header (signature, name, method, flags, time and date, CRC and sizes unless deferred to a
 // data descriptor) and against the file (every offset and size in range, overflow-safe; no two entries'
