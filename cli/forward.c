@@ -1,6 +1,7 @@
-// llamac forward [--model PRESET | --hf DIR] [--batch B] [--seq T] [--steps N] [--seed S] [--recompute]
+// llamac forward [--model PRESET | --hf DIR | --meta DIR] [--batch B] [--seq T] [--steps N] [--seed S] [--recompute]
 // Forward and backward of a model on random tokens: prints loss and throughput. The model is randomly
-// initialised from a preset, or loaded from a Hugging Face checkpoint directory with --hf.
+// initialised from a preset, or loaded from a Hugging Face checkpoint directory with --hf (or Meta's,
+// params.json + consolidated.NN.pth, with --meta).
 // (A smoke run of the model on any machine; `llamac train` is the real job.)
 #include <math.h>
 #include <stdio.h>
@@ -14,38 +15,44 @@
 #include "core/timer.h"
 #include "model/hf.h"
 #include "model/llama.h"
+#include "model/meta.h"
 #include "model/ops/backends.h"
 
 int cmd_forward(int argc, char **argv) {
-    const char *model = "tiny-1m", *hf = NULL, *v;
+    const char *model = "tiny-1m", *hf = NULL, *meta = NULL, *v;
     int B = 4, T = 64, steps = 3, recompute = 0;
     long seed = 1;
     for (int i = 1; i < argc; i++) {
         if (cli_opt(argc, argv, &i, "--model", &v)) model = v;
         else if (cli_opt(argc, argv, &i, "--hf", &v)) hf = v;
+        else if (cli_opt(argc, argv, &i, "--meta", &v)) meta = v;
         else if (cli_opt(argc, argv, &i, "--batch", &v)) B = atoi(v);
         else if (cli_opt(argc, argv, &i, "--seq", &v)) T = atoi(v);
         else if (cli_opt(argc, argv, &i, "--steps", &v)) steps = atoi(v);
         else if (cli_opt(argc, argv, &i, "--seed", &v)) seed = atol(v);
         else if (!strcmp(argv[i], "--recompute")) recompute = 1;
         else if (!strcmp(argv[i], "--help")) {
-            printf("usage: llamac forward [--model PRESET | --hf DIR] [--batch B] [--seq T] [--steps N] [--seed S] [--recompute]\n");
+            printf("usage: llamac forward [--model PRESET | --hf DIR | --meta DIR] [--batch B] [--seq T] [--steps N] [--seed S] [--recompute]\n");
             return 0;
         } else return err_set("unknown option '%s' (see llamac forward --help)", argv[i]);
     }
     struct llama_config c = {0};
+    if (hf && meta) return err_set("give --hf DIR or --meta DIR, not both");
     if (hf) {
         if (hf_read_config(&c, hf) != 0) return -1;
         model = hf;
+    } else if (meta) {
+        if (meta_read_config(&c, meta) != 0) return -1;
+        model = meta;
     } else if (llama_config_preset(&c, model) != 0) {
         return -1;
     }
     if (B < 1 || T < 2 || T > c.max_seq_len) return err_set("--batch must be >= 1 and --seq in 2..%d", c.max_seq_len);
     struct llama m;
     if (llama_init(&m, &c, backend_cpu(), comm_self()) != 0) return -1;
-    if (!hf) {
+    if (!hf && !meta) {
         llama_init_random(&m, (uint64_t)seed);
-    } else if (hf_load_weights(&m, hf) != 0) {
+    } else if ((hf ? hf_load_weights(&m, hf) : meta_load_weights(&m, meta)) != 0) {
         llama_free(&m);
         return -1;
     }
@@ -57,7 +64,7 @@ int cmd_forward(int argc, char **argv) {
     for (int i = 0; i < B * T; i++) tgt[i] = (i + 1) % T ? tok[i + 1] : -1;
     printf("llamac forward: %s, %lld parameters, batch %d x %d, %s ln(V) = %.3f\n", model,
            (long long)llama_param_count(&c), B, T,
-           hf ? "loaded weights on random tokens; for scale," : "expected loss at init ~", log((double)c.vocab_size));
+           hf || meta ? "loaded weights on random tokens; for scale," : "expected loss at init ~", log((double)c.vocab_size));
     for (int s = 0; s < steps; s++) {
         double t0 = time_now();
         long n;

@@ -1,4 +1,4 @@
-// llamac inspect --model PRESET | --hf DIR  [--batch B] [--seq T] [--dp N] [--tp K] [--zero1] [--recompute]
+// llamac inspect --model PRESET | --hf DIR | --meta DIR  [--batch B] [--seq T] [--dp N] [--tp K] [--zero1] [--recompute]
 // Prints the model's shapes, its exact parameter count, and the memory one rank needs for a training step
 // in a layout of dp x tp ranks: parameters and gradients are this rank's tensor-parallel slice (1/tp of
 // the matrices, vocabulary padded to a multiple of tp, norms whole); AdamW's two moments cover that slice,
@@ -7,7 +7,8 @@
 // of train/train.c: keep them together.
 // With --hf the config comes from DIR/config.json and every weight is then read and checked exactly as
 // loading it into a model would (hf_check_weights), so that a bad checkpoint fails here with the same
-// one-line error a training run would give, without the memory of a model.
+// one-line error a training run would give, without the memory of a model. --meta does the same for
+// Meta's original checkpoints (params.json + consolidated.NN.pth, model/meta.h).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include "model/config.h"
 #include "model/hf.h"
 #include "model/llama.h"
+#include "model/meta.h"
 
 static void fmt_count(char *out, size_t n, long long v) {
     char digits[32], *o = out;
@@ -107,20 +109,21 @@ static int print_report(const struct llama_config *c, const char *label, int B, 
 }
 
 // Reads and checks every weight of DIR as loading it into a model would (names, shapes, dtypes, data).
-static int check_hf_weights(const struct llama_config *c, const char *dir) {
+static int check_weights(const struct llama_config *c, const char *dir, int meta) {
     struct hf_weights_info info;
-    if (hf_check_weights(c, dir, &info) != 0) return -1;
+    if ((meta ? meta_check_weights(c, dir, &info) : hf_check_weights(c, dir, &info)) != 0) return -1;
     printf("weights OK (%d tensors, dtype %s; %d file%s)\n", info.n_tensors, info.dtype, info.n_files,
            info.n_files == 1 ? "" : "s");
     return 0;
 }
 
 int cmd_inspect(int argc, char **argv) {
-    const char *model = NULL, *hf = NULL, *v;
+    const char *model = NULL, *hf = NULL, *meta = NULL, *v;
     int B = 1, T = 0, dp = 1, tp = 1, zero1 = 0, recompute = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_opt(argc, argv, &i, "--model", &v)) model = v;
         else if (cli_opt(argc, argv, &i, "--hf", &v)) hf = v;
+        else if (cli_opt(argc, argv, &i, "--meta", &v)) meta = v;
         else if (cli_opt(argc, argv, &i, "--batch", &v)) B = atoi(v);
         else if (cli_opt(argc, argv, &i, "--seq", &v)) T = atoi(v);
         else if (cli_opt(argc, argv, &i, "--dp", &v)) dp = atoi(v);
@@ -128,26 +131,30 @@ int cmd_inspect(int argc, char **argv) {
         else if (!strcmp(argv[i], "--zero1")) zero1 = 1;
         else if (!strcmp(argv[i], "--recompute")) recompute = 1;
         else if (!strcmp(argv[i], "--help")) {
-            printf("usage: llamac inspect (--model PRESET|FILE.ini | --hf DIR) [--batch B] [--seq T] [--dp N] [--tp K]\n"
-                   "                      [--zero1] [--recompute]\n"
+            printf("usage: llamac inspect (--model PRESET|FILE.ini | --hf DIR | --meta DIR) [--batch B] [--seq T] [--dp N]\n"
+                   "                      [--tp K] [--zero1] [--recompute]\n"
                    "  --hf DIR   a Hugging Face Llama checkpoint (config.json + model.safetensors or its index);\n"
                    "             every weight is read and checked as a load would\n"
+                   "  --meta DIR Meta's original checkpoint (params.json + consolidated.NN.pth), checked the same way\n"
                    "  --dp N --tp K --zero1   memory per rank of a run on N x K ranks (parallel.tp = K), with\n"
                    "             AdamW's moments sharded over the N data-parallel ranks (parallel.zero1)\n");
             return 0;
         } else return err_set("unknown option '%s' (see llamac inspect --help)", argv[i]);
     }
-    if (!model == !hf)
-        return err_set("give one of --model PRESET (presets: %s/models/*.ini) or --hf DIR", llama_configs_dir());
+    if ((model != NULL) + (hf != NULL) + (meta != NULL) != 1)
+        return err_set("give one of --model PRESET (presets: %s/models/*.ini), --hf DIR or --meta DIR", llama_configs_dir());
     if (B < 1 || dp < 1 || tp < 1) return err_set("--batch, --dp and --tp must be positive integers");
     struct llama_config c = {0};
     if (hf) {
         if (hf_read_config(&c, hf) != 0) return -1;
+    } else if (meta) {
+        if (meta_read_config(&c, meta) != 0) return -1;
     } else {
         if (llama_config_preset(&c, model) != 0) return -1;
         if (llama_config_validate(&c, model) != 0) return -1;
     }
-    if (print_report(&c, hf ? hf : model, B, T, dp, tp, zero1, recompute) != 0) return -1;
+    const char *dir = hf ? hf : meta;
+    if (print_report(&c, dir ? dir : model, B, T, dp, tp, zero1, recompute) != 0) return -1;
     fflush(stdout);
-    return hf ? check_hf_weights(&c, hf) : 0;
+    return dir ? check_weights(&c, dir, meta != NULL) : 0;
 }

@@ -16,9 +16,9 @@ static const struct command {
     {"sample", cmd_sample, "generate text from a checkpoint"},
     {"eval", cmd_eval, "validation loss and perplexity of a checkpoint"},
     {"export", cmd_export, "write a checkpoint as a Hugging Face Llama directory (safetensors)"},
-    {"inspect", cmd_inspect, "print a model's parameter count and the memory a training step needs; with --hf DIR,\n"
-                             "            also check every weight of a Hugging Face checkpoint"},
-    {"forward", cmd_forward, "run forward and backward of a model (random, or --hf DIR) on random tokens"},
+    {"inspect", cmd_inspect, "print a model's parameter count and the memory a training step needs; with --hf DIR\n"
+                             "            or --meta DIR, also check every weight of a Hugging Face or Meta checkpoint"},
+    {"forward", cmd_forward, "run forward and backward of a model (random, --hf DIR or --meta DIR) on random tokens"},
 };
 
 static void usage(FILE *f) {

@@ -33,7 +33,7 @@ struct prep_source {
 
 struct prep_config {
     const char *out_dir;
-    const char *tokenizer;       // an existing SentencePiece model, or NULL to train one
+    const char *tokenizer;       // an existing model (SentencePiece, tiktoken or tokenizer.json), or NULL to train one
     int vocab_size;              // when training
     double sample_mb;            // text sampled for training (0 = 64 MB)
     double character_coverage;   // when training (0 = 0.99995)

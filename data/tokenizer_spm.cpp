@@ -3,7 +3,10 @@
 // Besides calling the library, this file reads the model's serialized protobuf just enough to (1) know
 // whether the model adds a dummy prefix, and (2) build a second processor with add_dummy_prefix = false,
 // used for the valid-UTF-8 runs that follow a byte-encoded stretch in the middle of a text.
+// A model file that is a tiktoken vocabulary or a tokenizer.json (Llama 3) is handed to the byte-level
+// BPE of data/tokenizer_bpe.c instead; the interface is the same.
 #include "data/tokenizer.h"
+#include "data/tokenizer_bpe.h"
 
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
@@ -145,6 +148,8 @@ size_t raw_run(const unsigned char *p, size_t n) {
 }  // namespace
 
 struct tokenizer {
+    struct bpe *bpe = nullptr;                        // a byte-level BPE model (tokenizer_bpe.h) instead
+    ~tokenizer() { bpe_free(bpe); }
     sentencepiece::SentencePieceProcessor sp;         // as the model says
     sentencepiece::SentencePieceProcessor sp_inner;   // the same without the dummy prefix
     bool dummy_prefix = true;
@@ -183,6 +188,14 @@ static int tokenizer_init(tokenizer *t, const char *path) {
     char hex[65];
     sha256_hex(hex, model.data(), model.size());
     t->sha = hex;
+    if (bpe_sniff(model.data(), model.size())) {  // Llama 3: tiktoken vocabulary or tokenizer.json
+        if (bpe_load(&t->bpe, path, model.data(), model.size()) != 0) return -1;
+        t->vocab = bpe_vocab_size(t->bpe);
+        t->bos = bpe_token_id(t->bpe, "<|begin_of_text|>");
+        t->eos = bpe_token_id(t->bpe, "<|end_of_text|>");
+        t->unk = -1;  // byte-level: every byte has a token
+        return 0;
+    }
     auto st = t->sp.LoadFromSerializedProto(model);
     if (!st.ok()) return err_set("%s: not a SentencePiece model (%s)", path, st.ToString().c_str());
     std::string inner;
@@ -244,6 +257,7 @@ extern "C" int tokenizer_unk_id(const struct tokenizer *t) { return t->unk; }
 extern "C" const char *tokenizer_sha256(const struct tokenizer *t) { return t->sha.c_str(); }
 extern "C" const char *tokenizer_path(const struct tokenizer *t) { return t->path.c_str(); }
 extern "C" const char *tokenizer_piece(const struct tokenizer *t, int id) {
+    if (t->bpe) return bpe_piece(t->bpe, id);
     return id >= 0 && id < t->vocab ? t->sp.IdToPiece(id).c_str() : "";
 }
 
@@ -256,6 +270,7 @@ static int encode_run(const tokenizer *t, const sentencepiece::SentencePieceProc
 }
 
 extern "C" int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, struct token_buf *out) {
+    if (t->bpe) return bpe_encode(t->bpe, text, len, out);
     try {
         const unsigned char *u = (const unsigned char *)text;
         const auto &inner = t->dummy_prefix ? t->sp_inner : t->sp;
@@ -282,6 +297,7 @@ extern "C" int tokenizer_encode(const struct tokenizer *t, const char *text, siz
 }
 
 extern "C" char *tokenizer_decode(const struct tokenizer *t, const int *ids, size_t n, size_t *len) {
+    if (t->bpe) return bpe_decode(t->bpe, ids, n, len);
     std::string s;
     bool at_start = true;
     for (size_t i = 0; i < n; i++) {

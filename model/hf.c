@@ -29,7 +29,7 @@ static int is_file(const char *path) {
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-// Parses PATH as a JSON object; -1 with err_set("PATH: ...").
+// Parses PATH as a JSON object; NULL with err_set("PATH: ...").
 static cJSON *read_json_object(const char *path) {
     FILE *fp = fopen(path, "rb");
     if (!fp) {
@@ -70,6 +70,8 @@ static cJSON *read_json_object(const char *path) {
     free(txt);
     return root;
 }
+
+void *hf_json_read(const char *path) { return read_json_object(path); }
 
 // The value of KEY, with null counted as absent.
 static const cJSON *jget(const cJSON *o, const char *key) {
@@ -525,10 +527,7 @@ static int load_or_check(struct llama *m, const struct param_layout *pl, int tie
             break;
         }
         n_dtype[e->t->dtype]++;
-        if (m) {
-            param_slice_from_full(p, local, full);
-            llama_set_params(m, p->offset, local, p->numel);
-        }
+        if (m) hf_set_param(m, p, full, local);
         if (p->kind == PARAM_EMBED && tied_head) {  // an lm_head saved beside tied embeddings must equal them
             float *head = xmalloc_aligned(sizeof(float) * max_full);
             rc = st_read_f32(&ck.files[tied_head->file], tied_head->t, head);
@@ -554,6 +553,11 @@ static int load_or_check(struct llama *m, const struct param_layout *pl, int tie
     }
     ckpt_close(&ck);
     return rc;
+}
+
+void hf_set_param(struct llama *m, const struct param_tensor *p, const float *full, float *local) {
+    param_slice_from_full(p, local, full);
+    llama_set_params(m, p->offset, local, p->numel);
 }
 
 int hf_load_weights_info(struct llama *m, const char *dir, struct hf_weights_info *info) {

@@ -45,6 +45,14 @@ int hf_load_weights_info(struct llama *m, const char *dir, struct hf_weights_inf
 // not the model's).
 int hf_check_weights(const struct llama_config *c, const char *dir, struct hf_weights_info *info);
 
+// The one way loaders of released weights (this file, model/meta.c) write a parameter: p's canonical
+// tensor `full` (full_rows x full_cols) -> this rank's slice (via `local`, p->numel floats of scratch)
+// -> the backend's parameter block.
+void hf_set_param(struct llama *m, const struct param_tensor *p, const float *full, float *local);
+// PATH parsed as a JSON object (a cJSON *, freed with cJSON_Delete): regular file, at most 64 MiB, valid
+// JSON, an object; NULL with err_set("PATH: problem"). Shared with model/meta.c (params.json).
+void *hf_json_read(const char *path);
+
 // Writes DIR/config.json and DIR/model.safetensors (one file, `dtype`, metadata {"format": "pt"} as
 // transformers requires), creating DIR when needed. Only for m->tp->size == 1 (a tp rank holds slices);
 // refuses a DIR that holds a sharded checkpoint (model.safetensors.index.json), whose stale index and

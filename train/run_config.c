@@ -10,6 +10,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "model/hf.h"
+#include "model/meta.h"
 
 // "3600", "1:30:00" or "90:00" -> seconds
 static int parse_duration(const char *s, double *out) {
@@ -60,8 +61,11 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
     if (!strncmp(init, "hf:", 3)) {
         snprintf(rc->init_hf, sizeof(rc->init_hf), "%s", init + 3);
         if (hf_read_config(&rc->model, rc->init_hf) != 0) return -1;
+    } else if (!strncmp(init, "meta:", 5)) {
+        snprintf(rc->init_meta, sizeof(rc->init_meta), "%s", init + 5);
+        if (meta_read_config(&rc->model, rc->init_meta) != 0) return -1;
     } else if (strcmp(init, "random") != 0) {
-        return err_set("%s: model.init = '%s': expected random or hf:DIR", origin, init);
+        return err_set("%s: model.init = '%s': expected random, hf:DIR or meta:DIR", origin, init);
     }
     if (llama_config_read(&rc->model, c, "model") != 0) return -1;
     if (!rc->model.name[0]) snprintf(rc->model.name, sizeof(rc->model.name), "llama");

@@ -5,7 +5,7 @@
 //              bf16 or fp32), wall_time (0 = none; seconds or H:MM:SS),
 //              stop_after (0 = none: steps this job runs before it checkpoints and stops, as on a signal),
 //              recompute (false), peak_tflops (estimated from the CPU), log_every (1)
-//   [model]    preset or fields (model/config.h), init (random | hf:DIR)
+//   [model]    preset or fields (model/config.h), init (random | hf:DIR | meta:DIR)
 //   [data]     dir (required), weights ("en:0.4, ru:0.3, de:0.3"; empty = proportional to tokens)
 //   [train]    batch_size (8, per rank), seq_len (256), steps (required), global_batch_tokens
 //              (batch_size * seq_len * dp: no accumulation), eval_every (100), eval_batches (10),
@@ -27,6 +27,7 @@ struct cfg;
 
 struct run_config {
     char run_dir[1024], backend[16], precision[16], data_dir[1024], init_hf[1024];
+    char init_meta[1024];  // model.init = meta:DIR (Meta's params.json + consolidated.NN.pth)
     uint64_t seed;
     double wall_time_s, peak_tflops;
     int recompute, log_every;

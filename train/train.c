@@ -30,6 +30,7 @@
 #include "launch/mpi_comm.h"
 #include "launch/signals.h"
 #include "model/hf.h"
+#include "model/meta.h"
 #include "model/llama.h"
 #include "model/ops/backends.h"
 #include "optim/adamw.h"
@@ -379,9 +380,11 @@ static int trainer_setup(struct trainer *t, const char *ini) {
     if (agree(t, found < 0 ? -1 : 0) != 0) return -1;
     if (found) rc = resume(t, latest);
     else if (c->init_hf[0]) rc = hf_load_weights(&t->m, c->init_hf);
+    else if (c->init_meta[0]) rc = meta_load_weights(&t->m, c->init_meta);
     else llama_init_random(&t->m, c->seed);
     if (agree(t, rc) != 0) return -1;
     if (!found && c->init_hf[0]) log_info("initialised from Hugging Face weights in %s", c->init_hf);
+    if (!found && c->init_meta[0]) log_info("initialised from Meta weights in %s", c->init_meta);
     return 0;
 }
 
