@@ -1,4 +1,5 @@
 // llamac forward [--model PRESET | --hf DIR | --meta DIR] [--batch B] [--seq T] [--steps N] [--seed S] [--recompute]
+//                [--backend cpu|cuda] [--precision auto|bf16|fp32]
 // Forward and backward of a model on random tokens: prints loss and throughput. The model is randomly
 // initialised from a preset, or loaded from a Hugging Face checkpoint directory with --hf (or Meta's,
 // params.json + consolidated.NN.pth, with --meta).
@@ -19,7 +20,7 @@
 #include "model/ops/backends.h"
 
 int cmd_forward(int argc, char **argv) {
-    const char *model = "tiny-1m", *hf = NULL, *meta = NULL, *v;
+    const char *model = "tiny-1m", *hf = NULL, *meta = NULL, *backend = "cpu", *precision = "auto", *v;
     int B = 4, T = 64, steps = 3, recompute = 0;
     long seed = 1;
     for (int i = 1; i < argc; i++) {
@@ -30,9 +31,12 @@ int cmd_forward(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--seq", &v)) T = atoi(v);
         else if (cli_opt(argc, argv, &i, "--steps", &v)) steps = atoi(v);
         else if (cli_opt(argc, argv, &i, "--seed", &v)) seed = atol(v);
+        else if (cli_opt(argc, argv, &i, "--backend", &v)) backend = v;
+        else if (cli_opt(argc, argv, &i, "--precision", &v)) precision = v;
         else if (!strcmp(argv[i], "--recompute")) recompute = 1;
         else if (!strcmp(argv[i], "--help")) {
-            printf("usage: llamac forward [--model PRESET | --hf DIR | --meta DIR] [--batch B] [--seq T] [--steps N] [--seed S] [--recompute]\n");
+            printf("usage: llamac forward [--model PRESET | --hf DIR | --meta DIR] [--batch B] [--seq T] [--steps N] [--seed S]\n"
+                   "                      [--recompute] [--backend cpu|cuda] [--precision auto|bf16|fp32]\n");
             return 0;
         } else return err_set("unknown option '%s' (see llamac forward --help)", argv[i]);
     }
@@ -48,8 +52,10 @@ int cmd_forward(int argc, char **argv) {
         return -1;
     }
     if (B < 1 || T < 2 || T > c.max_seq_len) return err_set("--batch must be >= 1 and --seq in 2..%d", c.max_seq_len);
+    const struct backend *be;
+    if (backend_find(backend, precision, &be) != 0) return -1;
     struct llama m;
-    if (llama_init(&m, &c, backend_cpu(), comm_self()) != 0) return -1;
+    if (llama_init(&m, &c, be, comm_self()) != 0) return -1;
     if (!hf && !meta) {
         llama_init_random(&m, (uint64_t)seed);
     } else if ((hf ? hf_load_weights(&m, hf) : meta_load_weights(&m, meta)) != 0) {
@@ -62,8 +68,8 @@ int cmd_forward(int argc, char **argv) {
     rng_seed(&r, (uint64_t)seed);
     for (int i = 0; i < B * T; i++) tok[i] = (int)(rng_u64(&r) % (uint64_t)c.vocab_size);
     for (int i = 0; i < B * T; i++) tgt[i] = (i + 1) % T ? tok[i + 1] : -1;
-    printf("llamac forward: %s, %lld parameters, batch %d x %d, %s ln(V) = %.3f\n", model,
-           (long long)llama_param_count(&c), B, T,
+    printf("llamac forward: %s, %lld parameters, batch %d x %d, backend %s (%s), %s ln(V) = %.3f\n", model,
+           (long long)llama_param_count(&c), B, T, be->name, be->precision == PRECISION_BF16 ? "bf16" : "fp32",
            hf || meta ? "loaded weights on random tokens; for scale," : "expected loss at init ~", log((double)c.vocab_size));
     for (int s = 0; s < steps; s++) {
         double t0 = time_now();
@@ -71,6 +77,7 @@ int cmd_forward(int argc, char **argv) {
         llama_zero_grads(&m);
         double loss = llama_forward(&m, tok, tgt, B, T, &n) / (double)n;
         llama_backward(&m, 1.0f / (float)n);
+        be->sync(be);
         double dt = time_now() - t0;
         printf("step %d: loss %.6f, forward+backward %.3f s, %.0f tokens/s\n", s + 1, loss, dt, B * T / dt);
     }
