@@ -6,13 +6,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 LLAMAC_PACKAGES="build-essential cmake pkg-config git libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools \
 libopenblas-dev libcriterion-dev libsentencepiece-dev sentencepiece libinih-dev libcjson-dev zlib1g-dev libpcre2-dev \
-python3-torch python3-numpy nodejs npm \
+python3-torch python3-numpy \
 fortunes fortunes-de fortunes-ru fortunes-bg fortunes-es fortunes-it fortunes-pl fortunes-cs fortunes-br"
 
 missing=()
 for p in $LLAMAC_PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# nodejs and npm run the Llama 3 tokenizer oracle in the tests. Checked by command, not by package: a
+# Node.js from elsewhere (NodeSource's, which bundles npm) conflicts with Debian's npm package.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "llamac setup: installing ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else
