@@ -6,10 +6,12 @@
 static _Thread_local char err_buf[1024];
 
 int err_set(const char *fmt, ...) {
+    char msg[sizeof(err_buf)];  // formatted aside first: an argument may be err_msg() itself
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err_buf, sizeof(err_buf), fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    memcpy(err_buf, msg, sizeof(err_buf));
     return -1;
 }
 

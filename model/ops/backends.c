@@ -20,7 +20,7 @@ int backend_find(const char *name, const char *precision, const struct backend *
     if (is_cuda) {
 #ifdef LLAMAC_WITH_CUDA
         *out = backend_cuda(p);
-        if (!*out) return err_set("backend 'cuda': %s", err_msg());
+        if (!*out) return err_prefix("backend 'cuda'");
         return 0;
 #else
         return err_set("backend 'cuda': this llamac was built without CUDA (nvcc was not found at configure time)");
