@@ -233,6 +233,7 @@ do_run() {
     fi
     local work
     work=$(mktemp -d "${GPUCHECK_WORK:-${TMPDIR:-/tmp}}/llamac-gpucheck.XXXXXX") || exit 2
+    [ -n "${GPUCHECK_KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
     if command -v xz >/dev/null; then
         tar -C "$work" -xJf "$bundle/llamac-gpu.tar.xz"
     else
@@ -517,7 +518,6 @@ EOF
     echo
     echo "===== $summary"
     cat "$summary"
-    [ -n "${GPUCHECK_KEEP:-}" ] || rm -rf "$work"
     [ $failed = 0 ] || exit 1
     exit 0
 }
