@@ -356,6 +356,9 @@ do_run() {
             timeout -k 5 "$s" bash "$B/share/tests/gpu/train_cuda.sh" losses "$B/bin/llamac" "$B/bin/ckpt_compare" \
                 "$B/share" "$B/data/tiny" "$work" >>"$log" 2>&1
             rc=$?
+            if [ $rc -ge 124 ]; then  # train_cuda.sh prints its runs' logs only when they end
+                for f in "$work"/train_cuda_losses/*.log; do [ -f "$f" ] && { echo "== $f (cut at $s s)"; tail -5 "$f"; }; done >>"$log"
+            fi
             sed -n 's/^\(ok\|FAIL\)  /  &/p' "$log" >>"$summary"
             if [ $rc -eq 0 ]; then say "ok    train_cuda.sh losses ($((SECONDS - ts)) s)"
             elif [ $rc -ge 124 ]; then say "FAIL  train_cuda.sh losses: timed out after $s s"; failed=1
