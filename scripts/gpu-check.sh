@@ -153,7 +153,8 @@ do_bundle() {
     gcc -O2 -shared -fPIC -o "$stage/lib/compat/libarc4random.so" "$stage/lib/compat/arc4random.c" || exit 1
     rm "$stage/lib/compat/arc4random.c"
     for f in "$stage"/lib/*.so*; do
-        objdump -T "$f" 2>/dev/null | grep -q "GLIBC_2\.3[6-9]" || continue
+        # (not `| grep -q`: under pipefail, readelf's SIGPIPE when grep quits early reads as no match)
+        [[ $(readelf -V "$f" 2>/dev/null) == *"Name: GLIBC_2.36  Flags: none"* ]] || continue
         python3 "$root/scripts/elf-weak-version.py" "$f" GLIBC_2.36 || exit 1
     done
 
@@ -199,6 +200,10 @@ do_bundle() {
         (cd "$stage" && find . -type f -printf '%s\t%P\n' | sort -k2)
     } >"$stage/MANIFEST.txt"
 
+    if [ "${glibc_max#GLIBC_2.}" -gt 35 ]; then
+        echo "$prog: the bundle needs $glibc_max (newer than Ubuntu 22.04's 2.35): see the weak-version step" >&2
+        exit 1
+    fi
     mkdir -p "$dest"
     rm -f "$dest/llamac-gpu.tar.xz" "$dest/MANIFEST.txt"
     echo "$prog: packing $(du -sb "$stage" | cut -f1) bytes"
