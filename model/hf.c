@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "data/sha256.h"
 
 #define HF_MAX_JSON (64u << 20)  // config.json and the index are small; refuse anything absurd
 
@@ -610,4 +611,35 @@ int hf_save(const struct llama *m, const char *dir, enum st_dtype dtype) {
     free(host);
     if (rc == 0) rc = hf_write_config(&m->cfg, dir, dtype);
     return rc;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The directory's tokenizer
+// ---------------------------------------------------------------------------------------------------
+
+int hf_tokenizer_file(const char *dir, char *out, size_t n) {
+    const char *names[] = {"tokenizer.model", "tokenizer.json"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(out, n, "%s/%s", dir, names[i]);
+        if (is_file(out)) return 1;
+    }
+    out[0] = '\0';
+    return 0;
+}
+
+int hf_check_data_tokenizer(const char *dir, const char *data_dir, const char *data_sha) {
+    const char *names[] = {"tokenizer.model", "tokenizer.json"};
+    char path[1100], hex[65], seen[2][1200];
+    int n = 0;
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        if (!is_file(path)) continue;
+        if (sha256_file_hex(hex, path) != 0) return -1;
+        if (!strcmp(hex, data_sha)) return 0;
+        snprintf(seen[n++], sizeof(seen[0]), "%s (sha256 %s)", path, hex);
+    }
+    if (n == 0) return 0;
+    return err_set("%s: the data was made with tokenizer sha256 %s, but the weights' tokenizer is %s%s%s: prepare the "
+                   "data with that tokenizer (llamac prep --tokenizer)", data_dir, data_sha, seen[0], n > 1 ? " or " : "",
+                   n > 1 ? seen[1] : "");
 }
