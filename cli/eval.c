@@ -113,14 +113,8 @@ int cmd_eval(int argc, char **argv) {
         lc.split = 1;
         lc.vocab_size = m.cfg.vocab_size;
         const char *dir = src.hf ? src.hf : src.meta;
-        struct loader *l = NULL;
-        if (rc == 0) rc = loader_open(&l, &lc);  // the data's tokenizer against the directory's
-        if (rc == 0) {
-            struct loader_info li;
-            loader_get_info(l, &li);
-            rc = hf_check_data_tokenizer(dir, data, li.tokenizer_sha256);
-        }
-        if (l) loader_close(l);
+        lc.dp_size = 1;
+        if (rc == 0) rc = hf_check_data_tokenizer(dir, data);  // the data's tokenizer against the directory's
     }
     if (rc == 0) rc = eval_ranks(&m, &lc, dp, batches, s);
     if (rc == 0) {

@@ -686,10 +686,13 @@ int hf_tokenizer_file(const char *dir, char *out, size_t n) {
     return 0;
 }
 
-int hf_check_data_tokenizer(const char *dir, const char *data_dir, const char *data_sha) {
+int hf_check_data_tokenizer(const char *dir, const char *data_dir) {
     const char *names[] = {"tokenizer.model", "tokenizer.json"};
-    char path[1100], hex[65], seen[2][1200];
+    char path[1100], hex[65], seen[2][1200], data_sha[65];
     int n = 0;
+    snprintf(path, sizeof(path), "%s/tokenizer.model", data_dir);
+    if (!is_file(path)) return 0;  // not prepared data: the loader says so
+    if (sha256_file_hex(data_sha, path) != 0) return -1;
     for (int i = 0; i < 2; i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
         if (!is_file(path)) continue;

@@ -78,8 +78,9 @@ int hf_save_opts(const struct llama *m, const char *dir, const struct hf_save_op
 // (SentencePiece, or Llama 3's tiktoken file) when present, else DIR/tokenizer.json. 1 with its path in
 // out, 0 when it has neither.
 int hf_tokenizer_file(const char *dir, char *out, size_t n);
-// `[model] init = hf:DIR` (or meta:DIR) with prepared data: the data's tokenizer (data_sha, the SHA-256
-// its manifest records) must be the one DIR ships, compared by the SHA-256 of DIR/tokenizer.model and of
-// DIR/tokenizer.json (either may match: Hugging Face's Llama 2 directories ship both). -1 with one
-// err_set line naming both hashes when neither matches; 0 (nothing to compare) when DIR ships neither.
-int hf_check_data_tokenizer(const char *dir, const char *data_dir, const char *data_sha);
+// `[model] init = hf:DIR` (or meta:DIR) with prepared data: the data's tokenizer (DATA_DIR/tokenizer.model,
+// which prep copies there and the manifest fingerprints) must be the one DIR ships, compared by the
+// SHA-256 of DIR/tokenizer.model and of DIR/tokenizer.json (either may match: Hugging Face's Llama 2
+// directories ship both). -1 with one err_set line naming both hashes when neither matches; 0 (nothing
+// to compare) when DIR ships neither.
+int hf_check_data_tokenizer(const char *dir, const char *data_dir);
