@@ -119,8 +119,8 @@ int cmd_eval(int argc, char **argv) {
     if (rc == 0) rc = eval_ranks(&m, &lc, dp, batches, s);
     if (rc == 0) {
         if (src.ckpt) printf("step %lld: ", (long long)meta.step);
-        printf("val loss %.4f, perplexity %.2f (%d batches of %d x %d tokens%s)\n", s[0] / s[1], exp(s[0] / s[1]),
-               batches, lc.B * dp, lc.T, dp > 1 ? ", the run's dp ranks together" : "");
+        printf("val loss %.4f, perplexity %.2f (%d batches of %d x %d tokens%s) [val_loss %.17g]\n", s[0] / s[1],
+               exp(s[0] / s[1]), batches, lc.B * dp, lc.T, dp > 1 ? ", the run's dp ranks together" : "", s[0] / s[1]);
     }
     cfg_free(&c);
     if (m.be) llama_free(&m);
