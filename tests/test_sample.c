@@ -203,3 +203,20 @@ Test(sample, cli_chat_and_bad_options, .timeout = 120) {
     run(&r, "sample --ckpt " TMP "/run --hf " TMP " --prompt Hello");
     cr_expect(r.status != 0 && r.err_lines == 1 && strstr(r.err, "exactly one"), "%s", r.err);
 }
+
+Test(sample, kv_cache_memory_follows_the_context_not_max_seq_len) {
+    struct llama_config c;
+    kvg_config(&c, 4096);
+    struct llama m;
+    cr_assert(llama_init(&m, &c, backend_cpu(), comm_self()) == 0, "%s", err_msg());
+    size_t a100, a200, f32a, f32b, full, full32;
+    llama_kv_sizes(&m, 100, 16, &a100, &f32a);
+    llama_kv_sizes(&m, 200, 16, &a200, &f32b);
+    // 100 more positions: 100 more rows of keys and values in each layer, nothing else
+    cr_expect_eq(a200 - a100, (size_t)2 * c.n_layers * 100 * c.n_kv_heads * c.head_dim);
+    cr_expect_eq(f32a, 16);
+    llama_act_sizes(&c, &m.layout, 1, 4096, 0, &full, &full32);
+    cr_expect(a200 * 20 < full, "a 200-token cache (%zu elements) is far below the activations of a 4096-token "
+              "forward (%zu)", a200, full);
+    llama_free(&m);
+}
