@@ -95,7 +95,7 @@ static void block(struct llama_kv *kv, const struct kv_views *v, int l, int T) {
     op->matmul_forward(be, v->gu, v->xn, W(PARAM_WGATE, l), T, C, 2 * F);
     op->swiglu_forward(be, v->h, v->gu, T, F);
     op->matmul_forward(be, v->y, v->h, W(PARAM_WDOWN, l), T, F, C);
-    op->residual_forward(be, v->x, v->xmid, v->y, (size_t)T * C);  // elementwise: out may alias an input
+    op->residual_forward(be, v->x, v->xmid, v->y, (size_t)T * C);  // the next layer's input
 }
 
 void llama_kv_forward(struct llama_kv *kv, const int *tokens, int n, float *logits) {
