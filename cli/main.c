@@ -13,7 +13,7 @@ static const struct command {
 } commands[] = {
     {"prep", cmd_prep, "tokenize text corpora into HDF5 shards (and build the demo corpus)"},
     {"train", cmd_train, "train (or resume) the run a config describes; launch ranks with mpirun"},
-    {"sample", cmd_sample, "generate text from a checkpoint"},
+    {"sample", cmd_sample, "generate text from a checkpoint or released weights (KV cache, chat templates)"},
     {"eval", cmd_eval, "validation loss and perplexity of a checkpoint"},
     {"export", cmd_export, "write a checkpoint as a Hugging Face Llama directory (safetensors)"},
     {"inspect", cmd_inspect, "print a model's parameter count and the memory a training step needs; with --hf DIR\n"

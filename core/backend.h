@@ -81,6 +81,14 @@ struct ops {
     void (*attention_backward)(const struct backend *be, dbuf *dqkv, const dbuf *dout, const dbuf *qkv,
                                const dbuf *out, const dbuf *lse, int B, int T, int NH, int KVH, int HS);
 
+    // Attention of T new query rows against a key/value cache, for sampling with a KV cache (one
+    // sequence; model/kvcache.h). qkv (T,(NH+2KVH)*HS) holds the new rows (q, k after RoPE at positions
+    // pos..pos+T-1, and v); their k and v are first stored in rows pos..pos+T-1 of kcache and vcache
+    // (>= pos+T rows of KVH*HS, BUF_ACT), then row i attends causally to cache rows 0..pos+i.
+    // out (T,NH*HS) =. Forward only.
+    void (*attention_decode)(const struct backend *be, dbuf *out, dbuf *kcache, dbuf *vcache, const dbuf *qkv, int T,
+                             int pos, int NH, int KVH, int HS);
+
     // out (BT,F) = silu(gate) * up where gateup (BT,2F) holds [gate | up] per row
     void (*swiglu_forward)(const struct backend *be, dbuf *out, const dbuf *gateup, int BT, int F);
     void (*swiglu_backward)(const struct backend *be, dbuf *dgateup, const dbuf *dout, const dbuf *gateup, int BT,

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "data/sha256.h"
 
 #define HF_MAX_JSON (64u << 20)  // config.json and the index are small; refuse anything absurd
 
@@ -237,6 +238,12 @@ static int write_text_atomic(const char *path, const char *text) {
 }
 
 int hf_write_config(const struct llama_config *c, const char *dir, enum st_dtype dtype) {
+    struct hf_save_opts o = {dtype, 0, -1, -1};
+    return hf_write_config_opts(c, dir, &o);
+}
+
+int hf_write_config_opts(const struct llama_config *c, const char *dir, const struct hf_save_opts *o) {
+    const enum st_dtype dtype = o->dtype;
     static const char *torch_dtype[] = {"float32", "float16", "bfloat16"};
     char eps[32], theta[32], rs[512], f1[32], f2[32], f3[32];
     fmt_float(eps, sizeof(eps), c->norm_eps);
@@ -252,10 +259,13 @@ int hf_write_config(const struct llama_config *c, const char *dir, enum st_dtype
                  c->rope_original_max_seq_len);
     else
         snprintf(rs, sizeof(rs), "null");
-    char text[4096], path[1100];
+    char text[4096], path[1100], ids[128] = "";
+    if (o->bos_id >= 0 && o->eos_id >= 0)
+        snprintf(ids, sizeof(ids), "  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n", o->bos_id, o->eos_id);
     snprintf(text, sizeof(text),
              "{\n"
              "  \"architectures\": [\"LlamaForCausalLM\"],\n"
+             "%s"
              "  \"model_type\": \"llama\",\n"
              "  \"hidden_act\": \"silu\",\n"
              "  \"hidden_size\": %d,\n"
@@ -272,9 +282,13 @@ int hf_write_config(const struct llama_config *c, const char *dir, enum st_dtype
              "  \"tie_word_embeddings\": %s,\n"
              "  \"attention_bias\": false,\n"
              "  \"mlp_bias\": false,\n"
+             "  \"attention_dropout\": 0.0,\n"
+             "  \"initializer_range\": 0.02,\n"
+             "  \"pretraining_tp\": 1,\n"
+             "  \"use_cache\": true,\n"
              "  \"torch_dtype\": \"%s\"\n"
              "}\n",
-             c->dim, c->ffn_hidden, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size,
+             ids, c->dim, c->ffn_hidden, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size,
              c->max_seq_len, eps, theta, rs, c->tie_embeddings ? "true" : "false", torch_dtype[dtype]);
     snprintf(path, sizeof(path), "%s/config.json", dir);
     return write_text_atomic(path, text);
@@ -579,6 +593,11 @@ int hf_check_weights(const struct llama_config *c, const char *dir, struct hf_we
 // ---------------------------------------------------------------------------------------------------
 
 int hf_save(const struct llama *m, const char *dir, enum st_dtype dtype) {
+    struct hf_save_opts o = {dtype, 0, -1, -1};
+    return hf_save_opts(m, dir, &o);
+}
+
+int hf_save_opts(const struct llama *m, const char *dir, const struct hf_save_opts *o) {
     if (m->tp->size != 1)
         return err_set("%s: saving a tensor-parallel model (tp = %d) needs its slices gathered first; only tp = 1 "
                        "is supported", dir, m->tp->size);
@@ -597,17 +616,92 @@ int hf_save(const struct llama *m, const char *dir, enum st_dtype dtype) {
     float *host = xmalloc_aligned(sizeof(float) * pl->total);
     llama_params_to_host(m, host);
     struct st_write_tensor *w = xcalloc((size_t)pl->n, sizeof(*w));
+    const size_t esz = o->dtype == ST_F32 ? 4 : 2;
+    // shards: tensors in layout order, a new file whenever the next tensor would pass the limit (a
+    // tensor larger than the limit gets a file of its own), as transformers' save_pretrained splits
+    int *shard = xcalloc((size_t)pl->n, sizeof(int)), nshards = 1;
+    uint64_t cur = 0, total = 0;
     for (int i = 0; i < pl->n; i++) {
         const struct param_tensor *p = &pl->t[i];
         CHECK(p->rows == p->full_rows && p->cols == p->full_cols);  // tp = 1: every tensor whole, no padding
         w[i].name = p->name;
         w[i].ndim = canonical_shape(p, w[i].shape);
         w[i].data = host + p->offset;
+        uint64_t bytes = (uint64_t)p->numel * esz;
+        if (o->max_shard_bytes && cur > 0 && cur + bytes > o->max_shard_bytes) {
+            nshards++;
+            cur = 0;
+        }
+        shard[i] = nshards - 1;
+        cur += bytes;
+        total += bytes;
     }
-    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-    int rc = st_write(path, w, pl->n, dtype, "{\"format\":\"pt\"}");
+    int rc = 0;
+    if (nshards == 1) {
+        snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+        rc = st_write(path, w, pl->n, o->dtype, "{\"format\":\"pt\"}");
+    } else {
+        snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+        if (is_file(path))  // transformers prefers it to the index: it would shadow the shards
+            rc = err_set("%s: a single-file checkpoint is in the way of a sharded one; save to an empty directory", path);
+        cJSON *index = cJSON_CreateObject(), *md = cJSON_AddObjectToObject(index, "metadata");
+        cJSON *wm = cJSON_AddObjectToObject(index, "weight_map");
+        cJSON_AddNumberToObject(md, "total_size", (double)total);
+        for (int s = 0, first = 0; rc == 0 && s < nshards; s++) {
+            int last = first;
+            while (last < pl->n && shard[last] == s) last++;
+            char name[64];
+            snprintf(name, sizeof(name), "model-%05d-of-%05d.safetensors", s + 1, nshards);
+            snprintf(path, sizeof(path), "%s/%s", dir, name);
+            rc = st_write(path, w + first, last - first, o->dtype, "{\"format\":\"pt\"}");
+            for (int i = first; i < last; i++) cJSON_AddStringToObject(wm, w[i].name, name);
+            first = last;
+        }
+        if (rc == 0) {
+            char *text = cJSON_Print(index);
+            snprintf(path, sizeof(path), "%s/model.safetensors.index.json", dir);
+            rc = write_text_atomic(path, text);
+            free(text);
+        }
+        cJSON_Delete(index);
+    }
+    free(shard);
     free(w);
     free(host);
-    if (rc == 0) rc = hf_write_config(&m->cfg, dir, dtype);
+    if (rc == 0) rc = hf_write_config_opts(&m->cfg, dir, o);
     return rc;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The directory's tokenizer
+// ---------------------------------------------------------------------------------------------------
+
+int hf_tokenizer_file(const char *dir, char *out, size_t n) {
+    const char *names[] = {"tokenizer.model", "tokenizer.json"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(out, n, "%s/%s", dir, names[i]);
+        if (is_file(out)) return 1;
+    }
+    out[0] = '\0';
+    return 0;
+}
+
+int hf_check_data_tokenizer(const char *dir, const char *data_dir) {
+    const char *names[] = {"tokenizer.model", "tokenizer.json"};
+    char path[1100], hex[65], seen[2][1200], data_sha[65];
+    int n = 0;
+    snprintf(path, sizeof(path), "%s/tokenizer.model", data_dir);
+    if (!is_file(path)) return 0;  // not prepared data: the loader says so
+    if (sha256_file_hex(data_sha, path) != 0) return -1;
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        if (!is_file(path)) continue;
+        if (sha256_file_hex(hex, path) != 0) return -1;
+        if (!strcmp(hex, data_sha)) return 0;
+        snprintf(seen[n++], sizeof(seen[0]), "%s (sha256 %s)", path, hex);
+    }
+    if (n == 0) return 0;
+    return err_set("%s: the data was made with tokenizer sha256 %s, but the weights' tokenizer is %s%s%s: prepare the "
+                   "data with that tokenizer (llamac prep --tokenizer)", data_dir, data_sha, seen[0], n > 1 ? " or " : "",
+                   n > 1 ? seen[1] : "");
 }

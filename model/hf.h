@@ -23,8 +23,20 @@
 // model_type (when given) must be "llama", hidden_act "silu", attention_bias and mlp_bias false.
 // c->name is the directory's base name. -1 with err_set naming the file and the key.
 int hf_read_config(struct llama_config *c, const char *dir);
-// Writes DIR/config.json (via a temporary file and a rename); torch_dtype from `dtype`.
+// How a model is saved: dtype of the weights, the shard size limit (0 = one model.safetensors; else
+// model-NNNNN-of-MMMMM.safetensors of at most max_shard_bytes each, a larger tensor alone in its file,
+// listed by model.safetensors.index.json with metadata.total_size) and the tokenizer's BOS and EOS ids
+// for config.json (-1: omitted).
+struct hf_save_opts {
+    enum st_dtype dtype;
+    uint64_t max_shard_bytes;
+    int bos_id, eos_id;
+};
+// Writes DIR/config.json (via a temporary file and a rename): every field transformers' LlamaConfig
+// reads (architectures, model_type, sizes, num_key_value_heads, head_dim, max_position_embeddings,
+// rms_norm_eps, rope_theta, rope_scaling or null, tie_word_embeddings, torch_dtype, bos/eos_token_id).
 int hf_write_config(const struct llama_config *c, const char *dir, enum st_dtype dtype);
+int hf_write_config_opts(const struct llama_config *c, const char *dir, const struct hf_save_opts *o);
 
 // What hf_load_weights_info found.
 struct hf_weights_info {
@@ -58,3 +70,17 @@ void *hf_json_read(const char *path);
 // refuses a DIR that holds a sharded checkpoint (model.safetensors.index.json), whose stale index and
 // shards would be left beside the new file.
 int hf_save(const struct llama *m, const char *dir, enum st_dtype dtype);
+// hf_save with options: sharded above o->max_shard_bytes (refusing a DIR whose model.safetensors would
+// shadow the index), BOS/EOS ids in config.json.
+int hf_save_opts(const struct llama *m, const char *dir, const struct hf_save_opts *o);
+
+// The tokenizer file a released-weights directory (Hugging Face or Meta) ships: DIR/tokenizer.model
+// (SentencePiece, or Llama 3's tiktoken file) when present, else DIR/tokenizer.json. 1 with its path in
+// out, 0 when it has neither.
+int hf_tokenizer_file(const char *dir, char *out, size_t n);
+// `[model] init = hf:DIR` (or meta:DIR) with prepared data: the data's tokenizer (DATA_DIR/tokenizer.model,
+// which prep copies there and the manifest fingerprints) must be the one DIR ships, compared by the
+// SHA-256 of DIR/tokenizer.model and of DIR/tokenizer.json (either may match: Hugging Face's Llama 2
+// directories ship both). -1 with one err_set line naming both hashes when neither matches; 0 (nothing
+// to compare) when DIR ships neither.
+int hf_check_data_tokenizer(const char *dir, const char *data_dir);

@@ -371,6 +371,9 @@ static int trainer_setup(struct trainer *t, const char *ini) {
         if (agree(t, sha256_file_hex(t->tokenizer_sha256, run_tok)) != 0) return -1;
         lc.tokenizer_sha256 = t->tokenizer_sha256;
     }
+    const char *init_dir = c->init_hf[0] ? c->init_hf : c->init_meta[0] ? c->init_meta : NULL;
+    if (init_dir && agree(t, hf_check_data_tokenizer(init_dir, c->data_dir)) != 0)
+        return -1;  // released weights need data made with their own tokenizer
     if (agree(t, loader_open(&t->loader, &lc)) != 0) return -1;
 
     // start: resume from the newest checkpoint in run_dir, else released weights, else random

@@ -13,6 +13,8 @@
 #   reshard  a run stopped after step 5 at (2,2) (run.stop_after) resumes at (2,2), (4,1) and (1,1):
 #            the same layout is bit-identical to an uninterrupted (2,2) run (losses and the final
 #            checkpoint), the others give its losses within 1e-4.
+#   eval     `llamac eval` on checkpoints of a dp 2 run prints the val_loss the run logged at their steps
+#            (all 17 digits: both ranks' windows, summed in rank order as the trainer's all-reduce does).
 #   sigterm  SIGTERM to mpirun mid-run at (2,2): every rank stops after the same step, writes the
 #            checkpoint of that step and STOPPED, and exits 0; the run resumed with the same command
 #            is bit-identical to an uninterrupted run.
@@ -211,8 +213,19 @@ sys.exit(max(d for _, d in late) >= 1.0)"
     check "parameters and moments at step $((stop + 5)) bit-identical" \
         "$compare" tensors "$(ckpt whole $((stop + 5)))" "$(ckpt sig $((stop + 5)))" params,adam_m,adam_v 0
     ;;
+eval)
+    # llamac eval on a checkpoint of a dp 2 run reads the windows of both ranks (cli/eval.c), so it
+    # prints the validation loss the run logged at that step, to the last digit of metrics.jsonl
+    train e21 2 1 --set train.eval_every=5 --set train.eval_batches=3 || exit 1
+    for step in 5 10; do
+        want=$(sed -n "s/^{\"step\": $step, \"val_loss\": \([^,]*\),.*/\1/p" "$(metrics e21)")
+        got=$("$llamac" eval --ckpt "$(ckpt e21 $step)" 2>&1 | sed -n 's/.*\[val_loss \(.*\)\].*/\1/p')
+        check "eval of the dp 2 checkpoint of step $step: val_loss '$got', the run logged '$want'" \
+            test -n "$want" -a "$got" = "$want"
+    done
+    ;;
 *)
-    echo "parallel_train.sh: MODE is equiv, zero1, reshard or sigterm" >&2
+    echo "parallel_train.sh: MODE is equiv, zero1, reshard, sigterm or eval" >&2
     exit 2
     ;;
 esac

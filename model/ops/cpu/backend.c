@@ -43,6 +43,7 @@ static const struct ops cpu_ops = {
     .rope_backward = rope_backward_cpu,
     .attention_forward = attention_forward_cpu,
     .attention_backward = attention_backward_cpu,
+    .attention_decode = attention_decode_cpu,
     .swiglu_forward = swiglu_forward_cpu,
     .swiglu_backward = swiglu_backward_cpu,
     .residual_forward = residual_forward_cpu,

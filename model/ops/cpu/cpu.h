@@ -20,6 +20,8 @@ void rope_backward_cpu(const struct backend *be, dbuf *dx, const dbuf *cos, cons
 void attention_forward_cpu(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv, int B, int T, int NH, int KVH, int HS);
 void attention_backward_cpu(const struct backend *be, dbuf *dqkv, const dbuf *dout, const dbuf *qkv, const dbuf *out, const dbuf *lse,
                             int B, int T, int NH, int KVH, int HS);
+void attention_decode_cpu(const struct backend *be, dbuf *out, dbuf *kcache, dbuf *vcache, const dbuf *qkv, int T, int pos,
+                          int NH, int KVH, int HS);
 void swiglu_forward_cpu(const struct backend *be, dbuf *out, const dbuf *gateup, int BT, int F);
 void swiglu_backward_cpu(const struct backend *be, dbuf *dgateup, const dbuf *dout, const dbuf *gateup, int BT, int F);
 void residual_forward_cpu(const struct backend *be, dbuf *out, const dbuf *a, const dbuf *b, size_t N);

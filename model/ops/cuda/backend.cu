@@ -132,6 +132,7 @@ static void cuda_ops_init(struct ops *o) {
     o->rope_backward = rope_backward_cuda;
     o->attention_forward = attention_forward_cuda;
     o->attention_backward = attention_backward_cuda;
+    o->attention_decode = attention_decode_cuda;
     o->swiglu_forward = swiglu_forward_cuda;
     o->swiglu_backward = swiglu_backward_cuda;
     o->residual_forward = residual_forward_cuda;

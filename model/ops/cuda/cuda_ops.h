@@ -27,6 +27,8 @@ void attention_forward_cuda(const struct backend *be, dbuf *out, dbuf *lse, cons
                             int KVH, int HS);
 void attention_backward_cuda(const struct backend *be, dbuf *dqkv, const dbuf *dout, const dbuf *qkv,
                              const dbuf *out, const dbuf *lse, int B, int T, int NH, int KVH, int HS);
+void attention_decode_cuda(const struct backend *be, dbuf *out, dbuf *kcache, dbuf *vcache, const dbuf *qkv, int T,
+                           int pos, int NH, int KVH, int HS);
 void swiglu_forward_cuda(const struct backend *be, dbuf *out, const dbuf *gateup, int BT, int F);
 void swiglu_backward_cuda(const struct backend *be, dbuf *dgateup, const dbuf *dout, const dbuf *gateup, int BT,
                           int F);
