@@ -26,7 +26,7 @@ trap 'rm -rf "$tmp"' EXIT
 # dynamic shared memory of the attention kernels (bytes, from the *_smem() formulas of attention.cu):
 #   tensor cores  forward 3x64x(HSP+8) bf16: HS 128 52224, HS 64 27648; dK dV (2x64+2x32)x(HSP+8) bf16 + 256:
 #                 HS 128 52480, HS 64 27904; dQ (2x64+2x32)x(HSP+8) bf16: HS 128 52224, HS 64 27648
-#   fp32 FMA      forward HS 128 115456; dK dV 108288; dQ 107776
+#   fp32 FMA      HS 128: forward 115456, dK dV 116224, dQ 107520
 TXT
 } >bench/ptxas.txt
 cat bench/ptxas.txt

@@ -384,49 +384,50 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_kernel(floatX *dqkv,
 
 typedef __nv_bfloat16 bf16;
 
-// Loads rows [row0, row0+n) of a (T, stride) bf16 array, HS columns, into dst (n, pitch) in 16-byte
-// chunks; rows at or past T and columns HS..HSP-1 are zero. src and stride are 16-byte aligned (checked
-// by the launcher), HS is a multiple of 16.
+// Starts loading rows [row0, row0+n) of a (T, stride) bf16 array, HS columns, into dst (n, pitch) with
+// 16-byte cp.async copies (completed by cp_async_wait); rows at or past T and columns HS..HSP-1 are
+// zeroed by plain stores. src and stride are 16-byte aligned (checked by the launcher), HS is a
+// multiple of 16.
 template <int HSP>
 __device__ void tc_load_tile(bf16 *dst, int pitch, const bf16 *src, size_t stride, int row0, int n, int T, int HS) {
     constexpr int CH = HSP / 8;  // chunks of 8 bf16 per row
     for (int idx = threadIdx.x; idx < n * CH; idx += blockDim.x) {
         const int r = idx / CH, d = idx % CH * 8, row = row0 + r;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (row < T && d < HS) v = *(const uint4 *)(src + (size_t)row * stride + d);
-        *(uint4 *)(dst + r * pitch + d) = v;
+        if (row < T && d < HS) cp_async_16(dst + r * pitch + d, src + (size_t)row * stride + d);
+        else *(uint4 *)(dst + r * pitch + d) = make_uint4(0, 0, 0, 0);
     }
 }
 
 template <int HSP>
-constexpr size_t tc_fwd_smem() {  // sQ, sK, sV: (64, HSP + 8) bf16 each
-    return sizeof(bf16) * 3 * (size_t)TC_FWD_BR * (HSP + 8);
+constexpr size_t tc_fwd_smem() {  // sQ, then sK, sV twice (double-buffered): (64, HSP + 8) bf16 each
+    return sizeof(bf16) * 5 * (size_t)TC_FWD_BR * (HSP + 8);
 }
 
 // out (B,T,NH*HS), lse (B,NH,T) from qkv (B,T,(NH+2KVH)*HS). Grid (ceil(T/64), NH, B), 128 threads.
 // Warp w owns query rows q0 + 16w .. +15; lane 4g+q holds rows g and g+8 of them (C fragment layout).
+// Key/value tiles are double-buffered: tile kt+1 is in flight (cp.async) while tile kt is computed.
 template <int HSP>
 __global__ void __launch_bounds__(TC_THREADS)
     attn_fwd_tc_kernel(bf16 *out, float *lse, const bf16 *qkv, struct attn_shape sh) {
-    LLAMAC_DYNAMIC_SMEM(uint4, tc_smem);  // 16-byte aligned for the vector stores and ldmatrix
+    LLAMAC_DYNAMIC_SMEM(uint4, tc_smem);  // 16-byte aligned for cp.async and ldmatrix
     bf16 *smem = (bf16 *)tc_smem;
-    constexpr int P = HSP + 8, KS = HSP / 16, NT = TC_FWD_BC / 8, DT = HSP / 8;
-    bf16 *sQ = smem, *sK = sQ + TC_FWD_BR * P, *sV = sK + TC_FWD_BC * P;
+    constexpr int P = HSP + 8, KS = HSP / 16, NT = TC_FWD_BC / 8, DT = HSP / 8, TILE = TC_FWD_BC * P;
+    bf16 *sQ = smem, *sKV = sQ + TC_FWD_BR * P;  // buffer u: sK = sKV + 2u TILE, sV = sK + TILE
     const int T = sh.T, HS = sh.HS, NH = sh.NH, KVH = sh.KVH;
     const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int kvh = h / (NH / KVH), q0 = qt * TC_FWD_BR;
     const size_t S = (size_t)(NH + 2 * KVH) * HS;
-    const bf16 *base = qkv + (size_t)b * T * S;
+    const bf16 *base = qkv + (size_t)b * T * S, *kbase = base + (size_t)(NH + kvh) * HS,
+               *vbase = base + (size_t)(NH + KVH + kvh) * HS;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
     const int w0 = q0 + 16 * warp, i0 = w0 + g, i1 = i0 + 8;  // this warp's first row, this lane's rows
     const float sc = ATTN_LOG2E / sqrtf((float)HS);
 
     tc_load_tile<HSP>(sQ, P, base + (size_t)h * HS, S, q0, TC_FWD_BR, T, HS);
-    __syncthreads();
+    tc_load_tile<HSP>(sKV, P, kbase, S, 0, TC_FWD_BC, T, HS);
+    tc_load_tile<HSP>(sKV + TILE, P, vbase, S, 0, TC_FWD_BC, T, HS);
+    cp_async_commit();
     uint32_t qf[KS][4];
-    ATTN_UNROLL
-    for (int kk = 0; kk < KS; kk++) ldmatrix_x4(qf[kk], ldsm_a(sQ, P, 16 * warp, 16 * kk, lane));
-
     float o[DT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     ATTN_UNROLL
     for (int dt = 0; dt < DT; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
@@ -434,72 +435,83 @@ __global__ void __launch_bounds__(TC_THREADS)
     const int nk = min(q0 + TC_FWD_BR - 1, T - 1) / TC_FWD_BC + 1;  // key tiles up to the diagonal
     for (int kt = 0; kt < nk; kt++) {
         const int j0 = kt * TC_FWD_BC;
-        __syncthreads();  // the previous tile's sK, sV are read
-        tc_load_tile<HSP>(sK, P, base + (size_t)(NH + kvh) * HS, S, j0, TC_FWD_BC, T, HS);
-        tc_load_tile<HSP>(sV, P, base + (size_t)(NH + KVH + kvh) * HS, S, j0, TC_FWD_BC, T, HS);
+        const bf16 *sK = sKV + 2 * (kt & 1) * TILE, *sV = sK + TILE;
+        if (kt + 1 < nk) {  // the other buffer was last read in iteration kt-1, before its closing barrier
+            bf16 *nK = sKV + 2 * ((kt + 1) & 1) * TILE;
+            tc_load_tile<HSP>(nK, P, kbase, S, j0 + TC_FWD_BC, TC_FWD_BC, T, HS);
+            tc_load_tile<HSP>(nK + TILE, P, vbase, S, j0 + TC_FWD_BC, TC_FWD_BC, T, HS);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();  // everything but the tile just issued has landed
         __syncthreads();
-        if (!tile_any_visible(w0, w0 + 15, j0, j0 + TC_FWD_BC - 1)) continue;  // warp-uniform: no mma skipped halfway
-
-        float s[NT][4];
-        ATTN_UNROLL
-        for (int nt = 0; nt < NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-        ATTN_UNROLL
-        for (int kk = 0; kk < KS; kk++) {
+        if (kt == 0) {
             ATTN_UNROLL
-            for (int nt = 0; nt < NT; nt += 2) {  // S = Q K^T, two n-tiles of keys per ldmatrix
-                uint32_t kf[4];
-                ldmatrix_x4(kf, ldsm_bt(sK, P, 8 * nt, 16 * kk, lane));
-                mma_bf16_16816(s[nt], qf[kk], kf, s[nt]);
-                mma_bf16_16816(s[nt + 1], qf[kk], kf + 2, s[nt + 1]);
+            for (int kk = 0; kk < KS; kk++) ldmatrix_x4(qf[kk], ldsm_a(sQ, P, 16 * warp, 16 * kk, lane));
+        }
+        if (tile_any_visible(w0, w0 + 15, j0, j0 + TC_FWD_BC - 1)) {  // warp-uniform
+            float s[NT][4];
+            ATTN_UNROLL
+            for (int nt = 0; nt < NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+            ATTN_UNROLL
+            for (int kk = 0; kk < KS; kk++) {
+                ATTN_UNROLL
+                for (int nt = 0; nt < NT; nt += 2) {  // S = Q K^T, two n-tiles of keys per ldmatrix
+                    uint32_t kf[4];
+                    ldmatrix_x4(kf, ldsm_bt(sK, P, 8 * nt, 16 * kk, lane));
+                    mma_bf16_16816(s[nt], qf[kk], kf, s[nt]);
+                    mma_bf16_16816(s[nt + 1], qf[kk], kf + 2, s[nt + 1]);
+                }
+            }
+            // scores in the log2 domain, masked unless the whole tile is visible to this warp's rows
+            const bool full =
+                tile_all_visible(w0, w0 + 15, j0, j0 + TC_FWD_BC - 1) && w0 + 15 < T && j0 + TC_FWD_BC <= T;
+            float mx[2] = {-INFINITY, -INFINITY};
+            ATTN_UNROLL
+            for (int nt = 0; nt < NT; nt++) {
+                ATTN_UNROLL
+                for (int e = 0; e < 4; e++) {
+                    const int i = e < 2 ? i0 : i1, j = j0 + 8 * nt + 2 * q + (e & 1);
+                    s[nt][e] = (full || allowed(i, j, T)) ? s[nt][e] * sc : -INFINITY;
+                    mx[e / 2] = fmaxf(mx[e / 2], s[nt][e]);
+                }
+            }
+            float alpha[2], m_ref[2], sum[2] = {0.0f, 0.0f};
+            ATTN_UNROLL
+            for (int r = 0; r < 2; r++) {
+                const float m_new = fmaxf(m[r], row_max(mx[r]));
+                m_ref[r] = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet stays 0
+                alpha[r] = exp2f(m[r] - m_ref[r]);
+                m[r] = m_new;
+            }
+            ATTN_UNROLL
+            for (int nt = 0; nt < NT; nt++) {
+                ATTN_UNROLL
+                for (int e = 0; e < 4; e++) {
+                    s[nt][e] = exp2f(s[nt][e] - m_ref[e / 2]);
+                    sum[e / 2] += s[nt][e];
+                }
+            }
+            ATTN_UNROLL
+            for (int r = 0; r < 2; r++) l[r] = l[r] * alpha[r] + row_sum(sum[r]);
+            ATTN_UNROLL
+            for (int dt = 0; dt < DT; dt++) {
+                o[dt][0] *= alpha[0], o[dt][1] *= alpha[0];
+                o[dt][2] *= alpha[1], o[dt][3] *= alpha[1];
+            }
+            ATTN_UNROLL
+            for (int kk = 0; kk < TC_FWD_BC / 16; kk++) {  // O += P V, P packed to bf16 from the S fragments
+                uint32_t pa[4];
+                pack_a_from_c(pa, s[2 * kk], s[2 * kk + 1]);
+                ATTN_UNROLL
+                for (int dt = 0; dt < DT; dt += 2) {
+                    uint32_t vf[4];
+                    ldmatrix_x4_trans(vf, ldsm_a(sV, P, 16 * kk, 8 * dt, lane));
+                    mma_bf16_16816(o[dt], pa, vf, o[dt]);
+                    mma_bf16_16816(o[dt + 1], pa, vf + 2, o[dt + 1]);
+                }
             }
         }
-        // scores in the log2 domain, masked where the whole tile is not visible to this warp's rows
-        const bool full = tile_all_visible(w0, w0 + 15, j0, j0 + TC_FWD_BC - 1) && w0 + 15 < T && j0 + TC_FWD_BC <= T;
-        float mx[2] = {-INFINITY, -INFINITY};
-        ATTN_UNROLL
-        for (int nt = 0; nt < NT; nt++) {
-            ATTN_UNROLL
-            for (int e = 0; e < 4; e++) {
-                const int i = e < 2 ? i0 : i1, j = j0 + 8 * nt + 2 * q + (e & 1);
-                s[nt][e] = (full || allowed(i, j, T)) ? s[nt][e] * sc : -INFINITY;
-                mx[e / 2] = fmaxf(mx[e / 2], s[nt][e]);
-            }
-        }
-        float alpha[2], m_ref[2], sum[2] = {0.0f, 0.0f};
-        ATTN_UNROLL
-        for (int r = 0; r < 2; r++) {
-            const float m_new = fmaxf(m[r], row_max(mx[r]));
-            m_ref[r] = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet stays 0
-            alpha[r] = exp2f(m[r] - m_ref[r]);
-            m[r] = m_new;
-        }
-        ATTN_UNROLL
-        for (int nt = 0; nt < NT; nt++) {
-            ATTN_UNROLL
-            for (int e = 0; e < 4; e++) {
-                s[nt][e] = exp2f(s[nt][e] - m_ref[e / 2]);
-                sum[e / 2] += s[nt][e];
-            }
-        }
-        ATTN_UNROLL
-        for (int r = 0; r < 2; r++) l[r] = l[r] * alpha[r] + row_sum(sum[r]);
-        ATTN_UNROLL
-        for (int dt = 0; dt < DT; dt++) {
-            o[dt][0] *= alpha[0], o[dt][1] *= alpha[0];
-            o[dt][2] *= alpha[1], o[dt][3] *= alpha[1];
-        }
-        ATTN_UNROLL
-        for (int kk = 0; kk < TC_FWD_BC / 16; kk++) {  // O += P V, P packed to bf16 from the S fragments
-            uint32_t pa[4];
-            pack_a_from_c(pa, s[2 * kk], s[2 * kk + 1]);
-            ATTN_UNROLL
-            for (int dt = 0; dt < DT; dt += 2) {
-                uint32_t vf[4];
-                ldmatrix_x4_trans(vf, ldsm_a(sV, P, 16 * kk, 8 * dt, lane));
-                mma_bf16_16816(o[dt], pa, vf, o[dt]);
-                mma_bf16_16816(o[dt + 1], pa, vf + 2, o[dt + 1]);
-            }
-        }
+        __syncthreads();  // this buffer is read: the next iteration but one refills it
     }
 
     ATTN_UNROLL
@@ -518,22 +530,24 @@ __global__ void __launch_bounds__(TC_THREADS)
 }
 
 template <int HSP>
-constexpr size_t tc_bkv_smem() {  // sK, sV (64 rows), sQ, sdO (32 rows), (HSP + 8) bf16 per row; sL, sD
-    return sizeof(bf16) * 2 * (size_t)(TC_BKV_BC + TC_BKV_BR) * (HSP + 8) + sizeof(float) * 2 * TC_BKV_BR;
+constexpr size_t tc_bkv_smem() {  // sK, sV (64 rows), then sQ, sdO (32 rows) twice, (HSP + 8) bf16 per row;
+                                  // sL, sD twice
+    return sizeof(bf16) * (2 * (size_t)TC_BKV_BC + 4 * TC_BKV_BR) * (HSP + 8) + sizeof(float) * 4 * TC_BKV_BR;
 }
 
 // dK, dV of one 64-key tile and kv head. Grid (ceil(T/64), KVH, B), 128 threads. Warp w owns key rows
 // j0 + 16w .. +15 of S^T = K Q^T, dP^T = V dO^T, and of the accumulators dK, dV (fp32, registers),
-// summed over the query heads of the group and the 32-row query tiles from the diagonal down.
+// summed over the query heads of the group and the 32-row query tiles from the diagonal down: one
+// sequence of (head, query tile) steps whose Q, dO, lse and D tiles are double-buffered.
 template <int HSP>
 __global__ void __launch_bounds__(TC_THREADS) attn_bwd_dkdv_tc_kernel(bf16 *dqkv, const bf16 *dout, const bf16 *qkv,
                                                                        const float *lse, const float *D,
                                                                        struct attn_shape sh) {
-    LLAMAC_DYNAMIC_SMEM(uint4, tc_smem);  // 16-byte aligned for the vector stores and ldmatrix
+    LLAMAC_DYNAMIC_SMEM(uint4, tc_smem);  // 16-byte aligned for cp.async and ldmatrix
     bf16 *smem = (bf16 *)tc_smem;
-    constexpr int P = HSP + 8, KS = HSP / 16, NT = TC_BKV_BR / 8, DT = HSP / 8;
-    bf16 *sK = smem, *sV = sK + TC_BKV_BC * P, *sQ = sV + TC_BKV_BC * P, *sdO = sQ + TC_BKV_BR * P;
-    float *sL = (float *)(sdO + TC_BKV_BR * P), *sD = sL + TC_BKV_BR;
+    constexpr int P = HSP + 8, KS = HSP / 16, NT = TC_BKV_BR / 8, DT = HSP / 8, QT = TC_BKV_BR * P;
+    bf16 *sK = smem, *sV = sK + TC_BKV_BC * P, *sQO = sV + TC_BKV_BC * P;  // buffer u: sQ = sQO + 2u QT, sdO = sQ + QT
+    float *sLD = (float *)(sQO + 4 * QT);                                 // buffer u: sL = sLD + 2u BR, sD = sL + BR
     const int T = sh.T, HS = sh.HS, NH = sh.NH, KVH = sh.KVH, group = NH / KVH;
     const int kt = gridDim.x - 1 - blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, j0 = kt * TC_BKV_BC;
     const size_t S = (size_t)(NH + 2 * KVH) * HS;
@@ -541,28 +555,40 @@ __global__ void __launch_bounds__(TC_THREADS) attn_bwd_dkdv_tc_kernel(bf16 *dqkv
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
     const int w0 = j0 + 16 * warp, ja = w0 + g, jb = ja + 8;  // this warp's first key, this lane's keys
     const float scale = 1.0f / sqrtf((float)HS), sc = ATTN_LOG2E * scale;
+    const int istart = j0 / TC_BKV_BR * TC_BKV_BR, ni = ceil_div(T - istart, TC_BKV_BR), nsteps = group * ni;
 
+    // Starts loading step `it` (query head kvh*group + it/ni, query tile istart + (it%ni)*BR) into buffer u.
+    auto load_step = [&](int it, int u) {
+        const int h = kvh * group + it / ni, i0 = istart + it % ni * TC_BKV_BR;
+        bf16 *dQ = sQO + 2 * u * QT;
+        tc_load_tile<HSP>(dQ, P, base + (size_t)h * HS, S, i0, TC_BKV_BR, T, HS);
+        tc_load_tile<HSP>(dQ + QT, P, dbase + (size_t)h * HS, (size_t)NH * HS, i0, TC_BKV_BR, T, HS);
+        const float *lrow = lse + ((size_t)b * NH + h) * T, *drow = D + ((size_t)b * NH + h) * T;
+        float *dL = sLD + 2 * u * TC_BKV_BR;
+        for (int k = threadIdx.x; k < TC_BKV_BR; k += blockDim.x) {
+            dL[k] = i0 + k < T ? lrow[i0 + k] * ATTN_LOG2E : 0.0f;
+            dL[TC_BKV_BR + k] = i0 + k < T ? drow[i0 + k] : 0.0f;
+        }
+    };
     tc_load_tile<HSP>(sK, P, base + (size_t)(NH + kvh) * HS, S, j0, TC_BKV_BC, T, HS);
     tc_load_tile<HSP>(sV, P, base + (size_t)(NH + KVH + kvh) * HS, S, j0, TC_BKV_BC, T, HS);
+    load_step(0, 0);
+    cp_async_commit();
     float dk[DT][4], dv[DT][4];
     ATTN_UNROLL
     for (int dt = 0; dt < DT; dt++)
         ATTN_UNROLL
         for (int e = 0; e < 4; e++) dk[dt][e] = dv[dt][e] = 0.0f;
 
-    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-        const float *lrow = lse + ((size_t)b * NH + h) * T, *drow = D + ((size_t)b * NH + h) * T;
-        for (int i0 = j0 / TC_BKV_BR * TC_BKV_BR; i0 < T; i0 += TC_BKV_BR) {  // query tiles from the diagonal down
-            __syncthreads();  // the previous tile's sQ, sdO, sL, sD are read
-            tc_load_tile<HSP>(sQ, P, base + (size_t)h * HS, S, i0, TC_BKV_BR, T, HS);
-            tc_load_tile<HSP>(sdO, P, dbase + (size_t)h * HS, (size_t)NH * HS, i0, TC_BKV_BR, T, HS);
-            for (int k = threadIdx.x; k < TC_BKV_BR; k += blockDim.x) {
-                sL[k] = i0 + k < T ? lrow[i0 + k] * ATTN_LOG2E : 0.0f;
-                sD[k] = i0 + k < T ? drow[i0 + k] : 0.0f;
-            }
-            __syncthreads();
-            if (!tile_any_visible(i0, i0 + TC_BKV_BR - 1, w0, w0 + 15)) continue;  // warp-uniform
-
+    for (int it = 0; it < nsteps; it++) {
+        const int u = it & 1, i0 = istart + it % ni * TC_BKV_BR;
+        const bf16 *sQ = sQO + 2 * u * QT, *sdO = sQ + QT;
+        const float *sL = sLD + 2 * u * TC_BKV_BR, *sD = sL + TC_BKV_BR;
+        if (it + 1 < nsteps) load_step(it + 1, u ^ 1);  // that buffer was read in step it-1, before its barrier
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        if (tile_any_visible(i0, i0 + TC_BKV_BR - 1, w0, w0 + 15)) {  // warp-uniform
             float st[NT][4], dpt[NT][4];
             ATTN_UNROLL
             for (int nt = 0; nt < NT; nt++)
@@ -584,7 +610,7 @@ __global__ void __launch_bounds__(TC_THREADS) attn_bwd_dkdv_tc_kernel(bf16 *dqkv
                     mma_bf16_16816(dpt[nt + 1], va, bo + 2, dpt[nt + 1]);
                 }
             }
-            // P^T and dS^T = P^T (dP^T - D) in place of st and dpt; element (key j, query i)
+            // P^T and dS^T = P^T (dP^T - D) in place of st and dpt; element (key j, query i0 + k)
             ATTN_UNROLL
             for (int nt = 0; nt < NT; nt++) {
                 ATTN_UNROLL
@@ -612,6 +638,7 @@ __global__ void __launch_bounds__(TC_THREADS) attn_bwd_dkdv_tc_kernel(bf16 *dqkv
                 }
             }
         }
+        __syncthreads();  // this buffer is read: step it+2 refills it
     }
 
     ATTN_UNROLL
@@ -630,25 +657,26 @@ __global__ void __launch_bounds__(TC_THREADS) attn_bwd_dkdv_tc_kernel(bf16 *dqkv
 }
 
 template <int HSP>
-constexpr size_t tc_bq_smem() {  // sQ, sdO (64 rows), sK, sV (32 rows), (HSP + 8) bf16 per row
-    return sizeof(bf16) * 2 * (size_t)(TC_FWD_BR + TC_BQ_BC) * (HSP + 8);
+constexpr size_t tc_bq_smem() {  // sQ, sdO (64 rows), then sK, sV (32 rows) twice, (HSP + 8) bf16 per row
+    return sizeof(bf16) * (2 * (size_t)TC_FWD_BR + 4 * TC_BQ_BC) * (HSP + 8);
 }
 
 // dQ of one 64-row query tile and head. Grid (ceil(T/64), NH, B), 128 threads. Warp w owns query rows
-// q0 + 16w .. +15 of S, dP and the accumulator dQ, over 32-key tiles up to the diagonal.
+// q0 + 16w .. +15 of S, dP and the accumulator dQ, over 32-key tiles up to the diagonal (double-buffered).
 template <int HSP>
 __global__ void __launch_bounds__(TC_THREADS) attn_bwd_dq_tc_kernel(bf16 *dqkv, const bf16 *dout, const bf16 *qkv,
                                                                      const float *lse, const float *D,
                                                                      struct attn_shape sh) {
-    LLAMAC_DYNAMIC_SMEM(uint4, tc_smem);  // 16-byte aligned for the vector stores and ldmatrix
+    LLAMAC_DYNAMIC_SMEM(uint4, tc_smem);  // 16-byte aligned for cp.async and ldmatrix
     bf16 *smem = (bf16 *)tc_smem;
-    constexpr int P = HSP + 8, KS = HSP / 16, NT = TC_BQ_BC / 8, DT = HSP / 8;
-    bf16 *sQ = smem, *sdO = sQ + TC_FWD_BR * P, *sK = sdO + TC_FWD_BR * P, *sV = sK + TC_BQ_BC * P;
+    constexpr int P = HSP + 8, KS = HSP / 16, NT = TC_BQ_BC / 8, DT = HSP / 8, KT = TC_BQ_BC * P;
+    bf16 *sQ = smem, *sdO = sQ + TC_FWD_BR * P, *sKV = sdO + TC_FWD_BR * P;  // buffer u: sK = sKV + 2u KT, sV = sK + KT
     const int T = sh.T, HS = sh.HS, NH = sh.NH, KVH = sh.KVH;
     const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int kvh = h / (NH / KVH), q0 = qt * TC_FWD_BR;
     const size_t S = (size_t)(NH + 2 * KVH) * HS;
-    const bf16 *base = qkv + (size_t)b * T * S;
+    const bf16 *base = qkv + (size_t)b * T * S, *kbase = base + (size_t)(NH + kvh) * HS,
+               *vbase = base + (size_t)(NH + KVH + kvh) * HS;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
     const int w0 = q0 + 16 * warp, i0 = w0 + g, i1 = i0 + 8;
     const float scale = 1.0f / sqrtf((float)HS), sc = ATTN_LOG2E * scale;
@@ -658,6 +686,9 @@ __global__ void __launch_bounds__(TC_THREADS) attn_bwd_dq_tc_kernel(bf16 *dqkv, 
 
     tc_load_tile<HSP>(sQ, P, base + (size_t)h * HS, S, q0, TC_FWD_BR, T, HS);
     tc_load_tile<HSP>(sdO, P, dout + (size_t)b * T * NH * HS + (size_t)h * HS, (size_t)NH * HS, q0, TC_FWD_BR, T, HS);
+    tc_load_tile<HSP>(sKV, P, kbase, S, 0, TC_BQ_BC, T, HS);
+    tc_load_tile<HSP>(sKV + KT, P, vbase, S, 0, TC_BQ_BC, T, HS);
+    cp_async_commit();
     float dq[DT][4];
     ATTN_UNROLL
     for (int dt = 0; dt < DT; dt++) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.0f;
@@ -665,54 +696,60 @@ __global__ void __launch_bounds__(TC_THREADS) attn_bwd_dq_tc_kernel(bf16 *dqkv, 
     const int nk = min(q0 + TC_FWD_BR - 1, T - 1) / TC_BQ_BC + 1;  // key tiles up to the diagonal
     for (int kt = 0; kt < nk; kt++) {
         const int j0 = kt * TC_BQ_BC;
-        __syncthreads();  // the previous tile's sK, sV are read
-        tc_load_tile<HSP>(sK, P, base + (size_t)(NH + kvh) * HS, S, j0, TC_BQ_BC, T, HS);
-        tc_load_tile<HSP>(sV, P, base + (size_t)(NH + KVH + kvh) * HS, S, j0, TC_BQ_BC, T, HS);
+        const bf16 *sK = sKV + 2 * (kt & 1) * KT, *sV = sK + KT;
+        if (kt + 1 < nk) {  // the other buffer was last read in iteration kt-1, before its closing barrier
+            bf16 *nK = sKV + 2 * ((kt + 1) & 1) * KT;
+            tc_load_tile<HSP>(nK, P, kbase, S, j0 + TC_BQ_BC, TC_BQ_BC, T, HS);
+            tc_load_tile<HSP>(nK + KT, P, vbase, S, j0 + TC_BQ_BC, TC_BQ_BC, T, HS);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
         __syncthreads();
-        if (!tile_any_visible(w0, w0 + 15, j0, j0 + TC_BQ_BC - 1)) continue;  // warp-uniform
-
-        float s[NT][4], dp[NT][4];
-        ATTN_UNROLL
-        for (int nt = 0; nt < NT; nt++)
+        if (tile_any_visible(w0, w0 + 15, j0, j0 + TC_BQ_BC - 1)) {  // warp-uniform
+            float s[NT][4], dp[NT][4];
             ATTN_UNROLL
-            for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
-        ATTN_UNROLL
-        for (int kk = 0; kk < KS; kk++) {
-            uint32_t qa[4], oa[4];
-            ldmatrix_x4(qa, ldsm_a(sQ, P, 16 * warp, 16 * kk, lane));
-            ldmatrix_x4(oa, ldsm_a(sdO, P, 16 * warp, 16 * kk, lane));
+            for (int nt = 0; nt < NT; nt++)
+                ATTN_UNROLL
+                for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
             ATTN_UNROLL
-            for (int nt = 0; nt < NT; nt += 2) {
-                uint32_t bk[4], bv[4];
-                ldmatrix_x4(bk, ldsm_bt(sK, P, 8 * nt, 16 * kk, lane));
-                ldmatrix_x4(bv, ldsm_bt(sV, P, 8 * nt, 16 * kk, lane));
-                mma_bf16_16816(s[nt], qa, bk, s[nt]);  // S = Q K^T
-                mma_bf16_16816(s[nt + 1], qa, bk + 2, s[nt + 1]);
-                mma_bf16_16816(dp[nt], oa, bv, dp[nt]);  // dP = dO V^T
-                mma_bf16_16816(dp[nt + 1], oa, bv + 2, dp[nt + 1]);
+            for (int kk = 0; kk < KS; kk++) {
+                uint32_t qa[4], oa[4];
+                ldmatrix_x4(qa, ldsm_a(sQ, P, 16 * warp, 16 * kk, lane));
+                ldmatrix_x4(oa, ldsm_a(sdO, P, 16 * warp, 16 * kk, lane));
+                ATTN_UNROLL
+                for (int nt = 0; nt < NT; nt += 2) {
+                    uint32_t bk[4], bv[4];
+                    ldmatrix_x4(bk, ldsm_bt(sK, P, 8 * nt, 16 * kk, lane));
+                    ldmatrix_x4(bv, ldsm_bt(sV, P, 8 * nt, 16 * kk, lane));
+                    mma_bf16_16816(s[nt], qa, bk, s[nt]);  // S = Q K^T
+                    mma_bf16_16816(s[nt + 1], qa, bk + 2, s[nt + 1]);
+                    mma_bf16_16816(dp[nt], oa, bv, dp[nt]);  // dP = dO V^T
+                    mma_bf16_16816(dp[nt + 1], oa, bv + 2, dp[nt + 1]);
+                }
+            }
+            ATTN_UNROLL
+            for (int nt = 0; nt < NT; nt++) {  // dS = P (dP - D) in place of dp
+                ATTN_UNROLL
+                for (int e = 0; e < 4; e++) {
+                    const int r = e / 2, i = r ? i1 : i0, j = j0 + 8 * nt + 2 * q + (e & 1);
+                    const float p = allowed(i, j, T) ? exp2f(s[nt][e] * sc - L[r]) : 0.0f;
+                    dp[nt][e] = p * (dp[nt][e] - Dr[r]);
+                }
+            }
+            ATTN_UNROLL
+            for (int kk = 0; kk < TC_BQ_BC / 16; kk++) {  // dQ += dS K
+                uint32_t sa[4];
+                pack_a_from_c(sa, dp[2 * kk], dp[2 * kk + 1]);
+                ATTN_UNROLL
+                for (int dt = 0; dt < DT; dt += 2) {
+                    uint32_t bk[4];
+                    ldmatrix_x4_trans(bk, ldsm_a(sK, P, 16 * kk, 8 * dt, lane));
+                    mma_bf16_16816(dq[dt], sa, bk, dq[dt]);
+                    mma_bf16_16816(dq[dt + 1], sa, bk + 2, dq[dt + 1]);
+                }
             }
         }
-        ATTN_UNROLL
-        for (int nt = 0; nt < NT; nt++) {  // dS = P (dP - D) in place of dp
-            ATTN_UNROLL
-            for (int e = 0; e < 4; e++) {
-                const int r = e / 2, i = r ? i1 : i0, j = j0 + 8 * nt + 2 * q + (e & 1);
-                const float p = allowed(i, j, T) ? exp2f(s[nt][e] * sc - L[r]) : 0.0f;
-                dp[nt][e] = p * (dp[nt][e] - Dr[r]);
-            }
-        }
-        ATTN_UNROLL
-        for (int kk = 0; kk < TC_BQ_BC / 16; kk++) {  // dQ += dS K
-            uint32_t sa[4];
-            pack_a_from_c(sa, dp[2 * kk], dp[2 * kk + 1]);
-            ATTN_UNROLL
-            for (int dt = 0; dt < DT; dt += 2) {
-                uint32_t bk[4];
-                ldmatrix_x4_trans(bk, ldsm_a(sK, P, 16 * kk, 8 * dt, lane));
-                mma_bf16_16816(dq[dt], sa, bk, dq[dt]);
-                mma_bf16_16816(dq[dt + 1], sa, bk + 2, dq[dt + 1]);
-            }
-        }
+        __syncthreads();  // this buffer is read: the next iteration but one refills it
     }
 
     ATTN_UNROLL

@@ -87,3 +87,27 @@ __device__ __forceinline__ void pack_a_from_c(uint32_t (&a)[4], const float (&c0
     a[2] = pack_bf16(c1[0], c1[1]);
     a[3] = pack_bf16(c1[2], c1[3]);
 }
+
+// Asynchronous copies global -> shared (cp.async, sm_80+): 16 bytes that do not pass through registers,
+// grouped by cp_async_commit; cp_async_wait<N> waits until at most N of this thread's groups are still
+// in flight. As with any shared memory, other threads see the data only after a __syncthreads that
+// follows the wait. The emulator copies at once (cudaemu/README.md: a missing wait goes unnoticed
+// there; a missing barrier does not, under the reverse and shuffle orders).
+__device__ __forceinline__ void cp_async_16(void *smem, const void *gmem) {
+#if LLAMAC_CUDA_EMU
+    memcpy(smem, gmem, 16);
+#else
+    const unsigned addr = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(addr), "l"(gmem));
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if !LLAMAC_CUDA_EMU
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+#if !LLAMAC_CUDA_EMU
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
