@@ -11,7 +11,11 @@ trap 'rm -rf "$tmp"' EXIT
     echo "# nvcc -std=c++17 -O3 -arch=sm_$arch -Xptxas -v ($("$nvcc" --version | grep -o 'release [0-9.]*')), written by bench/ptxas.sh"
     echo "# kernel                                                     regs  smem(static)  spill st/ld"
     for f in model/ops/cuda/*.cu optim/*.cu; do
-        "$nvcc" -std=c++17 -O3 -arch=sm_$arch -I. -Xptxas -v -c "$f" -o "$tmp/x.o" 2>"$tmp/log"
+        if ! "$nvcc" -std=c++17 -O3 -arch=sm_$arch -I. -Xptxas -v -c "$f" -o "$tmp/x.o" 2>"$tmp/log"; then
+            grep -v '^ptxas info' "$tmp/log" >&2
+            echo "bench/ptxas.sh: $f does not compile" >&2
+            exit 1
+        fi
         echo "## $f"
         awk '/Compiling entry function/ { name = $0; sub(/.*function .\x27?/, "", name); sub(/\x27.*/, "", name) }
              /bytes spill stores/ { split($0, a, ","); st = a[2]; ld = a[3]; gsub(/[^0-9]/, "", st); gsub(/[^0-9]/, "", ld) }
@@ -24,8 +28,8 @@ trap 'rm -rf "$tmp"' EXIT
     done
     cat <<'TXT'
 # dynamic shared memory of the attention kernels (bytes, from the *_smem() formulas of attention.cu):
-#   tensor cores  forward 3x64x(HSP+8) bf16: HS 128 52224, HS 64 27648; dK dV (2x64+2x32)x(HSP+8) bf16 + 256:
-#                 HS 128 52480, HS 64 27904; dQ (2x64+2x32)x(HSP+8) bf16: HS 128 52224, HS 64 27648
+#   tensor cores (bf16 tiles of HSP + 8 columns, K/V or Q/dO double-buffered)
+#     HS 128: forward 87040, dK dV 70144, dQ 69632      HS 64: forward 46080, dK dV 37376, dQ 36864
 #   fp32 FMA      HS 128: forward 115456, dK dV 116224, dQ 107520
 TXT
 } >bench/ptxas.txt

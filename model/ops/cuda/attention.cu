@@ -18,16 +18,19 @@
 // of 16-byte chunks, so ldmatrix is free of bank conflicts), loaded with 16-byte vector loads.
 //   forward   grid (ceil(T/64), NH, B): 64 query rows per block, Q fragments in registers, 64-key tiles
 //             up to the diagonal; S = Q K^T, online softmax in fp32 (log2 domain), O += P V with P in
-//             bf16; O (fp32, registers) / l written as bf16 once, and lse. smem 3 x 64 x (HSP+8) bf16
-//             (52 KiB at HS 128, opt-in above 48 KiB).
+//             bf16; O (fp32, registers) / l written as bf16 once, and lse. smem: Q and two K/V buffers,
+//             5 x 64 x (HSP+8) bf16 (85 KiB at HS 128, opt-in above 48 KiB).
 //   D         a warp per (b,t,h) row: D = rowsum(dO * O) (fp32 scratch, kept per context).
 //   dK,dV     grid (ceil(T/64), KVH, B): 64 keys per block, summing over the query heads of the GQA group
 //             and 32-row query tiles from the diagonal down: S^T = K Q^T, dP^T = V dO^T, P^T and
 //             dS^T = P^T (dP^T - D) in registers, dV += P^T dO, dK += dS^T Q (fp32 accumulators in
-//             registers: the group shares them, so no atomics). smem (2x64 + 2x32) x (HSP+8) bf16.
+//             registers: the group shares them, so no atomics). smem (2x64 + 2x2x32) x (HSP+8) bf16.
 //   dQ        grid (ceil(T/64), NH, B): 64 query rows per block, 32-key tiles up to the diagonal:
 //             S, dP, dS = P (dP - D), dQ += dS K (a separate pass instead of atomics: deterministic).
-// Registers and spills of each kernel (nvcc -Xptxas -v, sm_90) are in bench/ptxas.txt; none spills.
+// The tile being computed is in shared memory while the next one arrives by cp.async (double buffering:
+// a barrier after the wait, so every thread's copies are visible, and one after the compute, so nobody
+// still reads a buffer when it is refilled). Registers and spills of each kernel (nvcc -Xptxas -v,
+// sm_90) are in bench/ptxas.txt; none spills.
 //
 // fp32-FMA kernels (256 threads each; a tile row is handled by TPR = 4 consecutive lanes of one warp,
 // so that the row reductions of the softmax are two __shfl_xor_sync and no shared memory). Tiles are
@@ -555,7 +558,7 @@ __global__ void __launch_bounds__(TC_THREADS) attn_bwd_dkdv_tc_kernel(bf16 *dqkv
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
     const int w0 = j0 + 16 * warp, ja = w0 + g, jb = ja + 8;  // this warp's first key, this lane's keys
     const float scale = 1.0f / sqrtf((float)HS), sc = ATTN_LOG2E * scale;
-    const int istart = j0 / TC_BKV_BR * TC_BKV_BR, ni = ceil_div(T - istart, TC_BKV_BR), nsteps = group * ni;
+    const int istart = j0 / TC_BKV_BR * TC_BKV_BR, ni = (T - istart + TC_BKV_BR - 1) / TC_BKV_BR, nsteps = group * ni;
 
     // Starts loading step `it` (query head kvh*group + it/ni, query tile istart + (it%ni)*BR) into buffer u.
     auto load_step = [&](int it, int u) {
