@@ -244,6 +244,13 @@ static void t_res(const struct backend *be, dbuf *out, const dbuf *a, const dbuf
     toc("residual_forward", t, 0, 3.0 * N * E);
     (void)be;
 }
+static void t_resrms(const struct backend *be, dbuf *res, dbuf *out, dbuf *rstd, const dbuf *a, const dbuf *b,
+                     const dbuf *w, int BT, int C, float eps) {
+    double t = tic();
+    inner->ops->residual_rmsnorm_forward(inner, res, out, rstd, a, b, w, BT, C, eps);
+    toc("residual_rmsnorm_forward", t, 0, 4.0 * BT * C * E);
+    (void)be;
+}
 static void t_ce_max(const struct backend *be, dbuf *rm, const dbuf *lg, int BT, int Vl, int vs, int V) {
     double t = tic();
     inner->ops->crossentropy_max(inner, rm, lg, BT, Vl, vs, V);
@@ -296,7 +303,7 @@ static const struct backend *timed_backend(const struct backend *be) {
     timed_ops.rope_forward = t_rope_f, timed_ops.rope_backward = t_rope_b;
     timed_ops.attention_forward = t_att_f, timed_ops.attention_backward = t_att_b;
     timed_ops.swiglu_forward = t_swi_f, timed_ops.swiglu_backward = t_swi_b;
-    timed_ops.residual_forward = t_res;
+    timed_ops.residual_forward = t_res, timed_ops.residual_rmsnorm_forward = t_resrms;
     timed_ops.crossentropy_max = t_ce_max, timed_ops.crossentropy_sums = t_ce_sums;
     timed_ops.crossentropy_loss = t_ce_loss, timed_ops.crossentropy_backward = t_ce_b;
     timed_ops.adamw_update = t_adamw, timed_ops.grad_sumsq = t_sumsq;

@@ -89,6 +89,11 @@ struct ops {
     // out (N) = a + b (activations). Its backward hands dout unchanged to both inputs, so the model needs
     // no call for it (see model/llama.c).
     void (*residual_forward)(const struct backend *be, dbuf *out, const dbuf *a, const dbuf *b, size_t N);
+    // The residual add fused with the RMSNorm that follows it, one pass instead of two: res (BT,C) = a + b
+    // (in the activation type; res may alias a or b), then out = rmsnorm_forward(res) from the stored res,
+    // rstd (BT) saved. Backward: rmsnorm_backward on res, the residual's gradient passes through.
+    void (*residual_rmsnorm_forward)(const struct backend *be, dbuf *res, dbuf *out, dbuf *rstd, const dbuf *a,
+                                     const dbuf *b, const dbuf *weight, int BT, int C, float eps);
 
     // Cross-entropy over the vocabulary slice [vstart, vstart+Vl) of logits (BT,Vl); columns whose global
     // id is >= V are padding and never count; targets < 0 are ignored (loss 0, no gradient). In three

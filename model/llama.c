@@ -237,9 +237,10 @@ static void block_forward(struct llama *m, int l, const struct llama_layer_acts 
     op->attention_forward(be, a->att, a->lse, a->qkv, B, T, NH, KVH, HS);
     op->matmul_forward(be, m->y, a->att, W(PARAM_WO, l), BT, NH * HS, C);
     tp_sum(m, m->y, (size_t)BT * C);
-    op->residual_forward(be, a->xmid, a->x, m->y, (size_t)BT * C);
+    // xmid = x + y and its norm in one pass
+    op->residual_rmsnorm_forward(be, a->xmid, a->xn2, a->rstd2, a->x, m->y, W(PARAM_FFN_NORM, l), BT, C,
+                                 m->cfg.norm_eps);
 
-    op->rmsnorm_forward(be, a->xn2, a->rstd2, a->xmid, W(PARAM_FFN_NORM, l), BT, C, m->cfg.norm_eps);
     op->matmul_forward(be, a->gu, a->xn2, W(PARAM_WGATE, l), BT, C, 2 * F);  // gate, up weights are adjacent
     op->swiglu_forward(be, a->h, a->gu, BT, F);
     if (!out) return;
