@@ -7,7 +7,9 @@
 //       device memory bandwidth (a 1 GiB fp32 copy):  "peak tflops X membw_gbs Y"
 //   bench_gpu attn --batch B --seq T --heads NH --kv-heads KVH --head-dim HS [--peak TFLOPS]
 //       attention forward and backward alone (causal FLOPs: forward 4 B NH HS T(T+1)/2, backward 2.5x):
-//       "attn B T NH KVH HS fwd_ms bwd_ms fwd_tflops bwd_tflops total_tflops of_peak"
+//       "attn B T NH KVH HS fwd_ms bwd_ms fwd_tflops bwd_tflops total_tflops of_peak", then unless
+//       --no-check "attn-check ... ok|MISMATCH": the same inputs through the fp32-FMA kernels
+//       (LLAMAC_ATTN_FMA=1), relative errors of out, lse and dqkv (ok: all <= 1e-2)
 //   bench_gpu model --name N --dim C --layers L --heads NH --kv-heads KVH --ffn F --vocab V [--tie]
 //                   --batch B --seq T [--steps 5] [--warmup 2] [--recompute] [--peak TFLOPS]
 //                   [--kernels] [--membw GBS]
@@ -123,6 +125,37 @@ static int cmd_attn(int argc, char **argv) {
     const double tot = (ff + fb) / (fwd + bwd) / 1e12;
     printf("attn %d %d %d %d %d %.3f %.3f %.1f %.1f %.1f %.3f\n", B, T, NH, KVH, HS, fwd * 1e3, bwd * 1e3,
            ff / fwd / 1e12, fb / bwd / 1e12, tot, peak > 0 ? tot / peak : 0.0);
+
+    // On the device itself, the kernels just timed against the fp32-FMA ones (LLAMAC_ATTN_FMA=1) on the
+    // same inputs: a check for machines where the Criterion tests are not at hand (bf16: about 2e-3).
+    if (!arg_flag(argc, argv, "--no-check") && !getenv("LLAMAC_ATTN_FMA")) {
+        dbuf *out2 = be->alloc(be, BUF_ACT, nout), *dqkv2 = be->alloc(be, BUF_ACT, nqkv);
+        dbuf *lse2 = be->alloc(be, BUF_ACT32, (size_t)B * NH * T);
+        setenv("LLAMAC_ATTN_FMA", "1", 1);
+        be->ops->attention_forward(be, out2, lse2, qkv, B, T, NH, KVH, HS);
+        be->ops->attention_backward(be, dqkv2, dout, qkv, out2, lse2, B, T, NH, KVH, HS);
+        unsetenv("LLAMAC_ATTN_FMA");
+        const dbuf *x[3][2] = {{out, out2}, {lse, lse2}, {dqkv, dqkv2}};
+        const enum buf_kind kinds[3] = {BUF_ACT, BUF_ACT32, BUF_ACT};
+        const size_t ns[3] = {nout, (size_t)B * NH * T, nqkv};
+        double rel[3];
+        for (int k = 0; k < 3; k++) {
+            float *a = malloc(ns[k] * sizeof(float)), *r = malloc(ns[k] * sizeof(float));
+            be->to_host(be, a, x[k][0], kinds[k], ns[k]);
+            be->to_host(be, r, x[k][1], kinds[k], ns[k]);
+            double d = 0, n2 = 0;
+            size_t bad = 0;
+            for (size_t i = 0; i < ns[k]; i++) {
+                if (!isfinite(a[i])) bad++;
+                else d += ((double)a[i] - r[i]) * ((double)a[i] - r[i]), n2 += (double)r[i] * r[i];
+            }
+            rel[k] = bad ? INFINITY : sqrt(d / (n2 > 0 ? n2 : 1));
+            free(a), free(r);
+        }
+        printf("attn-check %d %d %d %d %d rel_out %.2e rel_lse %.2e rel_dqkv %.2e %s\n", B, T, NH, KVH, HS, rel[0],
+               rel[1], rel[2], rel[0] <= 1e-2 && rel[1] <= 1e-2 && rel[2] <= 1e-2 ? "ok" : "MISMATCH");
+        be->free(be, out2), be->free(be, dqkv2), be->free(be, lse2);
+    }
     dbuf *bufs[] = {qkv, dqkv, out, dout, lse};
     for (int i = 0; i < 5; i++) be->free(be, bufs[i]);
     return 0;
