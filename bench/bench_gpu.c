@@ -342,6 +342,7 @@ static const struct backend *timed_backend(const struct backend *be) {
     timed_ops.adamw_update = t_adamw, timed_ops.grad_sumsq = t_sumsq;
     timed_be = *be;
     timed_be.ops = &timed_ops;
+    timed_be.run_region = NULL;  // the wrappers synchronise: nothing of this step may be captured
     return &timed_be;
 }
 

@@ -135,6 +135,13 @@ struct backend {
     void (*convert)(const struct backend *be, dbuf *dst, enum buf_kind dk, const dbuf *src, enum buf_kind sk,
                     size_t n);
     void (*sync)(const struct backend *be);  // waits for every op called so far
+    // Optional (NULL: the caller runs fn(arg) itself). Runs fn(arg), a sequence of ops and be->zero calls
+    // on device buffers only (no host transfer, no sync), whose addresses, sizes and scalar arguments are
+    // all determined by `key`. The CUDA backend with LLAMAC_CUDA_GRAPH=1 calls fn directly the first time
+    // a slot (0..3) sees a key, captures it into a CUDA graph the second time and replays the graph from
+    // then on; without the variable, and under the CPU emulation, it calls fn directly.
+    void (*run_region)(const struct backend *be, int slot, unsigned long long key, void (*fn)(void *arg),
+                       void *arg);
     const struct ops *ops;
 };
 
