@@ -4,9 +4,10 @@
 #   2. the dense bf16 GEMM rate (cuBLASLt, 8192^3) and memory bandwidth, measured now: the MFU peak;
 #   3. attention forward + backward alone at T = 2048, head sizes 128 and 64, against that GEMM rate;
 #   4. training steps (forward, backward, grad norm, AdamW) at T = 2048 for a ~124M model, a ~1B LLaMA
-#      shape (dim 2048, 16 layers, GQA 16/4) and a 7B shape with recomputation: llamac, PyTorch eager and
-#      PyTorch torch.compile (bench/torch_gpu_bench.py), tokens/s, MFU (6N + attention FLOPs over the
-#      measured GEMM rate) and ratios, in one table;
+#      shape (dim 2048, 16 layers, GQA 16/4) and a 7B shape with recomputation: llamac (plain launches,
+#      and with the step captured in CUDA graphs, LLAMAC_CUDA_GRAPH=1), PyTorch eager and PyTorch
+#      torch.compile (bench/torch_gpu_bench.py), tokens/s, MFU (6N + attention FLOPs over the measured
+#      GEMM rate) and ratios, in one table;
 #   5. the time of each op in one 1B step beside its floor from FLOPs and bytes.
 #
 # usage: bash bench/gpu.sh [BENCH_GPU] [OUT_DIR]
@@ -81,20 +82,27 @@ for s in ${SIZES:-1b 124m 7b}; do
     run "llamac_$s" 200 "$bin" model $(shape "$s") --peak "$peak" && cat "$out/llamac_$s.txt"
     run "eager_$s" 200 $py "$here/torch_gpu_bench.py" $(shape "$s") "${tdev[@]}" && cat "$out/eager_$s.txt"
     run "compile_$s" 260 $py "$here/torch_gpu_bench.py" $(shape "$s") --compile "${tdev[@]}" && cat "$out/compile_$s.txt"
+    LLAMAC_CUDA_GRAPH=1 run "graph_$s" 200 "$bin" model $(shape "$s") --peak "$peak" \
+        && sed 's/^llamac/llamac+graph/' "$out/graph_$s.txt"
 done
 echo
 
 echo "== tokens/s and MFU (MFU over the measured GEMM rate, $peak TFLOP/s)"
-printf "%-6s %12s %7s %12s %7s %12s %7s %10s %10s\n" size llamac MFU eager MFU compile MFU "x eager" "x compile"
+echo "(llamac: the better of plain launches and LLAMAC_CUDA_GRAPH=1, the graph column; ratios use it)"
+printf "%-6s %10s %7s %10s %10s %7s %10s %7s %9s %9s\n" size llamac MFU "+graph" eager MFU compile MFU "x eager" "x compile"
 for s in ${SIZES:-1b 124m 7b}; do
-    l=$(grep '^llamac' "$out/llamac_$s.txt" 2>/dev/null) e=$(grep '^torch' "$out/eager_$s.txt" 2>/dev/null)
-    c=$(grep '^torch' "$out/compile_$s.txt" 2>/dev/null)
+    l=$(grep '^llamac' "$out/llamac_$s.txt" 2>/dev/null) g=$(grep '^llamac' "$out/graph_$s.txt" 2>/dev/null)
+    e=$(grep '^torch' "$out/eager_$s.txt" 2>/dev/null) c=$(grep '^torch' "$out/compile_$s.txt" 2>/dev/null)
     read -r _ _ _ _ lt _ fpt _ <<<"${l:-x x x x 0 0 0 0}"
+    read -r _ _ _ _ gt _ gfpt _ <<<"${g:-x x x x 0 0 0 0}"
     read -r _ _ _ _ et _ <<<"${e:-x x x x 0 0}"
     read -r _ _ _ _ ct _ <<<"${c:-x x x x 0 0}"
-    awk -v s="$s" -v l="$lt" -v e="$et" -v c="$ct" -v f="$fpt" -v p="$peak" 'function mfu(t) { return p > 0 ? 100 * t * f / (p * 1e12) : 0 }
+    [ "$fpt" = 0 ] && fpt=$gfpt
+    awk -v s="$s" -v l="$lt" -v g="$gt" -v e="$et" -v c="$ct" -v f="$fpt" -v p="$peak" '
+        function mfu(t) { return p > 0 ? 100 * t * f / (p * 1e12) : 0 }
         function r(a, b) { return b > 0 ? sprintf("%.2fx", a / b) : "-" }
-        BEGIN { printf "%-6s %12.0f %6.1f%% %12.0f %6.1f%% %12.0f %6.1f%% %10s %10s\n", s, l, mfu(l), e, mfu(e), c, mfu(c), r(l, e), r(l, c) }'
+        BEGIN { b = g > l ? g : l
+                printf "%-6s %10.0f %6.1f%% %10.0f %10.0f %6.1f%% %10.0f %6.1f%% %9s %9s\n", s, l, mfu(b), g, e, mfu(e), c, mfu(c), r(b, e), r(b, c) }'
 done
 echo
 
