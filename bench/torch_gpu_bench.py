@@ -1,7 +1,7 @@
 """The PyTorch peer of bench_gpu model (bench/gpu.sh runs both): the same LLaMA shapes and the same training
 step on one GPU, in the usual mixed-precision recipe: fp32 parameters, bf16 autocast, SDPA causal
 attention (the flash backend; GQA without copying k/v when torch has enable_gqa), fused AdamW, gradient
-clipping at 1.0, optional activation checkpointing per block. q/k/v and gate/up are one matmul each, as in
+clipping at 1.0, optional activation checkpointing per block. SDPA runs on its FlashAttention backend only. q/k/v and gate/up are one matmul each, as in
 llamac. --compile wraps the whole model (loss included) in torch.compile.
 
 usage: python3 bench/torch_gpu_bench.py --name 1b --dim 2048 --layers 16 --heads 16 --kv-heads 4 --ffn 8192
@@ -18,10 +18,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 def sdpa_has_gqa(dev):
+    """Whether SDPA takes k/v with fewer heads (enable_gqa, torch >= 2.5) on the flash backend. On the GPU the
+    flash backend is the only one left enabled (main), so a configuration it cannot run fails loudly
+    instead of falling back to the slow math path; without GQA support k/v are repeated per query head."""
     try:
-        q = torch.zeros(1, 4, 8, 16, device=dev, dtype=torch.bfloat16)
-        k = torch.zeros(1, 2, 8, 16, device=dev, dtype=torch.bfloat16)
-        F.scaled_dot_product_attention(q, k, k, is_causal=True, enable_gqa=True)
+        q = torch.zeros(1, 4, 64, 64, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        k = torch.zeros(1, 2, 64, 64, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        F.scaled_dot_product_attention(q, k, k, is_causal=True, enable_gqa=True).sum().backward()
         return True
     except (TypeError, RuntimeError, AttributeError):
         return False
@@ -122,6 +125,12 @@ def main():
     dev = a.device
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     torch.manual_seed(0)
+    if dev == "cuda":  # SDPA on FlashAttention only (see sdpa_has_gqa)
+        torch.backends.cuda.enable_flash_sdp(True)
+        torch.backends.cuda.enable_math_sdp(False)
+        torch.backends.cuda.enable_mem_efficient_sdp(False)
+        if hasattr(torch.backends.cuda, "enable_cudnn_sdp"):
+            torch.backends.cuda.enable_cudnn_sdp(False)
     gqa = sdpa_has_gqa(dev)
     model = Llama(a, gqa).to(dev)
     for n, p in model.named_parameters():
@@ -156,7 +165,7 @@ def main():
     tps = a.batch * a.seq * a.steps / total
     mem = torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda" else 0.0
     print(f"{mode} {a.name} {a.batch} {a.seq} {tps:.1f} {total / a.steps * 1e3:.2f} {mem:.1f}"
-          f"  # torch {torch.__version__}, sdpa gqa {gqa}")
+          f"  # torch {torch.__version__}, sdpa flash, gqa {'native' if gqa else 'k/v repeated'}")
 
 
 if __name__ == "__main__":
