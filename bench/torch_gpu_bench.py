@@ -165,7 +165,8 @@ def main():
     tps = a.batch * a.seq * a.steps / total
     mem = torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda" else 0.0
     print(f"{mode} {a.name} {a.batch} {a.seq} {tps:.1f} {total / a.steps * 1e3:.2f} {mem:.1f}"
-          f"  # torch {torch.__version__}, sdpa flash, gqa {'native' if gqa else 'k/v repeated'}")
+          f"  # torch {torch.__version__}, {'sdpa flash' if dev == 'cuda' else 'attention on ' + dev}, "
+          f"gqa {'native' if gqa else 'k/v repeated'}")
 
 
 if __name__ == "__main__":
