@@ -49,8 +49,8 @@ echo
 
 echo "== peak"
 smoke=${SMOKE:-0}
-tdev=() peakargs=() attnT=2048
-if [ "$smoke" = 1 ]; then tdev=(--device cpu) peakargs=(--n 256 --reps 1) attnT=128; fi
+tdev=() peakargs=() attnT=2048 reps=10
+if [ "$smoke" = 1 ]; then tdev=(--device cpu) peakargs=(--n 256 --reps 1) attnT=128 reps=1; fi
 run peak 120 "$bin" peak "${peakargs[@]}"
 cat "$out/peak.txt"
 read -r _ _ peak _ membw <"$out/peak.txt" || true
@@ -60,8 +60,8 @@ echo
 echo "== attention alone (T 2048, forward + backward, causal FLOPs)"
 echo "attn B T NH KVH HS fwd_ms bwd_ms fwd_TFLOPs bwd_TFLOPs total_TFLOPs of_gemm_rate"
 echo "(attn-check: the tensor-core kernels against the fp32-FMA ones on the same inputs, on this device)"
-run attn128 120 "$bin" attn --batch 4 --seq $attnT --heads 16 --kv-heads 4 --head-dim 128 --reps 2 --peak "$peak" && cat "$out/attn128.txt"
-run attn64 120 "$bin" attn --batch 4 --seq $attnT --heads 32 --kv-heads 8 --head-dim 64 --reps 2 --peak "$peak" && cat "$out/attn64.txt"
+run attn128 120 "$bin" attn --batch 4 --seq $attnT --heads 16 --kv-heads 4 --head-dim 128 --reps $reps --peak "$peak" && cat "$out/attn128.txt"
+run attn64 120 "$bin" attn --batch 4 --seq $attnT --heads 32 --kv-heads 8 --head-dim 64 --reps $reps --peak "$peak" && cat "$out/attn64.txt"
 LLAMAC_ATTN_FMA=1 run attn128fma 120 "$bin" attn --batch 4 --seq $attnT --heads 16 --kv-heads 4 --head-dim 128 --reps 2 --peak "$peak" --no-check \
     && sed 's/^attn/attn-fma/' "$out/attn128fma.txt"
 echo
