@@ -8,7 +8,7 @@
 #      and with the step captured in CUDA graphs, LLAMAC_CUDA_GRAPH=1), PyTorch eager and PyTorch
 #      torch.compile (bench/torch_gpu_bench.py), tokens/s, MFU (6N + attention FLOPs over the measured
 #      GEMM rate) and ratios, in one table;
-#   5. the time of each op in one 1B step beside its floor from FLOPs and bytes.
+#   5. the time of each op in one 1B step beside its floor from FLOPs and bytes (printed after the 1b rows).
 #
 # usage: bash bench/gpu.sh [BENCH_GPU] [OUT_DIR]
 #   BENCH_GPU  the bench_gpu binary (default build/bench/bench_gpu); in a bundle (scripts/gpu-check.sh
@@ -33,6 +33,8 @@ run() {  # run NAME TIMEOUT CMD...: stdout lines to $out/NAME.txt, stderr to $ou
     local name=$1 t=$2
     shift 2
     if ! left 20; then echo "skipped (time budget): $name" | tee "$out/$name.txt"; return 1; fi
+    local rem=$((budget - SECONDS))
+    [ "$t" -gt "$rem" ] && t=$rem  # no run ends past the budget
     timeout "$t" "$@" >"$out/$name.txt" 2>"$out/$name.log"
     local rc=$?
     [ $rc -eq 0 ] || echo "failed (rc $rc, see $out/$name.log): $name" | tee -a "$out/$name.txt"
@@ -84,6 +86,11 @@ for s in ${SIZES:-1b 124m 7b}; do
     run "compile_$s" 260 $py "$here/torch_gpu_bench.py" $(shape "$s") --compile "${tdev[@]}" && cat "$out/compile_$s.txt"
     LLAMAC_CUDA_GRAPH=1 run "graph_$s" 200 "$bin" model $(shape "$s") --peak "$peak" \
         && sed 's/^llamac/llamac+graph/' "$out/graph_$s.txt"
+    if [ "$s" = 1b ]; then
+        echo "-- per-op time of one 1b step (each op synchronised) beside its floor max(FLOPs/GEMM rate, bytes/bandwidth)"
+        run kernels_1b 200 "$bin" model $(shape 1b) --kernels --peak "$peak" --membw "$membw" \
+            && grep -v '^llamac' "$out/kernels_1b.txt"
+    fi
 done
 echo
 
@@ -106,9 +113,4 @@ for s in ${SIZES:-1b 124m 7b}; do
 done
 echo
 
-if [[ " ${SIZES:-1b 124m 7b} " == *" 1b "* ]]; then
-    echo "== per-op time of one 1b step (each op synchronised) beside its floor"
-    run kernels_1b 200 "$bin" model $(shape 1b) --kernels --peak "$peak" --membw "$membw" \
-        && grep -v '^llamac' "$out/kernels_1b.txt"
-fi
 echo "elapsed ${SECONDS}s; raw lines and logs in $out/"
