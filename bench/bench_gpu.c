@@ -407,7 +407,7 @@ static int cmd_model(int argc, char **argv) {
     for (size_t i = 0; i < BT; i++) r.tgt[i] = (int)(rng_u64(&g) % (uint64_t)c.vocab_size);
 
     // FLOPs per token: 6 N over the parameters the matmuls use, plus causal attention.
-    const int HS = c.dim / c.n_heads;
+    const int HS = c.head_dim > 0 ? c.head_dim : c.dim / c.n_heads;
     double N = (double)r.m.layout.total;
     if (!c.tie_embeddings) N -= (double)c.vocab_size * c.dim;
     const double fpt = 6.0 * N + 6.0 * c.n_layers * (double)r.T * c.n_heads * HS;
