@@ -255,16 +255,24 @@ static dbuf *lm_head_weight(struct llama *m) {
 
 // A region of device work for be->run_region (core/backend.h): called directly when the backend has none,
 // in a tensor-parallel group (its all-reduces leave the device) or when asked to. The key covers what
-// the captured work depends on besides the contents of device memory.
+// the captured work depends on besides the contents of device memory: every buffer address, the shapes
+// of the config and the batch, and the caller's scalars (the loss scale).
 static void run_region(struct llama *m, int slot, unsigned long long key, int direct, void (*fn)(void *), void *arg) {
     if (m->be->run_region && m->tp->size == 1 && !direct) m->be->run_region(m->be, slot, key, fn, arg);
     else fn(arg);
 }
 
 static unsigned long long region_key(const struct llama *m, unsigned long long extra) {
+    const struct llama_config *c = &m->cfg;
     const unsigned long long v[] = {(uintptr_t)m->acts, (uintptr_t)m->acts32, (uintptr_t)m->params,
-                                    (uintptr_t)m->grads, (unsigned long long)m->B, (unsigned long long)m->T,
-                                    (unsigned long long)m->recompute, extra};
+                                    (uintptr_t)m->grads, (uintptr_t)m->tokens, (uintptr_t)m->targets,
+                                    (unsigned long long)m->B, (unsigned long long)m->T,
+                                    (unsigned long long)m->recompute, (unsigned long long)m->layout.total,
+                                    (unsigned long long)c->dim, (unsigned long long)c->n_layers,
+                                    (unsigned long long)c->n_heads, (unsigned long long)c->n_kv_heads,
+                                    (unsigned long long)c->head_dim, (unsigned long long)c->ffn_hidden,
+                                    (unsigned long long)c->vocab_size, (unsigned long long)c->tie_embeddings,
+                                    (unsigned long long)(c->norm_eps * 1e9), extra};
     unsigned long long h = 1469598103934665603ull;  // FNV-1a over the words
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) h = (h ^ v[i]) * 1099511628211ull;
     return h;

@@ -137,11 +137,8 @@ static void cuda_run_region(const struct backend *be, int slot, unsigned long lo
     (void)be, (void)slot, (void)key;
     fn(arg);
 #else
-    static int enabled = -1;
-    if (enabled < 0) {
-        const char *e = getenv("LLAMAC_CUDA_GRAPH");
-        enabled = e && *e == '1';
-    }
+    const char *e = getenv("LLAMAC_CUDA_GRAPH");  // read at every call: a process may compare both ways
+    const int enabled = e && *e == '1';
     CHECKF(slot >= 0 && slot < GRAPH_SLOTS, "run_region: slot %d out of range", slot);
     if (!enabled) {
         fn(arg);
