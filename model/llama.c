@@ -94,9 +94,12 @@ struct carver {
     size_t used[2];
 };
 
+// Every view starts on a multiple of 8 elements (16 bytes in bf16): the CUDA backend's vector loads,
+// cp.async tiles and cuBLASLt's fastest kernels need 16-byte aligned operands (at most 7 elements of
+// padding per view).
 static dbuf *take(struct carver *cv, int is32, size_t n) {
     dbuf *p = cv->base[is32] ? be_at(cv->be, is32 ? BUF_ACT32 : BUF_ACT, cv->base[is32], cv->used[is32]) : NULL;
-    cv->used[is32] += n;
+    cv->used[is32] += (n + 7) / 8 * 8;
     return p;
 }
 
