@@ -132,7 +132,11 @@ def main():
         if hasattr(torch.backends.cuda, "enable_cudnn_sdp"):
             torch.backends.cuda.enable_cudnn_sdp(False)
     gqa = sdpa_has_gqa(dev)
-    model = Llama(a, gqa).to(dev)
+    try:  # built on the device: at 7b the default initialisation on the host alone would take a minute
+        with torch.device(dev):
+            model = Llama(a, gqa)
+    except (AttributeError, TypeError):  # torch < 2.0 (CPU smoke tests)
+        model = Llama(a, gqa).to(dev)
     for n, p in model.named_parameters():
         if p.dim() == 2:
             torch.nn.init.normal_(p, std=0.02)
