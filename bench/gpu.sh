@@ -2,7 +2,8 @@
 # llamac's CUDA backend against PyTorch on the same GPU, in one call (under 8 minutes on an H200):
 #   1. the static figures of the kernels (bench/ptxas.txt: registers, shared memory, spills);
 #   2. the dense bf16 GEMM rate (cuBLASLt, 8192^3) and memory bandwidth, measured now: the MFU peak;
-#   3. attention forward + backward alone at T = 2048, head sizes 128 and 64, against that GEMM rate;
+#   3. attention forward + backward alone at T = 2048, head sizes 128 and 64, against that GEMM rate and
+#      beside PyTorch SDPA (FlashAttention) at the same shapes;
 #   4. training steps (forward, backward, grad norm, AdamW) at T = 2048 for a ~124M model, a ~1B LLaMA
 #      shape (dim 2048, 16 layers, GQA 16/4) and a 7B shape with recomputation: llamac (plain launches,
 #      and with the step captured in CUDA graphs, LLAMAC_CUDA_GRAPH=1), PyTorch eager and PyTorch
@@ -61,9 +62,14 @@ echo
 
 echo "== attention alone (T 2048, forward + backward, causal FLOPs)"
 echo "attn B T NH KVH HS fwd_ms bwd_ms fwd_TFLOPs bwd_TFLOPs total_TFLOPs of_gemm_rate"
-echo "(attn-check: the tensor-core kernels against the fp32-FMA ones on the same inputs, on this device)"
+echo "(attn-check: the tensor-core kernels against the fp32-FMA ones on the same inputs, on this device;"
+echo " sdpa: PyTorch's FlashAttention at the same shapes, same FLOP count; attn-fma: llamac's fp32-FMA kernels)"
 run attn128 120 "$bin" attn --batch 4 --seq $attnT --heads 16 --kv-heads 4 --head-dim 128 --reps $reps --peak "$peak" && cat "$out/attn128.txt"
 run attn64 120 "$bin" attn --batch 4 --seq $attnT --heads 32 --kv-heads 8 --head-dim 64 --reps $reps --peak "$peak" && cat "$out/attn64.txt"
+run sdpa128 120 $py "$here/torch_gpu_bench.py" --attn-only --batch 4 --seq $attnT --heads 16 --kv-heads 4 --head-dim 128 "${tdev[@]}" \
+    && cat "$out/sdpa128.txt"
+run sdpa64 120 $py "$here/torch_gpu_bench.py" --attn-only --batch 4 --seq $attnT --heads 32 --kv-heads 8 --head-dim 64 "${tdev[@]}" \
+    && cat "$out/sdpa64.txt"
 LLAMAC_ATTN_FMA=1 run attn128fma 120 "$bin" attn --batch 4 --seq $attnT --heads 16 --kv-heads 4 --head-dim 128 --reps 2 --peak "$peak" --no-check \
     && sed 's/^attn/attn-fma/' "$out/attn128fma.txt"
 echo

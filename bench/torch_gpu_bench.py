@@ -7,6 +7,8 @@ llamac. --compile wraps the whole model (loss included) in torch.compile.
 usage: python3 bench/torch_gpu_bench.py --name 1b --dim 2048 --layers 16 --heads 16 --kv-heads 4 --ffn 8192
            --vocab 32000 --batch 4 --seq 2048 [--tie] [--recompute] [--compile] [--steps 5] [--warmup 2]
 Prints one line: "torch-eager|torch-compile NAME B T tokens_per_s step_ms peak_mem_gib".
+With --attn-only (--batch --seq --heads --kv-heads --head-dim): SDPA forward and backward alone, the peer
+of bench_gpu attn.
 """
 import argparse
 import sys
@@ -111,6 +113,43 @@ class Llama(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), tgt.view(-1))
 
 
+def attn_only(a, dev, gqa, reps=10):
+    """SDPA (flash) forward and backward alone at the shape of bench_gpu attn, same FLOP count (causal:
+    forward 4 B NH HS T(T+1)/2, backward 2.5x). Prints "sdpa B T NH KVH HS fwd_ms bwd_ms fwd_tflops
+    bwd_tflops total_tflops"."""
+    hs = a.head_dim
+    q = torch.randn(a.batch, a.heads, a.seq, hs, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    k = torch.randn(a.batch, a.kv_heads, a.seq, hs, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn(a.batch, a.kv_heads, a.seq, hs, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    r = a.heads // a.kv_heads
+
+    def fwd():
+        if gqa:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=r > 1)
+        return attend(q, k.repeat_interleave(r, 1), v.repeat_interleave(r, 1))
+
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    o = fwd()
+    g = torch.randn_like(o)
+    o.backward(g)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        o = fwd()
+    sync()
+    tf = (time.perf_counter() - t0) / reps
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        o = fwd()
+        o.backward(g)
+    sync()
+    tb = (time.perf_counter() - t0) / reps - tf
+    ff = 4.0 * a.batch * a.heads * hs * a.seq * (a.seq + 1) / 2
+    fb = 2.5 * ff
+    print(f"sdpa {a.batch} {a.seq} {a.heads} {a.kv_heads} {hs} {tf * 1e3:.3f} {tb * 1e3:.3f} {ff / tf / 1e12:.1f} "
+          f"{fb / tb / 1e12:.1f} {(ff + fb) / (tf + tb) / 1e12:.1f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     for k, d in [("--dim", 768), ("--layers", 12), ("--heads", 12), ("--kv-heads", 12), ("--ffn", 2048),
@@ -121,6 +160,8 @@ def main():
     ap.add_argument("--recompute", action="store_true")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--device", default="cuda", help="cpu: a smoke test of this script where there is no GPU")
+    ap.add_argument("--attn-only", action="store_true", help="time SDPA alone (--head-dim, not --dim)")
+    ap.add_argument("--head-dim", type=int, default=128)
     a = ap.parse_args()
     dev = a.device
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
@@ -132,6 +173,9 @@ def main():
         if hasattr(torch.backends.cuda, "enable_cudnn_sdp"):
             torch.backends.cuda.enable_cudnn_sdp(False)
     gqa = sdpa_has_gqa(dev)
+    if a.attn_only:
+        attn_only(a, dev, gqa)
+        return
     try:  # built on the device: at 7b the default initialisation on the host alone would take a minute
         with torch.device(dev):
             model = Llama(a, gqa)
