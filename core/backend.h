@@ -97,6 +97,11 @@ struct ops {
     // out (N) = a + b (activations). Its backward hands dout unchanged to both inputs, so the model needs
     // no call for it (see model/llama.c).
     void (*residual_forward)(const struct backend *be, dbuf *out, const dbuf *a, const dbuf *b, size_t N);
+    // The residual add fused with the RMSNorm that follows it, one pass instead of two: res (BT,C) = a + b
+    // (in the activation type; res may alias a or b), then out = rmsnorm_forward(res) from the stored res,
+    // rstd (BT) saved. Backward: rmsnorm_backward on res, the residual's gradient passes through.
+    void (*residual_rmsnorm_forward)(const struct backend *be, dbuf *res, dbuf *out, dbuf *rstd, const dbuf *a,
+                                     const dbuf *b, const dbuf *weight, int BT, int C, float eps);
 
     // Cross-entropy over the vocabulary slice [vstart, vstart+Vl) of logits (BT,Vl); columns whose global
     // id is >= V are padding and never count; targets < 0 are ignored (loss 0, no gradient). In three
@@ -138,6 +143,13 @@ struct backend {
     void (*convert)(const struct backend *be, dbuf *dst, enum buf_kind dk, const dbuf *src, enum buf_kind sk,
                     size_t n);
     void (*sync)(const struct backend *be);  // waits for every op called so far
+    // Optional (NULL: the caller runs fn(arg) itself). Runs fn(arg), a sequence of ops and be->zero calls
+    // on device buffers only (no host transfer, no sync), whose addresses, sizes and scalar arguments are
+    // all determined by `key`. The CUDA backend with LLAMAC_CUDA_GRAPH=1 calls fn directly the first time
+    // a slot (0..3) sees a key, captures it into a CUDA graph the second time and replays the graph from
+    // then on; without the variable, and under the CPU emulation, it calls fn directly.
+    void (*run_region)(const struct backend *be, int slot, unsigned long long key, void (*fn)(void *arg),
+                       void *arg);
     const struct ops *ops;
 };
 

@@ -422,9 +422,75 @@ static int shuffle_source(warp_kind kind, int l, const lane_rec &r) {
     }
 }
 
+static float bf16_lo(uint32_t r) { float x; uint32_t u = r << 16; memcpy(&x, &u, 4); return x; }
+static float bf16_hi(uint32_t r) { float x; uint32_t u = r & 0xffff0000u; memcpy(&x, &u, 4); return x; }
+
+// mma.sync m16n8k16 bf16: gather A (16x16), B (16x8), C (16x8) from the 32 lanes' fragments (PTX ISA,
+// "Matrix Fragments for mma.m16n8k16 with floating point type": lane l = 4g + q holds A rows g and g+8,
+// columns 2q, 2q+1 and 2q+8, 2q+9; B columns g, rows 2q, 2q+1, 2q+8, 2q+9; C rows g and g+8, columns
+// 2q, 2q+1), compute D = A B + C in fp32 and scatter D.
+static void complete_mma(lane_rec *lane) {
+    float A[16][16], B[16][8], C[16][8];
+    for (int l = 0; l < 32; l++) {
+        const mma_frag *f = (const mma_frag *)(uintptr_t)lane[l].value;
+        const int g = l / 4, q = l % 4;
+        for (int h = 0; h < 2; h++) {  // h: the row half (a0/a2 rows g, a1/a3 rows g+8)
+            A[g + 8 * h][2 * q] = bf16_lo(f->a[h]), A[g + 8 * h][2 * q + 1] = bf16_hi(f->a[h]);
+            A[g + 8 * h][2 * q + 8] = bf16_lo(f->a[h + 2]), A[g + 8 * h][2 * q + 9] = bf16_hi(f->a[h + 2]);
+            B[2 * q + 8 * h][g] = bf16_lo(f->b[h]), B[2 * q + 1 + 8 * h][g] = bf16_hi(f->b[h]);
+            C[g + 8 * h][2 * q] = f->c[2 * h], C[g + 8 * h][2 * q + 1] = f->c[2 * h + 1];
+        }
+    }
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 8; j++) {
+            float acc = 0.0f;
+            for (int k = 0; k < 16; k++) acc = fmaf(A[i][k], B[k][j], acc);
+            C[i][j] += acc;
+        }
+    for (int l = 0; l < 32; l++) {
+        const mma_frag *f = (const mma_frag *)(uintptr_t)lane[l].value;
+        const int g = l / 4, q = l % 4;
+        for (int h = 0; h < 2; h++) f->d[2 * h] = C[g + 8 * h][2 * q], f->d[2 * h + 1] = C[g + 8 * h][2 * q + 1];
+    }
+}
+
+// ldmatrix m8n8 b16: lanes 8i..8i+7 address the 8 rows of matrix i; register i of lane l = 4g + q holds
+// matrix i's row g, columns 2q and 2q+1 (with .trans: rows 2q and 2q+1 of column g).
+static void complete_ldmatrix(lane_rec *lane, const char *kernel) {
+    const ldm_frag *f0 = (const ldm_frag *)(uintptr_t)lane[0].value;
+    const int n = f0->n;
+    if (n != 1 && n != 2 && n != 4) fatal("ldmatrix in %s: %d matrices (1, 2 or 4)", kernel, n);
+    uint16_t row[32][8];
+    for (int l = 0; l < 32; l++) {
+        const ldm_frag *f = (const ldm_frag *)(uintptr_t)lane[l].value;
+        if (f->n != n || f->trans != f0->trans) fatal("ldmatrix in %s: lanes disagree on the shape", kernel);
+        if (l < 8 * n) {
+            if ((uintptr_t)f->row % 16) fatal("ldmatrix in %s: lane %d's row address is not 16-byte aligned", kernel, l);
+            memcpy(row[l], f->row, 16);
+        }
+    }
+    for (int l = 0; l < 32; l++) {
+        const ldm_frag *f = (const ldm_frag *)(uintptr_t)lane[l].value;
+        const int g = l / 4, q = l % 4;
+        for (int i = 0; i < n; i++) {
+            uint32_t lo, hi;
+            if (f0->trans) lo = row[8 * i + 2 * q][g], hi = row[8 * i + 2 * q + 1][g];
+            else lo = row[8 * i + g][2 * q], hi = row[8 * i + g][2 * q + 1];
+            f->r[i] = lo | hi << 16;
+        }
+    }
+}
+
 // Every lane of op has arrived: compute each lane's result and make the waiting ones runnable.
 static void complete(int w, const warp_pending &op) {
     lane_rec *lane = &S.lanes[w * 32];
+    if (op.kind == WARP_MMA || op.kind == WARP_LDMATRIX) {
+        if (op.mask != 0xffffffffu)
+            fatal("%s in %s: needs all 32 lanes of the warp (mask 0x%08x)", op.kind == WARP_MMA ? "mma" : "ldmatrix",
+                  S.site.kernel, op.mask);
+        if (op.kind == WARP_MMA) complete_mma(lane);
+        else complete_ldmatrix(lane, S.site.kernel);
+    }
     unsigned ballot = 0;
     for (int l = 0; l < 32; l++)
         if ((op.mask >> l & 1) && lane[l].value) ballot |= 1u << l;
@@ -432,7 +498,7 @@ static void complete(int w, const warp_pending &op) {
         if (!(op.mask >> l & 1)) continue;
         if (op.kind == WARP_BALLOT) lane[l].result = ballot;
         else if (op.kind == WARP_ACTIVE) lane[l].result = op.mask;
-        else if (op.kind != WARP_SYNC) {
+        else if (op.kind != WARP_SYNC && op.kind != WARP_MMA && op.kind != WARP_LDMATRIX) {
             int src = shuffle_source(op.kind, l, lane[l]);
             lane[l].result = (op.mask >> src & 1) ? lane[src].value : lane[l].value;  // outside mask: undefined
         }

@@ -94,9 +94,12 @@ struct carver {
     size_t used[2];
 };
 
+// Every view starts on a multiple of 8 elements (16 bytes in bf16): the CUDA backend's vector loads,
+// cp.async tiles and cuBLASLt's fastest kernels need 16-byte aligned operands (at most 7 elements of
+// padding per view).
 static dbuf *take(struct carver *cv, int is32, size_t n) {
     dbuf *p = cv->base[is32] ? be_at(cv->be, is32 ? BUF_ACT32 : BUF_ACT, cv->base[is32], cv->used[is32]) : NULL;
-    cv->used[is32] += n;
+    cv->used[is32] += (n + 7) / 8 * 8;
     return p;
 }
 
@@ -237,9 +240,10 @@ static void block_forward(struct llama *m, int l, const struct llama_layer_acts 
     op->attention_forward(be, a->att, a->lse, a->qkv, B, T, NH, KVH, HS);
     op->matmul_forward(be, m->y, a->att, W(PARAM_WO, l), BT, NH * HS, C);
     tp_sum(m, m->y, (size_t)BT * C);
-    op->residual_forward(be, a->xmid, a->x, m->y, (size_t)BT * C);
+    // xmid = x + y and its norm in one pass
+    op->residual_rmsnorm_forward(be, a->xmid, a->xn2, a->rstd2, a->x, m->y, W(PARAM_FFN_NORM, l), BT, C,
+                                 m->cfg.norm_eps);
 
-    op->rmsnorm_forward(be, a->xn2, a->rstd2, a->xmid, W(PARAM_FFN_NORM, l), BT, C, m->cfg.norm_eps);
     op->matmul_forward(be, a->gu, a->xn2, W(PARAM_WGATE, l), BT, C, 2 * F);  // gate, up weights are adjacent
     op->swiglu_forward(be, a->h, a->gu, BT, F);
     if (!out) return;
@@ -250,6 +254,49 @@ static void block_forward(struct llama *m, int l, const struct llama_layer_acts 
 
 static dbuf *lm_head_weight(struct llama *m) {
     return m->cfg.tie_embeddings ? W(PARAM_EMBED, -1) : W(PARAM_LM_HEAD, -1);
+}
+
+// A region of device work for be->run_region (core/backend.h): called directly when the backend has none,
+// in a tensor-parallel group (its all-reduces leave the device) or when asked to. The key covers what
+// the captured work depends on besides the contents of device memory: every buffer address, the shapes
+// of the config and the batch, and the caller's scalars (the loss scale).
+static void run_region(struct llama *m, int slot, unsigned long long key, int direct, void (*fn)(void *), void *arg) {
+    if (m->be->run_region && m->tp->size == 1 && !direct) m->be->run_region(m->be, slot, key, fn, arg);
+    else fn(arg);
+}
+
+static unsigned long long region_key(const struct llama *m, unsigned long long extra) {
+    const struct llama_config *c = &m->cfg;
+    const unsigned long long v[] = {(uintptr_t)m->acts, (uintptr_t)m->acts32, (uintptr_t)m->params,
+                                    (uintptr_t)m->grads, (uintptr_t)m->tokens, (uintptr_t)m->targets,
+                                    (unsigned long long)m->B, (unsigned long long)m->T,
+                                    (unsigned long long)m->recompute, (unsigned long long)m->layout.total,
+                                    (unsigned long long)c->dim, (unsigned long long)c->n_layers,
+                                    (unsigned long long)c->n_heads, (unsigned long long)c->n_kv_heads,
+                                    (unsigned long long)c->head_dim, (unsigned long long)c->ffn_hidden,
+                                    (unsigned long long)c->vocab_size, (unsigned long long)c->tie_embeddings,
+                                    (unsigned long long)(c->norm_eps * 1e9), extra};
+    unsigned long long h = 1469598103934665603ull;  // FNV-1a over the words
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) h = (h ^ v[i]) * 1099511628211ull;
+    return h;
+}
+
+static double forward_loss(struct llama *m, const int *targets, int BT, long *n_counted);
+
+// Embedding to the per-token losses, on device buffers only (tokens and targets already uploaded).
+static void forward_ops(void *arg) {
+    struct llama *m = arg;
+    const struct backend *be = m->be;
+    const struct ops *op = be->ops;
+    const struct param_layout *pl = &m->layout;
+    const int B = m->B, T = m->T, BT = B * T, C = m->cfg.dim, L = m->cfg.n_layers;
+    op->embedding_forward(be, m->layers[0].x, m->tokens, W(PARAM_EMBED, -1), BT, C, pl->vstart, pl->Vl);
+    for (int l = 0; l < L; l++) block_forward(m, l, &m->layers[l], m->layers[l + 1].x, B, T);
+    op->rmsnorm_forward(be, m->xnf, m->rstdf, m->layers[L].x, W(PARAM_NORM, -1), BT, C, m->cfg.norm_eps);
+    op->matmul_forward(be, m->logits, m->xnf, lm_head_weight(m), BT, C, pl->Vl);
+    op->crossentropy_max(be, m->rowmax, m->logits, BT, pl->Vl, pl->vstart, m->cfg.vocab_size);
+    op->crossentropy_sums(be, m->sums, m->logits, m->rowmax, m->targets, BT, pl->Vl, pl->vstart, m->cfg.vocab_size);
+    op->crossentropy_loss(be, m->losses, m->lse_ce, m->rowmax, m->sums, m->targets, BT);
 }
 
 double llama_forward(struct llama *m, const int *tokens, const int *targets, int B, int T, long *n_counted) {
@@ -263,6 +310,11 @@ double llama_forward(struct llama *m, const int *tokens, const int *targets, int
     m->T = T;
 
     be->ints_from_host(be, m->tokens, tokens, (size_t)BT);
+    if (targets && m->tp->size == 1 && be->run_region) {  // one region from the embedding to the losses
+        be->ints_from_host(be, m->targets, targets, (size_t)BT);
+        run_region(m, 0, region_key(m, 0), 0, forward_ops, m);
+        return forward_loss(m, targets, BT, n_counted);
+    }
     op->embedding_forward(be, m->layers[0].x, m->tokens, W(PARAM_EMBED, -1), BT, C, pl->vstart, pl->Vl);
     tp_sum(m, m->layers[0].x, (size_t)BT * C);
     for (int l = 0; l < L; l++) block_forward(m, l, &m->layers[l], m->layers[l + 1].x, B, T);
@@ -286,6 +338,12 @@ double llama_forward(struct llama *m, const int *tokens, const int *targets, int
         comm_all_reduce(m->tp, m->sums, 2 * (size_t)BT, COMM_F32, COMM_SUM);
     }
     op->crossentropy_loss(be, m->losses, m->lse_ce, m->rowmax, m->sums, m->targets, BT);
+    return forward_loss(m, targets, BT, n_counted);
+}
+
+// The sum of the counted per-token losses (downloaded) and their number.
+static double forward_loss(struct llama *m, const int *targets, int BT, long *n_counted) {
+    const struct backend *be = m->be;
     be->to_host(be, m->host_losses, m->losses, BUF_ACT32, (size_t)BT);
     double sum = 0.0;
     long n = 0;
@@ -338,7 +396,16 @@ static void block_backward(struct llama *m, int l, int B, int T) {
     grads_ready(m, pl->layer_offset0 + (size_t)l * pl->layer_stride, pl->layer_stride);
 }
 
-void llama_backward(struct llama *m, float dloss) {
+struct backward_args {
+    struct llama *m;
+    float dloss;
+};
+
+// Backward from the losses down to the gradient of the embedding's output (m->dres), device work only.
+static void backward_ops(void *arg) {
+    const struct backward_args *a = arg;
+    struct llama *m = a->m;
+    const float dloss = a->dloss;
     const struct backend *be = m->be;
     const struct ops *op = be->ops;
     const struct param_layout *pl = &m->layout;
@@ -355,8 +422,19 @@ void llama_backward(struct llama *m, float dloss) {
     grads_ready(m, pl->tail_offset, pl->total - pl->tail_offset);
 
     for (int l = L - 1; l >= 0; l--) block_backward(m, l, B, T);
+}
 
-    op->embedding_backward(be, DW(PARAM_EMBED, -1), m->dres, m->tokens, BT, C, pl->vstart, pl->Vl);
+void llama_backward(struct llama *m, float dloss) {
+    const struct backend *be = m->be;
+    const struct param_layout *pl = &m->layout;
+    const int BT = m->B * m->T, C = m->cfg.dim;
+    struct backward_args a = {m, dloss};
+    unsigned int bits;
+    memcpy(&bits, &dloss, sizeof bits);
+    // a region unless the trainer takes gradients as they are ready (its callback leaves the device)
+    run_region(m, 1, region_key(m, bits), m->on_grads_ready != NULL, backward_ops, &a);
+    // the embedding's backward groups the tokens on the host: outside the region
+    be->ops->embedding_backward(be, DW(PARAM_EMBED, -1), m->dres, m->tokens, BT, C, pl->vstart, pl->Vl);
     grads_ready(m, 0, pl->layer_offset0);
 }
 

@@ -95,6 +95,29 @@ Test(ops, rmsnorm_backward_matches_finite_differences) {
     cr_expect_float_eq(c.out[3], c.w[3] * c.inp[3] / sqrt(ss / 8 + 1e-5), 1e-5);
 }
 
+// The fused residual add + RMSNorm is the two ops one after the other, bit for bit, also when res aliases a.
+Test(ops, residual_rmsnorm_forward_equals_residual_then_rmsnorm) {
+    struct rng r;
+    rng_seed(&r, 21);
+    const int BT = 7, C = 37;
+    const size_t n = (size_t)BT * C;
+    float *a = malloc(n * 4), *b = malloc(n * 4), *w = malloc(C * 4);
+    fill_normal(a, n, 1, &r); fill_normal(b, n, 1, &r); fill_normal(w, C, 1, &r);
+    float *res = malloc(n * 4), *out = malloc(n * 4), *rstd = malloc(BT * 4);
+    float *res2 = malloc(n * 4), *out2 = malloc(n * 4), *rstd2 = malloc(BT * 4);
+    OPS->residual_forward(CPU, D(res), D(a), D(b), n);
+    OPS->rmsnorm_forward(CPU, D(out), D(rstd), D(res), D(w), BT, C, 1e-5f);
+    OPS->residual_rmsnorm_forward(CPU, D(res2), D(out2), D(rstd2), D(a), D(b), D(w), BT, C, 1e-5f);
+    cr_expect(memcmp(res, res2, n * 4) == 0, "res differs");
+    cr_expect(memcmp(out, out2, n * 4) == 0, "out differs");
+    cr_expect(memcmp(rstd, rstd2, BT * 4) == 0, "rstd differs");
+    OPS->residual_rmsnorm_forward(CPU, D(a), D(out2), D(rstd2), D(a), D(b), D(w), BT, C, 1e-5f);  // in place
+    cr_expect(memcmp(a, res, n * 4) == 0, "res in place differs");
+    cr_expect(memcmp(out, out2, n * 4) == 0, "out (res in place) differs");
+    float *bufs[] = {a, b, w, res, out, rstd, res2, out2, rstd2};
+    for (int i = 0; i < 9; i++) free(bufs[i]);
+}
+
 struct ro { int B, T, NR, HS, S; float *x, *x0, *cs, *sn, *r; };
 static double ro_loss(void *p) {
     struct ro *c = p;

@@ -49,7 +49,25 @@ static constexpr int warpSize = 32;
 
 namespace cudaemu {
 
-enum warp_kind { WARP_SYNC, WARP_SHFL, WARP_SHFL_XOR, WARP_SHFL_UP, WARP_SHFL_DOWN, WARP_BALLOT, WARP_ACTIVE };
+enum warp_kind {
+    WARP_SYNC, WARP_SHFL, WARP_SHFL_XOR, WARP_SHFL_UP, WARP_SHFL_DOWN, WARP_BALLOT, WARP_ACTIVE,
+    WARP_MMA,       // mma.sync m16n8k16 bf16 x bf16 + fp32: value points at the lane's mma_frag
+    WARP_LDMATRIX,  // ldmatrix m8n8 b16 (.x1/.x2/.x4, optionally .trans): value points at the lane's ldm_frag
+};
+
+// The registers one lane hands to a tensor-core rendezvous (cudaemu/README.md, "Tensor cores").
+struct mma_frag {
+    const uint32_t *a;  // 4 registers of A (16x16 bf16, row), two bf16 each, the lower column in the low half
+    const uint32_t *b;  // 2 registers of B (16x8 bf16, col)
+    const float *c;     // 4 fp32 accumulators of C (16x8)
+    float *d;           // 4 fp32 results of D = A B + C (may alias c)
+};
+struct ldm_frag {
+    const void *row;  // this lane's row address (8 consecutive bf16); lanes 8i..8i+7 give matrix i's rows
+    uint32_t *r;      // n result registers
+    int n;            // matrices: 1, 2 or 4
+    int trans;        // .trans: each register holds a column pair instead of a row pair
+};
 
 // Block barrier; returns how many live threads arrived with pred != 0 (for __syncthreads_count/and/or).
 int syncthreads(int pred, const char *file, int line);
@@ -66,6 +84,21 @@ template <class T> inline T shuffle(warp_kind kind, unsigned mask, T var, int ar
     v = warp_op(kind, mask, v, arg, width, file, line);
     memcpy((void *)&var, &v, sizeof(T));
     return var;
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 as a warp rendezvous of all 32 lanes: the last lane
+// to arrive gathers every lane's fragments in the PTX layout, computes D = A B + C in fp32 (bf16 inputs
+// are exact in fp32) and scatters D back. d may alias c.
+inline void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4],
+                              const char *file = __builtin_FILE(), int line = __builtin_LINE()) {
+    mma_frag f{a, b, c, d};
+    warp_op(WARP_MMA, 0xffffffffu, (uint64_t)(uintptr_t)&f, 0, 32, file, line);
+}
+// ldmatrix.sync.aligned.m8n8.{x1,x2,x4}[.trans].shared.b16 as a warp rendezvous of all 32 lanes.
+inline void ldmatrix(uint32_t *r, int n, bool trans, const void *row, const char *file = __builtin_FILE(),
+                     int line = __builtin_LINE()) {
+    ldm_frag f{row, r, n, trans ? 1 : 0};
+    warp_op(WARP_LDMATRIX, 0xffffffffu, (uint64_t)(uintptr_t)&f, 0, 32, file, line);
 }
 
 }  // namespace cudaemu

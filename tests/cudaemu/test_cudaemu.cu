@@ -582,3 +582,84 @@ Test(cudaemu, cublaslt_refuses_what_it_does_not_emulate) {
                  CUBLAS_STATUS_INVALID_VALUE, "ld < rows");
     cublasLtDestroy(h);
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Tensor cores: mma.sync m16n8k16 bf16 and ldmatrix as warp rendezvous (cudaemu/README.md)
+// ---------------------------------------------------------------------------------------------------
+static uint32_t bf16_pair(__nv_bfloat16 lo, __nv_bfloat16 hi) {
+    uint16_t l, h;
+    memcpy(&l, &lo, 2);
+    memcpy(&h, &hi, 2);
+    return (uint32_t)l | (uint32_t)h << 16;
+}
+
+// D (16x8) = A (16x16, row-major) B (16x8, row-major k x n) + C, one warp. mode 0: fragments built from
+// the PTX layout by hand; 1: A by ldmatrix.x4, B by ldmatrix.x2.trans from B; 2: A by ldmatrix.x4, B by
+// ldmatrix.x2 from Bt (8x16, n x k). D is written from the C layout.
+__global__ void mma_kernel(float *D, const __nv_bfloat16 *A, const __nv_bfloat16 *B, const float *C, int mode) {
+    __shared__ __nv_bfloat16 sA[16 * 24] __attribute__((aligned(16))), sB[16 * 8] __attribute__((aligned(16))),
+        sBt[8 * 24] __attribute__((aligned(16)));
+    const int l = threadIdx.x, g = l / 4, q = l % 4;
+    for (int i = l; i < 256; i += 32) sA[i / 16 * 24 + i % 16] = A[i];
+    for (int i = l; i < 128; i += 32) {
+        sB[i] = B[i];
+        sBt[i % 8 * 24 + i / 8] = B[i];  // Bt[n][k] = B[k][n]
+    }
+    __syncthreads();
+    uint32_t a[4], b[4];
+    if (mode == 0) {
+        a[0] = bf16_pair(A[g * 16 + 2 * q], A[g * 16 + 2 * q + 1]);
+        a[1] = bf16_pair(A[(g + 8) * 16 + 2 * q], A[(g + 8) * 16 + 2 * q + 1]);
+        a[2] = bf16_pair(A[g * 16 + 2 * q + 8], A[g * 16 + 2 * q + 9]);
+        a[3] = bf16_pair(A[(g + 8) * 16 + 2 * q + 8], A[(g + 8) * 16 + 2 * q + 9]);
+        b[0] = bf16_pair(B[(2 * q) * 8 + g], B[(2 * q + 1) * 8 + g]);
+        b[1] = bf16_pair(B[(2 * q + 8) * 8 + g], B[(2 * q + 9) * 8 + g]);
+    } else {
+        cudaemu::ldmatrix(a, 4, false, sA + (l % 16) * 24 + 8 * (l / 16));
+        if (mode == 1) cudaemu::ldmatrix(b, 2, true, sB + (l % 16) * 8);
+        else cudaemu::ldmatrix(b, 2, false, sBt + (l % 8) * 24 + 8 * (l / 8 % 2));
+    }
+    float c[4] = {C[g * 8 + 2 * q], C[g * 8 + 2 * q + 1], C[(g + 8) * 8 + 2 * q], C[(g + 8) * 8 + 2 * q + 1]};
+    cudaemu::mma_m16n8k16_bf16(c, a, b, c);  // d aliases c
+    D[g * 8 + 2 * q] = c[0], D[g * 8 + 2 * q + 1] = c[1];
+    D[(g + 8) * 8 + 2 * q] = c[2], D[(g + 8) * 8 + 2 * q + 1] = c[3];
+}
+
+Test(cudaemu, mma_m16n8k16_bf16_and_ldmatrix_follow_the_ptx_fragment_layouts) {
+    std::vector<__nv_bfloat16> hA(256), hB(128);
+    std::vector<float> fA(256), fB(128), hC(128);
+    unsigned s = 12345;
+    auto rnd = [&s]() { s = s * 1103515245u + 12345u; return ((s >> 8) % 2001) / 1000.0f - 1.0f; };
+    for (int i = 0; i < 256; i++) hA[i] = __float2bfloat16_rn(rnd()), fA[i] = __bfloat162float(hA[i]);
+    for (int i = 0; i < 128; i++) hB[i] = __float2bfloat16_rn(rnd()), fB[i] = __bfloat162float(hB[i]);
+    for (int i = 0; i < 128; i++) hC[i] = rnd();
+    __nv_bfloat16 *A = dev_alloc<__nv_bfloat16>(256), *B = dev_alloc<__nv_bfloat16>(128);
+    float *C = dev_alloc<float>(128), *D = dev_alloc<float>(128);
+    CUDA_CHECK(cudaMemcpy(A, hA.data(), 512, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(B, hB.data(), 256, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(C, hC.data(), 512, cudaMemcpyHostToDevice));
+    for (int mode = 0; mode < 3; mode++) {
+        CUDA_CHECK(cudaMemset(D, 0xff, 512));
+        LAUNCH(mma_kernel, 1, 32, 0, 0, D, A, B, C, mode);
+        std::vector<float> d = to_host(D, 128);
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < 8; j++) {
+                double ref = hC[i * 8 + j];
+                for (int k = 0; k < 16; k++) ref += (double)fA[i * 16 + k] * fB[k * 8 + j];
+                cr_assert(fabs(d[i * 8 + j] - ref) <= 1e-5 * (1 + fabs(ref)), "mode %d D[%d][%d] = %g, expected %g (C %g)",
+                          mode, i, j, d[i * 8 + j], ref, hC[i * 8 + j]);
+            }
+    }
+}
+
+__global__ void mma_partial_warp_kernel(float *D) {
+    uint32_t a[4] = {0, 0, 0, 0}, b[2] = {0, 0};
+    float c[4] = {0, 0, 0, 0};
+    cudaemu::mma_m16n8k16_bf16(c, a, b, c);
+    D[threadIdx.x] = c[0];
+}
+
+Test(cudaemu, an_mma_in_a_partial_warp_aborts, .signal = SIGABRT) {
+    float *D = dev_alloc<float>(16);
+    LAUNCH(mma_partial_warp_kernel, 1, 16, 0, 0, D);
+}

@@ -1,8 +1,9 @@
 // The CUDA attention (model/ops/cuda/attention.cu) against the CPU oracle, in fp32 and bf16 precision:
 // forward (out, lse) and backward (dqkv) on random inputs, with every output poisoned with NaN before
 // the call so that an element the kernels forget to write fails. Shapes cover T = 1, odd T and T past
-// one tile, GQA groups 1, 2 and 4, head sizes 16 to 128 and B 1 and 2. Errors are ||d|| / ||ref|| per
-// output (fp32 <= 1e-5, bf16 <= 1e-2) and are printed with the max abs difference.
+// several tiles, GQA groups 1, 2, 4 and 8, head sizes 16 to 128 and B 1 and 2; bf16 both on the
+// tensor-core kernels and on the fp32-FMA ones. Errors are ||d|| / ||ref|| per output (fp32 <= 1e-5,
+// bf16 <= 1e-2) and are printed with the max abs difference.
 #include <criterion/criterion.h>
 #include <math.h>
 #include <signal.h>
@@ -21,6 +22,7 @@ struct shape {
 static const struct shape shapes[] = {
     {1, 1, 2, 1, 16},  {2, 7, 4, 2, 64},   {1, 33, 4, 1, 128}, {2, 65, 8, 2, 16},  {1, 65, 4, 4, 64},
     {2, 33, 4, 1, 128}, {1, 65, 2, 1, 128}, {2, 7, 8, 2, 16},  {1, 150, 4, 2, 32}, {1, 97, 6, 3, 48},
+    {1, 200, 4, 2, 128}, {2, 130, 8, 1, 64},
 };
 
 static const struct backend *gpu(enum precision p) {
@@ -127,10 +129,22 @@ static void check_all(enum precision p, double tol) {
 
 Test(gpu_attention, matches_the_cpu_in_fp32) { check_all(PRECISION_FP32, 1e-5); }
 
-Test(gpu_attention, matches_the_cpu_in_bf16) { check_all(PRECISION_BF16, 1e-2); }
+// bf16 runs the tensor-core kernels (mma.sync through model/ops/cuda/tensor_core.cuh); LLAMAC_ATTN_FMA=1
+// selects the fp32-FMA kernels instead, which stay tested too. Criterion runs each test in its own
+// process, so the variable does not leak into the others.
+Test(gpu_attention, matches_the_cpu_in_bf16_on_tensor_cores) {
+    unsetenv("LLAMAC_ATTN_FMA");
+    check_all(PRECISION_BF16, 1e-2);
+}
+
+Test(gpu_attention, matches_the_cpu_in_bf16_with_the_fma_kernels) {
+    setenv("LLAMAC_ATTN_FMA", "1", 1);
+    check_all(PRECISION_BF16, 1e-2);
+}
 
 // No atomics: two backward calls give the same bits.
 Test(gpu_attention, backward_is_deterministic) {
+    unsetenv("LLAMAC_ATTN_FMA");
     const struct backend *be = gpu(PRECISION_BF16);
     const int B = 2, T = 65, NH = 4, KVH = 1, HS = 64;
     const size_t nqkv = (size_t)B * T * (NH + 2 * KVH) * HS, nout = (size_t)B * T * NH * HS;

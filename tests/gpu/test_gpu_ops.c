@@ -241,6 +241,35 @@ Test(gpu_ops, swiglu) {
         for (size_t i = 0; i < sizeof(swi_shapes) / sizeof(swi_shapes[0]); i++) swi_case(cpu, gpu(precisions[p]), swi_shapes[i], &r);
 }
 
+// ---- residual + rmsnorm fused: {BT, C} as rmsnorm; res computed in place of a in every other case
+static void resrms_case(const struct backend *cpu, const struct backend *be, const int *s, int in_place, struct rng *r) {
+    int BT = s[0], C = s[1];
+    size_t n = (size_t)BT * C;
+    char shape[64];
+    snprintf(shape, sizeof(shape), "BT=%d C=%d%s", BT, C, in_place ? " in place" : "");
+    struct oc_pair a = oc_random(cpu, be, BUF_ACT, n, -2, 2, r), b = oc_random(cpu, be, BUF_ACT, n, -2, 2, r);
+    struct oc_pair w = oc_random(cpu, be, BUF_PARAM, C, 0.5f, 1.5f, r);
+    struct oc_pair res = oc_output(cpu, be, BUF_ACT, n), out = oc_output(cpu, be, BUF_ACT, n);
+    struct oc_pair rstd = oc_output(cpu, be, BUF_ACT32, BT);
+    struct oc_pair *dst = in_place ? &a : &res;
+    cpu->ops->residual_rmsnorm_forward(cpu, dst->ref, out.ref, rstd.ref, a.ref, b.ref, w.ref, BT, C, 1e-5f);
+    be->ops->residual_rmsnorm_forward(be, dst->dut, out.dut, rstd.dut, a.dut, b.dut, w.dut, BT, C, 1e-5f);
+    expect_close(cpu, be, dst, "residual_rmsnorm_forward res", shape);
+    expect_close(cpu, be, &out, "residual_rmsnorm_forward out", shape);
+    expect_close(cpu, be, &rstd, "residual_rmsnorm_forward rstd", shape);
+    struct oc_pair *all[] = {&a, &b, &w, &res, &out, &rstd};
+    for (int i = 0; i < 6; i++) oc_free(cpu, be, all[i]);
+}
+
+Test(gpu_ops, residual_rmsnorm) {
+    const struct backend *cpu = backend_cpu();
+    struct rng r;
+    rng_seed(&r, 17);
+    for (int p = 0; p < NPREC; p++)
+        for (size_t i = 0; i < sizeof(rms_shapes) / sizeof(rms_shapes[0]); i++)
+            resrms_case(cpu, gpu(precisions[p]), rms_shapes[i], (int)(i % 2), &r);
+}
+
 // ---- residual: N
 static const size_t res_sizes[] = {1, 33, 1000, 70001};
 

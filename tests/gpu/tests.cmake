@@ -45,3 +45,14 @@ if(LLAMAC_WITH_CUDA)
       LABELS "${labels}")
   endforeach()
 endif()
+
+# Static checks of the tensor-core attention kernels in real-CUDA builds (no device needed; label
+# "static"): their PTX holds mma.sync m16n8k16 bf16 and ldmatrix, and ptxas reports no spills
+# (tests/gpu/ptx_check.sh; bench/ptxas.sh writes the full report bench/ptxas.txt).
+if(LLAMAC_WITH_CUDA AND NOT LLAMAC_CUDA_EMU)
+  list(GET CMAKE_CUDA_ARCHITECTURES -1 llamac_ptx_arch)
+  string(REGEX REPLACE "[^0-9].*" "" llamac_ptx_arch "${llamac_ptx_arch}")
+  add_test(NAME attention_ptx_mma COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/gpu/ptx_check.sh ${CMAKE_CUDA_COMPILER}
+    ${CMAKE_SOURCE_DIR} ${llamac_ptx_arch} ${CMAKE_CURRENT_BINARY_DIR}/ptx_check)
+  set_tests_properties(attention_ptx_mma PROPERTIES LABELS static TIMEOUT 600)
+endif()

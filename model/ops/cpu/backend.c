@@ -47,6 +47,7 @@ static const struct ops cpu_ops = {
     .swiglu_forward = swiglu_forward_cpu,
     .swiglu_backward = swiglu_backward_cpu,
     .residual_forward = residual_forward_cpu,
+    .residual_rmsnorm_forward = residual_rmsnorm_forward_cpu,
     .crossentropy_max = crossentropy_max_cpu,
     .crossentropy_sums = crossentropy_sums_cpu,
     .crossentropy_loss = crossentropy_loss_cpu,

@@ -25,6 +25,8 @@ void attention_decode_cpu(const struct backend *be, dbuf *out, dbuf *kcache, dbu
 void swiglu_forward_cpu(const struct backend *be, dbuf *out, const dbuf *gateup, int BT, int F);
 void swiglu_backward_cpu(const struct backend *be, dbuf *dgateup, const dbuf *dout, const dbuf *gateup, int BT, int F);
 void residual_forward_cpu(const struct backend *be, dbuf *out, const dbuf *a, const dbuf *b, size_t N);
+void residual_rmsnorm_forward_cpu(const struct backend *be, dbuf *res, dbuf *out, dbuf *rstd, const dbuf *a, const dbuf *b,
+                                  const dbuf *weight, int BT, int C, float eps);
 void crossentropy_max_cpu(const struct backend *be, dbuf *rowmax, const dbuf *logits, int BT, int Vl, int vstart, int V);
 void crossentropy_sums_cpu(const struct backend *be, dbuf *sums, const dbuf *logits, const dbuf *rowmax, const dbuf *targets, int BT,
                            int Vl, int vstart, int V);

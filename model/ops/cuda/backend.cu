@@ -117,6 +117,53 @@ static void cuda_convert(const struct backend *be, dbuf *dst, enum buf_kind dk, 
 
 static void cuda_sync(const struct backend *be) { CUDA_CHECK(cudaStreamSynchronize(cuda_stream(be))); }
 
+// CUDA graphs (core/backend.h, run_region): per slot, the key last seen, how many times in a row, and
+// the instantiated graph of that key. The first call with a key runs directly (lazy allocations, the
+// cuBLASLt heuristic cache and kernel attributes happen outside any capture), the second is captured in
+// relaxed mode on the backend's stream and launched, later ones launch the graph. Opt-in with
+// LLAMAC_CUDA_GRAPH=1; under the CPU emulation regions always run directly (cudaemu/README.md).
+#define GRAPH_SLOTS 4
+#if !LLAMAC_CUDA_EMU
+static struct {
+    unsigned long long key;
+    int seen;
+    cudaGraphExec_t exec;
+} graph_slots[GRAPH_SLOTS];
+#endif
+
+static void cuda_run_region(const struct backend *be, int slot, unsigned long long key, void (*fn)(void *),
+                            void *arg) {
+#if LLAMAC_CUDA_EMU
+    (void)be, (void)slot, (void)key;
+    fn(arg);
+#else
+    const char *e = getenv("LLAMAC_CUDA_GRAPH");  // read at every call: a process may compare both ways
+    const int enabled = e && *e == '1';
+    CHECKF(slot >= 0 && slot < GRAPH_SLOTS, "run_region: slot %d out of range", slot);
+    if (!enabled) {
+        fn(arg);
+        return;
+    }
+    cudaStream_t st = cuda_stream(be);
+    auto *g = &graph_slots[slot];
+    if (g->seen == 0 || g->key != key) {
+        if (g->exec) CUDA_CHECK(cudaGraphExecDestroy(g->exec));
+        g->exec = NULL, g->key = key, g->seen = 1;
+        fn(arg);
+        return;
+    }
+    if (!g->exec) {
+        cudaGraph_t graph;
+        CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
+        fn(arg);
+        CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+        CUDA_CHECK(cudaGraphInstantiate(&g->exec, graph, 0));
+        CUDA_CHECK(cudaGraphDestroy(graph));
+    }
+    CUDA_CHECK(cudaGraphLaunch(g->exec, st));
+#endif
+}
+
 static struct cuda_ctx cuda_ctx_shared;
 static struct ops cuda_ops_table;
 static struct backend cuda_backends[2];  // indexed by enum precision
@@ -136,6 +183,7 @@ static void cuda_ops_init(struct ops *o) {
     o->swiglu_forward = swiglu_forward_cuda;
     o->swiglu_backward = swiglu_backward_cuda;
     o->residual_forward = residual_forward_cuda;
+    o->residual_rmsnorm_forward = residual_rmsnorm_forward_cuda;
     o->crossentropy_max = crossentropy_max_cuda;
     o->crossentropy_sums = crossentropy_sums_cuda;
     o->crossentropy_loss = crossentropy_loss_cuda;
@@ -173,6 +221,7 @@ static void cuda_backend_init(struct backend *be, enum precision p) {
     be->ints_from_host = cuda_ints_from_host;
     be->convert = cuda_convert;
     be->sync = cuda_sync;
+    be->run_region = cuda_run_region;
     be->ops = &cuda_ops_table;
 }
 

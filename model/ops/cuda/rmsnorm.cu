@@ -5,6 +5,9 @@
 // dinp accumulates (+=): it is the residual stream's gradient, so in bf16 it is read, added in fp32 and
 // rounded back once.
 //
+// residual_rmsnorm_forward fuses the residual add before the norm: it reads a and b, writes res (= a + b
+// in T) and out, where the two ops apart read a, b, write res, then read res again and write out.
+//
 // Forward and the dinp part of backward: one block of 256 threads per row (grid BT), each thread
 // striding over the columns: any C works (8192 and more), the row's sum is one block_sum, and BT rows
 // give enough blocks to fill the device.
@@ -36,6 +39,26 @@ __global__ void rmsnorm_forward_kernel(T *out, float *rstd, const T *inp, const 
     float r = 1.0f / sqrtf(ss / (float)C + eps);
     if (threadIdx.x == 0) rstd[blockIdx.x] = r;
     for (int c = threadIdx.x; c < C; c += blockDim.x) y[c] = from_f<T>(to_f(weight[c]) * (to_f(x[c]) * r));
+}
+
+// Fused with the residual add before it: res (BT,C) = a + b rounded to T, then the RMSNorm of the
+// stored res; one block per row, each thread reading its own columns back (res may alias a or b).
+template <typename T>
+__global__ void residual_rmsnorm_forward_kernel(T *res, T *out, float *rstd, const T *a, const T *b, const T *weight,
+                                                int C, float eps) {
+    __shared__ float shared[32];
+    const size_t off = (size_t)blockIdx.x * C;
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        const T v = from_f<T>(to_f(a[off + c]) + to_f(b[off + c]));
+        res[off + c] = v;
+        ss += to_f(v) * to_f(v);
+    }
+    ss = block_sum(ss, shared);
+    float r = 1.0f / sqrtf(ss / (float)C + eps);
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        out[off + c] = from_f<T>(to_f(weight[c]) * (to_f(res[off + c]) * r));
 }
 
 // dinp (BT,C) += rstd * w * dout - rstd^3 / C * x * sum_k(dout_k * w_k * x_k); one block per row
@@ -82,6 +105,17 @@ extern "C" void rmsnorm_forward_cuda(const struct backend *be, dbuf *out, dbuf *
     DISPATCH_PRECISION(be, {
         auto k = rmsnorm_forward_kernel<T>;  // one 256-thread block per row: any C, one block reduction
         LAUNCH(k, BT, 256, 0, cuda_stream(be), (T *)out, (float *)rstd, (const T *)inp, (const T *)weight, C, eps);
+    });
+}
+
+extern "C" void residual_rmsnorm_forward_cuda(const struct backend *be, dbuf *res, dbuf *out, dbuf *rstd, const dbuf *a,
+                                              const dbuf *b, const dbuf *weight, int BT, int C, float eps) {
+    CHECKF(BT >= 0 && C > 0, "residual_rmsnorm_forward: needs C > 0 and BT >= 0 (got BT=%d C=%d)", BT, C);
+    if (!BT) return;
+    DISPATCH_PRECISION(be, {
+        auto k = residual_rmsnorm_forward_kernel<T>;  // as rmsnorm_forward: one 256-thread block per row
+        LAUNCH(k, BT, 256, 0, cuda_stream(be), (T *)res, (T *)out, (float *)rstd, (const T *)a, (const T *)b,
+               (const T *)weight, C, eps);
     });
 }
 
