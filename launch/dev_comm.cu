@@ -20,7 +20,13 @@ extern "C" {
 #include "launch/dev_comm.h"
 }
 
-#define STAGE_BYTES ((size_t)64 << 20)  // the staging buffer of blocking staged operations
+// The staging buffer of blocking staged operations: 64 MiB, or LLAMAC_GPU_STAGE_BYTES (at least 64; the
+// tests set it small so that every operation goes piece by piece).
+static size_t stage_bytes(void) {
+    const char *e = getenv("LLAMAC_GPU_STAGE_BYTES");
+    long long v = e ? atoll(e) : 0;
+    return v >= 64 ? (size_t)v : (size_t)64 << 20;
+}
 
 enum req_state { REQ_COPY_OUT, REQ_REDUCING, REQ_COPY_IN };
 
@@ -49,7 +55,8 @@ struct dev_comm {
     const struct backend *be;
     enum dev_transport transport;
     cudaStream_t side;          // non-blocking all-reduces run here
-    void *stage;                // STAGE_BYTES pinned (staged transport)
+    void *stage;                // stage_size bytes, pinned (staged transport)
+    size_t stage_size;
     struct dev_req *head, *tail;
     struct timing_pair *tm;     // one pair per operation since the last dev_comm_take_seconds
     int n_tm, cap_tm;
@@ -76,7 +83,7 @@ static int event_done(cudaEvent_t e) {
 
 // ---------------------------------------------------------------------------------------------------
 // Staged transport: device -> pinned host -> the host communicator's collective -> device. Blocking
-// primitives synchronize stream s around the host part; pieces of at most STAGE_BYTES.
+// primitives synchronize stream s around the host part; pieces of at most stage_size bytes.
 // ---------------------------------------------------------------------------------------------------
 
 static void d2h(void *h, const void *d, size_t bytes, cudaStream_t s) {
@@ -88,7 +95,7 @@ static void h2d(void *d, const void *h, size_t bytes, cudaStream_t s) {
 
 static void staged_all_reduce(struct dev_comm *d, void *buf, size_t n, enum comm_dtype t, enum comm_op op,
                               cudaStream_t s) {
-    const size_t es = comm_dtype_size(t), piece = STAGE_BYTES / es;
+    const size_t es = comm_dtype_size(t), piece = d->stage_size / es;
     for (size_t a = 0; a < n; a += piece) {
         size_t m = min_sz(piece, n - a);
         d2h(d->stage, at(buf, a, t), m * es, s);
@@ -102,7 +109,7 @@ static void staged_all_reduce(struct dev_comm *d, void *buf, size_t n, enum comm
 // out (n) = sum over ranks of in[rank*n, +n): piece [a, a+m) of every rank's block, packed, reduced.
 static void staged_reduce_scatter(struct dev_comm *d, void *out, const void *in, size_t n, enum comm_dtype t,
                                   cudaStream_t s) {
-    const size_t es = comm_dtype_size(t), size = (size_t)d->base.size, piece = STAGE_BYTES / ((size + 1) * es);
+    const size_t es = comm_dtype_size(t), size = (size_t)d->base.size, piece = d->stage_size / ((size + 1) * es);
     CHECKF(piece > 0, "reduce_scatter: %zu ranks do not fit the staging buffer", size);
     for (size_t a = 0; a < n; a += piece) {
         size_t m = min_sz(piece, n - a);
@@ -119,7 +126,7 @@ static void staged_reduce_scatter(struct dev_comm *d, void *out, const void *in,
 static void staged_all_gather(struct dev_comm *d, void *out, const void *in, size_t n, enum comm_dtype t,
                               cudaStream_t s) {
     const size_t es = comm_dtype_size(t), size = (size_t)d->base.size, rank = (size_t)d->base.rank;
-    const size_t piece = STAGE_BYTES / (size * es);
+    const size_t piece = d->stage_size / (size * es);
     CHECKF(piece > 0, "all_gather: %zu ranks do not fit the staging buffer", size);
     for (size_t a = 0; a < n; a += piece) {
         size_t m = min_sz(piece, n - a);
@@ -133,7 +140,7 @@ static void staged_all_gather(struct dev_comm *d, void *out, const void *in, siz
 }
 
 static void staged_broadcast(struct dev_comm *d, void *buf, size_t n, enum comm_dtype t, int root, cudaStream_t s) {
-    const size_t es = comm_dtype_size(t), piece = STAGE_BYTES / es;
+    const size_t es = comm_dtype_size(t), piece = d->stage_size / es;
     for (size_t a = 0; a < n; a += piece) {
         size_t m = min_sz(piece, n - a);
         d2h(d->stage, at(buf, a, t), m * es, s);
@@ -419,7 +426,8 @@ extern "C" struct comm *dev_comm_create(struct comm *host, const struct backend 
     d->be = be;
     d->transport = t;
     CUDA_CHECK(cudaStreamCreateWithFlags(&d->side, cudaStreamNonBlocking));
-    if (t == DEV_STAGED) CUDA_CHECK(cudaMallocHost(&d->stage, STAGE_BYTES));
+    d->stage_size = stage_bytes();
+    if (t == DEV_STAGED) CUDA_CHECK(cudaMallocHost(&d->stage, d->stage_size));
 #ifdef LLAMAC_WITH_NCCL
     if (t == DEV_NCCL) {
         ncclUniqueId id;

@@ -45,7 +45,12 @@ int mem_plan_compute(struct mem_plan *p, const struct llama_config *c, const siz
     return 0;
 }
 
-static double gib(double b) { return b / (1024.0 * 1024.0 * 1024.0); }
+// "12.3 GiB" or "45.6 MiB"
+static const char *human(char *out, double b) {
+    if (b >= 1024.0 * 1024 * 1024) sprintf(out, "%.1f GiB", b / (1024.0 * 1024 * 1024));
+    else sprintf(out, "%.1f MiB", b / (1024.0 * 1024));
+    return out;
+}
 
 int mem_plan_check(const struct llama_config *c, const size_t es[BUF_KINDS], int B, int T, int world, int tp,
                    int zero1, int recompute, double free_bytes, const char *device) {
@@ -63,19 +68,21 @@ int mem_plan_check(const struct llama_config *c, const size_t es[BUF_KINDS], int
                 if (z && world / k == 1) continue;  // ZeRO-1 shards nothing at dp 1
                 err_clear();
                 if (mem_plan_compute(&q, c, es, 1, B, T, world / k, k, z, r) != 0 || q.total > free_bytes) continue;
+                char b[32];
                 if (len < sizeof(fits) - 80)
-                    len += (size_t)snprintf(fits + len, sizeof(fits) - len, "%s%s tp %d%s%s (%.1f GiB)",
-                                            len ? ";" : "", "", k, z ? " zero1" : "", r ? " recompute" : "",
-                                            gib(q.total));
+                    len += (size_t)snprintf(fits + len, sizeof(fits) - len, "%s tp %d%s%s (%s)", len ? ";" : "", k,
+                                            z ? " zero1" : "", r ? " recompute" : "", human(b, q.total));
             }
     }
     err_clear();
-    return err_set("GPU memory: dp %d x tp %d%s%s needs %.1f GiB per GPU (parameters %.1f, gradients %.1f, master "
-                   "weights %.1f, moments %.1f, gradient shard %.1f, activations %.1f, workspace %.1f) but %s has "
-                   "%.1f GiB free for this rank: %.1f GiB short; %s%s",
-                   world / tp, tp, zero1 ? ", zero1" : "", recompute ? ", recompute" : "", gib(p.total), gib(p.params),
-                   gib(p.grads), gib(p.master), gib(p.moments), gib(p.grad_shard), gib(p.acts), gib(p.workspace),
-                   device, gib(free_bytes), gib(p.total - free_bytes),
+    char b[10][32];
+    return err_set("GPU memory: dp %d x tp %d%s%s needs %s per GPU (parameters %s, gradients %s, master weights %s, "
+                   "moments %s, gradient shard %s, activations %s, workspace %s) but %s has %s free for this rank: "
+                   "%s short; %s%s",
+                   world / tp, tp, zero1 ? ", zero1" : "", recompute ? ", recompute" : "", human(b[0], p.total),
+                   human(b[1], p.params), human(b[2], p.grads), human(b[3], p.master), human(b[4], p.moments),
+                   human(b[5], p.grad_shard), human(b[6], p.acts), human(b[7], p.workspace), device,
+                   human(b[8], free_bytes), human(b[9], p.total - free_bytes),
                    len ? "layouts of these ranks that fit (parallel.tp, parallel.zero1, run.recompute):" :
                          "no layout of these ranks fits: start more GPUs or lower train.batch_size",
                    fits);

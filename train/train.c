@@ -363,6 +363,9 @@ static int setup_backend(struct trainer *t) {
     }
     t->on_gpu = !strcmp(c->backend, "cuda");
     if (t->on_gpu && gpu_bind(&t->gc, &t->g) != 0) return -1;
+    size_t fr = 0, tot = 0;
+    if (t->on_gpu && gpu_mem_info(&fr, &tot) != 0) return -1;
+    t->gpu_used0 = (double)(tot - fr);  // in use before the backend (the CUDA context, other processes)
     if (backend_find(c->backend, c->precision, &t->be) != 0) return -1;
     t->peak_tflops = c->peak_tflops > 0 ? c->peak_tflops : run_cpu_peak_tflops();
     if (!t->on_gpu) return 0;
@@ -371,14 +374,12 @@ static int setup_backend(struct trainer *t) {
     if (c->peak_tflops <= 0) {
         double peak = gpu_peak_bf16_tflops(t->gpu);
         if (peak > 0) t->peak_tflops = peak;
-        else log_warn("MFU: the dense bf16 peak of '%s' is not known; set run.peak_tflops (using %.1f)", t->gpu,
+        else if (t->g.world_rank == 0) log_warn("MFU: the dense bf16 peak of '%s' is not known; set run.peak_tflops (using %.1f)", t->gpu,
                       t->peak_tflops);
     }
-    // the memory this rank may use: the GPU's free memory, split between the ranks that share it
-    size_t fr = 0, tot = 0;
-    if (gpu_mem_info(&fr, &tot) != 0) return -1;
+    // the memory this rank may use: the GPU's free memory before the backend, split between the ranks
+    // that share the GPU
     int n = t->gc.gpus_on_node, sharing = t->g.ranks_per_node / n + (t->gc.device < t->g.ranks_per_node % n);
-    t->gpu_used0 = (double)(tot - fr);
     struct mem_plan mp;
     if (mem_plan_compute(&mp, &c->model, t->be->elem_size, 1, c->batch_size, c->seq_len, t->g.dp_size, t->g.tp_size,
                          c->zero1, c->recompute) != 0)
@@ -534,10 +535,10 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
             gpu_mem = gpu_mem_info(&fr, &tot) == 0 ? (double)(tot - fr) : 0;
             comm_s = dev_comm_take_seconds(t->gc.tp) + dev_comm_take_seconds(t->gc.dp);
             if (t->step == first_step + 1 && log_is_main())
-                log_info("GPU memory: %.3f GiB in use after step %ld less %.3f GiB before the model (cudaMemGetInfo): "
-                         "%.3f GiB; planned %.3f GiB (llamac inspect --backend cuda)",
-                         gpu_mem / 1073741824.0, t->step, t->gpu_used0 / 1073741824.0,
-                         (gpu_mem - t->gpu_used0) / 1073741824.0, t->gpu_planned / 1073741824.0);
+                log_info("GPU memory: %.1f MiB in use after step %ld less %.1f MiB before the backend (cudaMemGetInfo): "
+                         "%.1f MiB; planned %.1f MiB (llamac inspect --backend cuda)",
+                         gpu_mem / 1048576.0, t->step, t->gpu_used0 / 1048576.0, (gpu_mem - t->gpu_used0) / 1048576.0,
+                         t->gpu_planned / 1048576.0);
         }
         if (log_is_main()) {
             metrics_train(&t->mt, t->step, r.loss, r.lr, r.grad_norm, t->tokens_seen, tokens_per_step / dt, mfu,
