@@ -362,33 +362,39 @@ static int setup_backend(struct trainer *t) {
         snprintf(c->backend, sizeof(c->backend), "%s", all > 0 ? "cuda" : "cpu");
     }
     t->on_gpu = !strcmp(c->backend, "cuda");
-    if (t->on_gpu && gpu_bind(&t->gc, &t->g) != 0) return -1;
-    size_t fr = 0, tot = 0;
-    if (t->on_gpu && gpu_mem_info(&fr, &tot) != 0) return -1;
-    t->gpu_used0 = (double)(tot - fr);  // in use before the backend (the CUDA context, other processes)
-    if (backend_find(c->backend, c->precision, &t->be) != 0) return -1;
     t->peak_tflops = c->peak_tflops > 0 ? c->peak_tflops : run_cpu_peak_tflops();
-    if (!t->on_gpu) return 0;
+    if (!t->on_gpu) return backend_find(c->backend, c->precision, &t->be);
 
+    if (gpu_bind(&t->gc, &t->g) != 0) return -1;
     gpu_name(t->gpu, sizeof(t->gpu));
     if (c->peak_tflops <= 0) {
         double peak = gpu_peak_bf16_tflops(t->gpu);
         if (peak > 0) t->peak_tflops = peak;
-        else if (t->g.world_rank == 0) log_warn("MFU: the dense bf16 peak of '%s' is not known; set run.peak_tflops (using %.1f)", t->gpu,
-                      t->peak_tflops);
+        else if (t->g.world_rank == 0)
+            log_warn("MFU: the dense bf16 peak of '%s' is not known; set run.peak_tflops (using %.1f)", t->gpu,
+                     t->peak_tflops);
     }
-    // the memory this rank may use: the GPU's free memory before the backend, split between the ranks
-    // that share the GPU
+    // Before anything is allocated: the memory this rank may use is the GPU's free memory, split between
+    // the ranks that share the GPU; the layout must fit it (train/memory.h).
+    size_t fr = 0, tot = 0;
+    if (gpu_mem_info(&fr, &tot) != 0) return -1;
+    t->gpu_used0 = (double)(tot - fr);  // the CUDA context, other processes
     int n = t->gc.gpus_on_node, sharing = t->g.ranks_per_node / n + (t->gc.device < t->g.ranks_per_node % n);
+    size_t es[BUF_KINDS];
+    mem_elem_sizes(es, 1, strcmp(c->precision, "fp32") ? PRECISION_BF16 : PRECISION_FP32);
     struct mem_plan mp;
-    if (mem_plan_compute(&mp, &c->model, t->be->elem_size, 1, c->batch_size, c->seq_len, t->g.dp_size, t->g.tp_size,
-                         c->zero1, c->recompute) != 0)
+    if (mem_plan_compute(&mp, &c->model, es, 1, c->batch_size, c->seq_len, t->g.dp_size, t->g.tp_size, c->zero1,
+                         c->recompute) != 0)
         return -1;
     t->gpu_planned = mp.total;
     char dev[320];
     snprintf(dev, sizeof(dev), "GPU %d (%s%s)", t->gc.device, t->gpu, sharing > 1 ? ", shared" : "");
-    return mem_plan_check(&c->model, t->be->elem_size, c->batch_size, c->seq_len, t->g.world_size, t->g.tp_size,
-                          c->zero1, c->recompute, (double)fr / sharing, dev);
+    if (mem_plan_check(&c->model, es, c->batch_size, c->seq_len, t->g.world_size, t->g.tp_size, c->zero1,
+                       c->recompute, (double)fr / sharing, dev) != 0)
+        return -1;
+    if (backend_find(c->backend, c->precision, &t->be) != 0) return -1;
+    CHECKF(!memcmp(es, t->be->elem_size, sizeof(es)), "train/memory.c's element sizes differ from the CUDA backend's");
+    return 0;
 }
 
 // Sets up model, optimizer state, data and the starting point (resume, released weights or random).

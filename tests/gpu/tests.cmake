@@ -78,3 +78,13 @@ if(LLAMAC_WITH_CUDA)
       ENVIRONMENT "LLAMAC_GPU_STAGE_BYTES=${stage};OMP_NUM_THREADS=1;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
   endforeach()
 endif()
+
+# GPU memory in use against `llamac inspect --backend cuda`'s plan, and the refusal of a layout that does
+# not fit (tests/gpu/gpu_memory.sh).
+if(LLAMAC_WITH_CUDA)
+  add_test(NAME gpu_memory COMMAND sh -c "$<TARGET_FILE:gpu_probe> >/dev/null && exec \"$0\" \"$@\""
+    bash ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpu_memory.sh $<TARGET_FILE:llamac> ${CMAKE_SOURCE_DIR} ${LLAMAC_PAR_DATA}
+    ${LLAMAC_TEST_TMP})
+  set_tests_properties(gpu_memory PROPERTIES SKIP_RETURN_CODE 77 FIXTURES_REQUIRED par_data TIMEOUT 900
+    LABELS "${labels}")
+endif()
