@@ -6,6 +6,8 @@
 #            bytes in use on the GPU after step 1 (cudaMemGetInfo, less what was in use before the backend)
 #            within 10% of the plan, and the plan equal to what `llamac inspect --backend cuda` prints for
 #            the same layout.
+#   auto     run.backend = auto takes the device, and without one (CUDAEMU_DEVICES=0) the CPU;
+#            run.backend = cuda without a device stops with one line.
 #   refuse   (emulator) a device too small for the layout (CUDAEMU_MEMORY_MB under the emulator): one line naming
 #            the shortfall and the layouts that fit (tp 2, zero1), exit 1 before any allocation; and none
 #            when nothing fits.
@@ -104,5 +106,24 @@ if [ $emu = 1 ]; then
     [ $rc -ne 0 ] && grep -q "short; no layout of these ranks fits: start more GPUs or lower train.batch_size" "$tmp/refuse1.log" &&
         ok "one rank, nothing fits: says so" || fail "the refusal when nothing fits"
 fi
+echo "== run.backend = auto"
+"$llamac" train "$ini" "${common[@]}" --set run.run_dir="$tmp/auto" --set run.backend=auto --set run.precision=fp32 \
+    --set train.global_batch_tokens=256 > "$tmp/auto.log" 2>&1 || { fail "auto: exited with $?"; cat "$tmp/auto.log"; }
+grep -q "backend cuda (fp32)" "$tmp/auto.log" && grep -q '"gpu_mem_bytes"' "$tmp/auto/metrics.jsonl" &&
+    ok "auto with a device: the CUDA backend (GPU memory in metrics.jsonl)" || fail "auto did not pick the device"
+grep -h "step 2/2" "$tmp/auto.log" | sed 's/^/    /'
+if [ $emu = 1 ]; then
+    CUDAEMU_DEVICES=0 "$llamac" train "$ini" "${common[@]}" --set run.run_dir="$tmp/auto0" --set run.backend=auto \
+        --set run.precision=fp32 --set train.global_batch_tokens=256 > "$tmp/auto0.log" 2>&1 || { fail "auto without a device: exited with $?"; cat "$tmp/auto0.log"; }
+    ! grep -q "backend cuda" "$tmp/auto0.log" && ! grep -q '"gpu_mem_bytes"' "$tmp/auto0/metrics.jsonl" &&
+        ok "auto without a device (CUDAEMU_DEVICES=0): the CPU backend" || fail "auto without a device"
+    CUDAEMU_DEVICES=0 "$llamac" train "$ini" "${common[@]}" --set run.run_dir="$tmp/cuda0" --set run.precision=fp32 \
+        --set train.global_batch_tokens=256 > "$tmp/cuda0.log" 2>&1
+    rc=$?
+    sed 's/^/    | /' "$tmp/cuda0.log"
+    [ $rc -ne 0 ] && grep -q "^llamac train: run.backend = cuda: no CUDA device is visible on this machine$" "$tmp/cuda0.log" &&
+        ok "cuda without a device: one line" || fail "cuda without a device"
+fi
+
 [ $failed -eq 0 ] && echo "gpu_memory.sh: all checks passed" || echo "gpu_memory.sh: FAILED"
 exit $failed

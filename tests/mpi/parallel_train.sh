@@ -202,15 +202,18 @@ sigterm)
     # (log_every) because mpirun stops reading the ranks' output while it aborts: a rank that prints
     # every few milliseconds would block on a full terminal buffer. The test widens the window to 3 s
     # (OMPI_MCA_odls_base_sigkill_timeout): on 2 busy cores, 4 ranks need more than 1 s for a step and
-    # a checkpoint. That would also leave time for MPI_Finalize, so the ranks must also have exited
-    # within 1 s of STOPPED (written last, right before they leave).
-    export OMPI_MCA_odls_base_sigkill_timeout=3
+    # a checkpoint; GPU ranks under the CPU emulation of CUDA take ~7 s a step, so 30 s for them. That
+    # would also leave time for MPI_Finalize, so the ranks must also have exited within 1 s of STOPPED
+    # (written last, right before they leave).
+    window=3
+    [ "$backend" = cuda ] && window=30
+    export OMPI_MCA_odls_base_sigkill_timeout=$window
     common=(--set train.steps=1000 --set train.ckpt_every=0 --set run.log_every=1000)
     mkdir -p "$tmp/status"
     train_args sig 2 "${common[@]}"
     "${mpirun[@]}" -np 4 python3 "$src/tests/mpi/record_exit.py" "$tmp/status" "${args[@]}" > "$tmp/sig.log" 2>&1 &
     pid=$!
-    for _ in $(seq 600); do grep -q '"step": 3,' "$tmp/sig/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
+    for _ in $(seq $((200 * window))); do grep -q '"step": 3,' "$tmp/sig/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
     kill -TERM $pid
     wait $pid
     rc=$?
