@@ -40,7 +40,8 @@ struct dev_req {
     cudaEvent_t copied;      // staged: buf is on the host
     cudaEvent_t done;        // buf holds the result (on the side stream)
     struct comm_req host;    // staged: the MPI request
-    void *stage;             // staged: pinned host copy of buf
+    void *stage;             // staged: pinned host copy of buf ...
+    size_t stage_bytes;      // ... of this many bytes (from the communicator's pool)
     int timing;              // index of its event pair
     int written;             // the done event is recorded
 };
@@ -58,6 +59,10 @@ struct dev_comm {
     void *stage;                // stage_size bytes, pinned (staged transport)
     size_t stage_size;
     struct dev_req *head, *tail;
+    // pinned host buffers of finished non-blocking requests, kept for the next ones (the same buckets
+    // come back every step; cudaMallocHost and cudaFreeHost are slow and may synchronize the device)
+    struct pinned { void *p; size_t bytes; } pool[64];
+    int n_pool;
     struct timing_pair *tm;     // one pair per operation since the last dev_comm_take_seconds
     int n_tm, cap_tm;
 #ifdef LLAMAC_WITH_NCCL
@@ -153,9 +158,32 @@ static void staged_broadcast(struct dev_comm *d, void *buf, size_t n, enum comm_
 
 // The non-blocking all-reduce: the copy to the host is queued on the side stream now; the MPI operation
 // starts once it has finished (staged_progress), the copy back once that has finished.
+static void *pinned_get(struct dev_comm *d, size_t bytes, size_t *got) {
+    for (int i = 0; i < d->n_pool; i++)
+        if (d->pool[i].bytes >= bytes) {
+            void *p = d->pool[i].p;
+            *got = d->pool[i].bytes;
+            d->pool[i] = d->pool[--d->n_pool];
+            return p;
+        }
+    void *p = NULL;
+    CUDA_CHECK(cudaMallocHost(&p, bytes ? bytes : 1));
+    *got = bytes;
+    return p;
+}
+
+static void pinned_put(struct dev_comm *d, void *p, size_t bytes) {
+    if (d->n_pool == (int)(sizeof(d->pool) / sizeof(d->pool[0]))) {
+        CUDA_CHECK(cudaFreeHost(p));
+        return;
+    }
+    d->pool[d->n_pool].p = p;
+    d->pool[d->n_pool++].bytes = bytes;
+}
+
 static void staged_start(struct dev_comm *d, struct dev_req *r) {
     const size_t bytes = r->n * comm_dtype_size(r->t);
-    CUDA_CHECK(cudaMallocHost(&r->stage, bytes ? bytes : 1));
+    r->stage = pinned_get(d, bytes, &r->stage_bytes);
     CUDA_CHECK(cudaEventCreateWithFlags(&r->copied, cudaEventDisableTiming));
     d2h(r->stage, r->buf, bytes, d->side);
     CUDA_CHECK(cudaEventRecord(r->copied, d->side));
@@ -378,7 +406,7 @@ static void dc_wait(struct comm *c, struct comm_req *req) {
     mark_written(d, r);
     if (d->transport == DEV_STAGED) {
         CUDA_CHECK(cudaEventSynchronize(r->done));  // the staging buffer is free after the copy back
-        CUDA_CHECK(cudaFreeHost(r->stage));
+        pinned_put(d, r->stage, r->stage_bytes);
         CUDA_CHECK(cudaEventDestroy(r->copied));
     }
     CUDA_CHECK(cudaStreamWaitEvent(compute(d), r->done, 0));
@@ -452,6 +480,7 @@ extern "C" void dev_comm_destroy(struct comm *c) {
     if (d->transport == DEV_NCCL) NCCL_CHECK(ncclCommDestroy(d->nccl));
 #endif
     if (d->stage) CUDA_CHECK(cudaFreeHost(d->stage));
+    for (int i = 0; i < d->n_pool; i++) CUDA_CHECK(cudaFreeHost(d->pool[i].p));
     for (int i = 0; i < d->cap_tm; i++) {
         CUDA_CHECK(cudaEventDestroy(d->tm[i].start));
         CUDA_CHECK(cudaEventDestroy(d->tm[i].end));
