@@ -10,9 +10,11 @@
 // the same parameter layout the trainer uses; N = the model's parameters):
 //   compute   6 N G / (GPUs x peak x MFU)
 //   layout    TP inside a node (tp | 8), DP across: dp = GPUs / tp. Picked: the smallest tp whose memory
-//             per GPU fits (bf16 weights 2P + fp32 master 4P + fp32 gradients 4P + AdamW moments 8P / dp
-//             under ZeRO-1 + activations of one micro-batch, bf16), without activation recompute if
-//             that fits, else with it. Fewer TP ranks = fewer activation all-reduces on the critical path.
+//             per GPU fits: train/memory.h's plan, what `llamac train` checks before it allocates (bf16
+//             weights 2P + fp32 gradients 4P + under ZeRO-1 fp32 master weights 4P / dp, AdamW moments
+//             8P / dp and the gradient shard 4P / dp + activations of one micro-batch, bf16 + the CUDA
+//             workspace), without activation recompute if that fits, else with it. Fewer TP ranks =
+//             fewer activation all-reduces on the critical path.
 //   DP        ring all-reduce of the gradients (grad-bytes each; llamac reduces fp32): each rank sends
 //             2 (dp-1)/dp x grad-bytes x P. On one node over NVLink per GPU; across nodes, every node
 //             carries one boundary of each of its tp rings: 2 (dp-1)/dp x grad-bytes x tp P (~ the whole
@@ -35,6 +37,7 @@
 #include "model/config.h"
 #include "model/llama.h"
 #include "model/params.h"
+#include "train/memory.h"
 
 struct machine {
     int gpus_per_node;
@@ -50,12 +53,12 @@ struct plan {
     double dp_bytes, tp_bytes;  // sent per rank per step
 };
 
-static double gpu_memory(const struct llama_config *c, const struct param_layout *pl, const struct machine *mc, int dp,
-                         int recompute) {
-    size_t act, act32;
-    llama_act_sizes(c, pl, mc->micro, mc->T, recompute, &act, &act32);
-    double P = (double)pl->total;
-    return P * (2 + 4 + 4) + 8 * P / dp + 2.0 * (double)act + 4.0 * (double)act32;
+static double gpu_memory(const struct llama_config *c, const struct machine *mc, int dp, int tp, int recompute) {
+    size_t es[BUF_KINDS];
+    mem_elem_sizes(es, 1, PRECISION_BF16);
+    struct mem_plan mp;
+    CHECK(mem_plan_compute(&mp, c, es, 1, mc->micro, mc->T, dp, tp, 1, recompute) == 0);
+    return mp.total;
 }
 
 static int plan_layout(struct plan *p, const struct llama_config *c, int nodes, const struct machine *mc) {
@@ -69,7 +72,7 @@ static int plan_layout(struct plan *p, const struct llama_config *c, int nodes, 
         const int dp = gpus / tp;
         const double n_micro = mc->G / ((double)dp * mc->micro * mc->T);
         for (int rc = 0; rc <= 1 && !p->fits && n_micro >= 1; rc++) {
-            double mem = gpu_memory(c, &pl, mc, dp, rc);
+            double mem = gpu_memory(c, mc, dp, tp, rc);
             if (mem > mc->gpu_mem) {
                 if (rc == 1) p->mem = mem;  // the smallest need seen, for "does not fit"
                 continue;

@@ -1,10 +1,12 @@
 // llamac inspect --model PRESET | --hf DIR | --meta DIR  [--batch B] [--seq T] [--dp N] [--tp K] [--zero1] [--recompute]
+//                [--backend cpu|cuda] [--precision auto|bf16|fp32]
 // Prints the model's shapes, its exact parameter count, and the memory one rank needs for a training step
 // in a layout of dp x tp ranks: parameters and gradients are this rank's tensor-parallel slice (1/tp of
 // the matrices, vocabulary padded to a multiple of tp, norms whole); AdamW's two moments cover that slice,
 // or with --zero1 one data-parallel shard of it (1/dp, padded as the trainer pads: launch/dp.h), plus
-// the buffer the gradients of the shard are reduce-scattered into. The figures follow the allocations
-// of train/train.c: keep them together.
+// the buffer the gradients of the shard are reduce-scattered into. The figures are train/memory.h's,
+// which `llamac train` checks against the GPU's free memory; --backend cuda gives the bytes per GPU
+// (bf16 parameters-for-compute and activations in bf16 precision, plus the CUDA workspace).
 // With --hf the config comes from DIR/config.json and every weight is then read and checked exactly as
 // loading it into a model would (hf_check_weights), so that a bad checkpoint fails here with the same
 // one-line error a training run would give, without the memory of a model. --meta does the same for
@@ -16,11 +18,12 @@
 #include "cli/cli.h"
 #include "core/config.h"
 #include "core/error.h"
-#include "launch/dp.h"
+#include "launch/gpu.h"
 #include "model/config.h"
 #include "model/hf.h"
 #include "model/llama.h"
 #include "model/meta.h"
+#include "train/memory.h"
 
 static void fmt_count(char *out, size_t n, long long v) {
     char digits[32], *o = out;
@@ -48,7 +51,9 @@ static void fmt_short(char *out, size_t n, long long v) {
 
 // The report for config c (label: what the user named), for one rank of a dp x tp layout.
 static int print_report(const struct llama_config *c, const char *label, int B, int T, int dp, int tp, int zero1,
-                        int recompute) {
+                        int recompute, int cuda, enum precision precision) {
+    char gpu_name_buf[256] = "";
+    if (cuda) gpu_name(gpu_name_buf, sizeof(gpu_name_buf));
     if (T <= 0) T = c->max_seq_len;
     struct param_layout pl;
     if (param_layout_init(&pl, c, tp, 0) != 0) return -1;
@@ -69,31 +74,32 @@ static int print_report(const struct llama_config *c, const char *label, int B, 
     printf("\n");
     printf("parameters  %s (%s)\n", count, shortc);
 
-    // elements per rank, as train/train.c allocates them
-    size_t local = pl.total, shard = local, blocks = local, grad_shard = 0;
-    if (zero1 && dp > 1) {
-        shard = dp_shard_size(local, dp);
-        blocks = shard * (size_t)dp;  // llama_pad_blocks
-        grad_shard = shard;
+    // bytes per rank, as train/train.c allocates them (train/memory.h)
+    size_t es[BUF_KINDS];
+    mem_elem_sizes(es, cuda, precision);
+    struct mem_plan mp;
+    if (mem_plan_compute(&mp, c, es, cuda, B, T, dp, tp, zero1, recompute) != 0) {
+        param_layout_free(&pl);
+        return -1;
     }
-    size_t act, act32;
-    llama_act_sizes(c, &pl, B, T, recompute, &act, &act32);
-    double P = (double)blocks * 4, G = P, M = (double)shard * 4, O = 2.0 * (double)shard * 4,
-           S = (double)grad_shard * 4, A = (double)(act + act32) * 4;
-    char bp[32], bg[32], bm[32], bo[32], bs[32], ba[32], bt[32], bfull[32];
-    fmt_bytes(bp, sizeof(bp), P);
-    fmt_bytes(bg, sizeof(bg), G);
-    fmt_bytes(bm, sizeof(bm), M);
-    fmt_bytes(bo, sizeof(bo), O);
-    fmt_bytes(bs, sizeof(bs), S);
-    fmt_bytes(ba, sizeof(ba), A);
-    fmt_bytes(bt, sizeof(bt), P + G + M + O + S + A);
-    fmt_bytes(bfull, sizeof(bfull), 2.0 * (double)local * 4);
-    printf("memory per rank for one training step (cpu backend, fp32; dp %d x tp %d%s, batch %d x %d tokens%s):\n", dp,
-           tp, zero1 ? ", ZeRO-1" : "", B, T, recompute ? ", recompute" : "");
+    char bp[32], bg[32], bm[32], bo[32], bs[32], ba[32], bw[32], bt[32], bfull[32];
+    fmt_bytes(bp, sizeof(bp), mp.params);
+    fmt_bytes(bg, sizeof(bg), mp.grads);
+    fmt_bytes(bm, sizeof(bm), mp.master);
+    fmt_bytes(bo, sizeof(bo), mp.moments);
+    fmt_bytes(bs, sizeof(bs), mp.grad_shard);
+    fmt_bytes(ba, sizeof(ba), mp.acts);
+    fmt_bytes(bw, sizeof(bw), mp.workspace);
+    fmt_bytes(bt, sizeof(bt), mp.total);
+    fmt_bytes(bfull, sizeof(bfull), 2.0 * (double)pl.total * 4);
+    size_t local = pl.total;
+    printf("memory per %s for one training step (%s backend, %s; dp %d x tp %d%s, batch %d x %d tokens%s):\n",
+           cuda ? "GPU" : "rank", cuda ? "cuda" : "cpu", precision == PRECISION_BF16 ? "bf16" : "fp32", dp, tp,
+           zero1 ? ", ZeRO-1" : "", B, T, recompute ? ", recompute" : "");
     char elems[64];
     fmt_count(elems, sizeof(elems), (long long)local);
-    printf("  parameters     %12s  (%s elements%s)\n", bp, elems, tp > 1 ? ": 1/tp of the matrices, norms whole" : "");
+    printf("  parameters     %12s  (%s elements%s%s)\n", bp, elems, tp > 1 ? ": 1/tp of the matrices, norms whole" : "",
+           es[BUF_PARAM] == 2 ? "; bf16 for compute" : "");
     printf("  gradients      %12s\n", bg);
     printf("  master weights %12s  (the optimizer's fp32 copy%s)\n", bm, zero1 && dp > 1 ? "; ZeRO-1: 1/dp" : "");
     if (zero1 && dp > 1) {
@@ -102,8 +108,20 @@ static int print_report(const struct llama_config *c, const char *label, int B, 
     } else {
         printf("  AdamW moments  %12s%s\n", bo, zero1 ? "  (ZeRO-1 shards nothing with dp 1)" : "");
     }
-    printf("  activations    %12s\n", ba);
+    printf("  activations    %12s%s\n", ba, recompute ? "  (recompute: block inputs and one block's scratch)" : "");
+    if (cuda) printf("  workspace      %12s  (cuBLASLt workspace, attention backward scratch)\n", bw);
     printf("  total          %12s\n", bt);
+    if (cuda) {
+        double peak = gpu_peak_bf16_tflops(gpu_name_buf);
+        size_t fr = 0, tot = 0;
+        if (gpu_count() > 0 && gpu_mem_info(&fr, &tot) == 0) {
+            char bf[32], btot[32];
+            fmt_bytes(bf, sizeof(bf), (double)fr);
+            fmt_bytes(btot, sizeof(btot), (double)tot);
+            printf("device      %s: %s free of %s (cudaMemGetInfo)%s; dense bf16 peak %s\n", gpu_name_buf, bf, btot,
+                   mp.total <= (double)fr ? ", fits" : ", does NOT fit", peak > 0 ? "known" : "unknown (run.peak_tflops)");
+        }
+    }
     param_layout_free(&pl);
     return 0;
 }
@@ -119,6 +137,7 @@ static int check_weights(const struct llama_config *c, const char *dir, int meta
 
 int cmd_inspect(int argc, char **argv) {
     const char *model = NULL, *hf = NULL, *meta = NULL, *v;
+    const char *backend = "cpu", *prec = "auto";
     int B = 1, T = 0, dp = 1, tp = 1, zero1 = 0, recompute = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_opt(argc, argv, &i, "--model", &v)) model = v;
@@ -128,22 +147,33 @@ int cmd_inspect(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--seq", &v)) T = atoi(v);
         else if (cli_opt(argc, argv, &i, "--dp", &v)) dp = atoi(v);
         else if (cli_opt(argc, argv, &i, "--tp", &v)) tp = atoi(v);
+        else if (cli_opt(argc, argv, &i, "--backend", &v)) backend = v;
+        else if (cli_opt(argc, argv, &i, "--precision", &v)) prec = v;
         else if (!strcmp(argv[i], "--zero1")) zero1 = 1;
         else if (!strcmp(argv[i], "--recompute")) recompute = 1;
         else if (!strcmp(argv[i], "--help")) {
             printf("usage: llamac inspect (--model PRESET|FILE.ini | --hf DIR | --meta DIR) [--batch B] [--seq T] [--dp N]\n"
-                   "                      [--tp K] [--zero1] [--recompute]\n"
+                   "                      [--tp K] [--zero1] [--recompute] [--backend cpu|cuda] [--precision auto|bf16|fp32]\n"
                    "  --hf DIR   a Hugging Face Llama checkpoint (config.json + model.safetensors or its index);\n"
                    "             every weight is read and checked as a load would\n"
                    "  --meta DIR Meta's original checkpoint (params.json + consolidated.NN.pth), checked the same way\n"
                    "  --dp N --tp K --zero1   memory per rank of a run on N x K ranks (parallel.tp = K), with\n"
-                   "             AdamW's moments sharded over the N data-parallel ranks (parallel.zero1)\n");
+                   "             AdamW's moments sharded over the N data-parallel ranks (parallel.zero1)\n"
+                   "  --backend cuda  bytes per GPU as the CUDA backend stores them (bf16 parameters and activations\n"
+                   "             unless --precision fp32), with its workspace; no GPU is needed\n");
             return 0;
         } else return err_set("unknown option '%s' (see llamac inspect --help)", argv[i]);
     }
     if ((model != NULL) + (hf != NULL) + (meta != NULL) != 1)
         return err_set("give one of --model PRESET (presets: %s/models/*.ini), --hf DIR or --meta DIR", llama_configs_dir());
     if (B < 1 || dp < 1 || tp < 1) return err_set("--batch, --dp and --tp must be positive integers");
+    if (strcmp(backend, "cpu") && strcmp(backend, "cuda"))
+        return err_set("--backend '%s': expected cpu or cuda", backend);
+    int cuda = !strcmp(backend, "cuda");
+    enum precision precision = PRECISION_FP32;
+    if (!strcmp(prec, "bf16") || (!strcmp(prec, "auto") && cuda)) precision = PRECISION_BF16;
+    else if (strcmp(prec, "fp32") && strcmp(prec, "auto")) return err_set("--precision '%s': expected auto, bf16 or fp32", prec);
+    if (!cuda && precision == PRECISION_BF16) return err_set("--backend cpu computes in fp32 only (--precision fp32 or auto)");
     struct llama_config c = {0};
     if (hf) {
         if (hf_read_config(&c, hf) != 0) return -1;
@@ -154,7 +184,7 @@ int cmd_inspect(int argc, char **argv) {
         if (llama_config_validate(&c, model) != 0) return -1;
     }
     const char *dir = hf ? hf : meta;
-    if (print_report(&c, dir ? dir : model, B, T, dp, tp, zero1, recompute) != 0) return -1;
+    if (print_report(&c, dir ? dir : model, B, T, dp, tp, zero1, recompute, cuda, precision) != 0) return -1;
     fflush(stdout);
     return dir ? check_weights(&c, dir, meta != NULL) : 0;
 }

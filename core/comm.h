@@ -3,7 +3,11 @@
 // The model calls comm_all_reduce() at the tensor-parallel points and the trainer calls the data-
 // parallel collectives; neither knows what is behind them. comm_self() is the one-rank communicator
 // (every call a no-op or a copy), so a single-process run is the tp = 1, dp = 1 case of the same code.
-// launch/ provides the MPI implementation for host buffers (and, with the CUDA backend, NCCL).
+// launch/ provides the MPI implementation for host buffers (launch/mpi_comm.h) and, with the CUDA
+// backend, communicators for device buffers (launch/dev_comm.h: NCCL, or host-staged MPI). A device
+// communicator has on_device set: its buffers are the backend's device buffers and its operations are
+// ordered with the backend's stream (a blocking call returns once the result is ordered before any op
+// called afterwards; the host need not be synchronized), so callers skip be->sync before calling it.
 #pragma once
 #include <stddef.h>
 
@@ -26,12 +30,16 @@ struct comm_ops {
     void (*all_gather)(struct comm *c, void *out, const void *in, size_t n, enum comm_dtype t);
     void (*broadcast)(struct comm *c, void *buf, size_t n, enum comm_dtype t, int root);
     void (*barrier)(struct comm *c);
+    // 1 when a request of all_reduce_start has completed (comm_wait is still needed to release it), 0
+    // while in flight. Calling it lets the transport progress (MPI moves data only inside MPI calls).
+    int (*test)(struct comm *c, struct comm_req *req);
 };
 
 struct comm {
     int rank, size;
     const struct comm_ops *ops;
     void *impl;
+    int on_device;  // buffers are device buffers, ordered with the backend's stream (see above)
 };
 
 struct comm *comm_self(void);
@@ -51,6 +59,9 @@ static inline void comm_all_reduce_start(struct comm *c, void *buf, size_t n, en
 static inline void comm_wait(struct comm *c, struct comm_req *req) {
     if (req->impl) c->ops->wait(c, req);
     req->impl = NULL;
+}
+static inline int comm_test(struct comm *c, struct comm_req *req) {
+    return !req->impl || !c->ops->test || c->ops->test(c, req);
 }
 static inline void comm_reduce_scatter(struct comm *c, void *out, const void *in, size_t n, enum comm_dtype t) {
     c->ops->reduce_scatter(c, out, in, n, t);

@@ -51,6 +51,14 @@ static int device_count() {
 
 static size_t host_memory(int which) { return (size_t)sysconf(which) * (size_t)sysconf(_SC_PAGESIZE); }
 
+// CUDAEMU_MEMORY_MB: a device of that many MiB (totalGlobalMem, cudaMemGetInfo, and cudaMalloc failing
+// past it), so that out-of-memory paths can be tested; 0 or unset: the host's memory.
+static size_t device_memory_limit() {
+    const char *m = getenv("CUDAEMU_MEMORY_MB");
+    return m && atoll(m) > 0 ? (size_t)atoll(m) << 20 : 0;
+}
+static size_t allocated_bytes;  // by cudaMalloc, under registry_lock
+
 static void *alloc_nan(size_t size) {
     void *p = aligned_alloc(256, (size + 255) / 256 * 256 + 256);
     if (p) memset(p, 0xff, size);
@@ -134,7 +142,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
     if (device < 0 || device >= device_count()) return record(cudaErrorInvalidDevice);
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "cudaemu (CPU emulation)");
-    p->totalGlobalMem = host_memory(_SC_PHYS_PAGES);
+    p->totalGlobalMem = device_memory_limit() ? device_memory_limit() : host_memory(_SC_PHYS_PAGES);
     p->sharedMemPerBlock = SMEM_DEFAULT;
     p->regsPerBlock = 65536;
     p->warpSize = 32;
@@ -192,10 +200,16 @@ cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
 // ---------------------------------------------------------------------------------------------------
 cudaError_t cudaMalloc(void **devPtr, size_t size) {
     if (!devPtr) return record(cudaErrorInvalidValue);
+    size_t limit = device_memory_limit();
+    {
+        std::lock_guard<std::mutex> lock(registry_lock);
+        if (limit && size > limit - allocated_bytes) return record(cudaErrorMemoryAllocation);
+    }
     void *p = alloc_nan(size);
     if (!p) return record(cudaErrorMemoryAllocation);
     std::lock_guard<std::mutex> lock(registry_lock);
     allocations[p] = size;
+    allocated_bytes += size;
     *devPtr = p;
     return cudaSuccess;
 }
@@ -203,7 +217,10 @@ cudaError_t cudaMalloc(void **devPtr, size_t size) {
 cudaError_t cudaFree(void *devPtr) {
     if (!devPtr) return cudaSuccess;
     std::lock_guard<std::mutex> lock(registry_lock);
-    if (!allocations.erase(devPtr)) return record(cudaErrorInvalidValue);  // not from cudaMalloc, or freed twice
+    auto it = allocations.find(devPtr);
+    if (it == allocations.end()) return record(cudaErrorInvalidValue);  // not from cudaMalloc, or freed twice
+    allocated_bytes -= it->second;
+    allocations.erase(it);
     free(devPtr);
     return cudaSuccess;
 }
@@ -241,6 +258,12 @@ cudaError_t cudaMemsetAsync(void *devPtr, int value, size_t count, cudaStream_t)
 }
 
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total) {
+    if (size_t limit = device_memory_limit()) {
+        std::lock_guard<std::mutex> lock(registry_lock);
+        *free_bytes = limit - allocated_bytes;
+        *total = limit;
+        return cudaSuccess;
+    }
     *free_bytes = host_memory(_SC_AVPHYS_PAGES);
     *total = host_memory(_SC_PHYS_PAGES);
     return cudaSuccess;

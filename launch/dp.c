@@ -4,7 +4,6 @@
 #include <stdlib.h>
 
 #include "core/error.h"
-#include "launch/mpi_comm.h"
 
 struct dp_sync *dp_sync_create(struct comm *dp, void *grads, size_t n_total, double bucket_mb) {
     struct dp_sync *s = xcalloc(1, sizeof(*s));
@@ -44,7 +43,7 @@ static void bucket_start(struct dp_sync *s, struct dp_bucket *b) {
 static void progress(struct dp_sync *s) {
     for (int i = 0; i < s->n_buckets; i++) {
         struct dp_bucket *b = &s->buckets[i];
-        if (b->started && !b->done && comm_mpi_test(s->dp, &b->req)) {
+        if (b->started && !b->done && comm_test(s->dp, &b->req)) {
             b->done = 1;
             s->n_done_early++;
         }

@@ -23,8 +23,11 @@
 // number of counted tokens), so the sum is the exact global mean gradient whatever each rank counted.
 // With gradient accumulation, attach the callback on the last micro-batch only (DDP's no_sync).
 //
-// Elements are fp32 (the gradient block on every backend). The buffer is a host pointer for the CPU
-// backend; a GPU buffer needs a communicator that takes device pointers (NCCL).
+// Elements are fp32 (the gradient block on every backend). The buffer is a host pointer with a host
+// communicator (the CPU backend) and the backend's device buffer with a device communicator
+// (launch/dev_comm.h): the same buckets, order and calls either way; there the all-reduces run on the
+// communicator's own stream, ordered after backward's kernels by an event and before the optimizer's
+// by another, and comm_test is what progresses the host-staged transport.
 #pragma once
 #include <stddef.h>
 

@@ -14,6 +14,8 @@ static void grid_check_nodes(struct grid *g) {
     MPI_Comm node, tpc = comm_mpi_handle(g->tp);
     MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g->world_rank, MPI_INFO_NULL, &node));
     MPI_CHECK(MPI_Comm_size(node, &g->ranks_per_node));
+    MPI_CHECK(MPI_Comm_rank(node, &g->local_rank));
+    MPI_CHECK(MPI_Allreduce(&g->ranks_per_node, &g->max_ranks_per_node, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
     int node_id = g->world_rank, lo, hi;  // a node is named by its lowest world rank
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &node_id, 1, MPI_INT, MPI_MIN, node));
     MPI_CHECK(MPI_Allreduce(&node_id, &lo, 1, MPI_INT, MPI_MIN, tpc));

@@ -26,6 +26,8 @@ struct grid {
     struct comm *dp;           // world ranks tp_rank, tp_rank + tp_size, ...
     int tp_on_one_node;        // 1 when every rank of this TP group runs on one node
     int ranks_per_node;        // ranks on this rank's node
+    int local_rank;            // this rank's place among them (0 .. ranks_per_node - 1): its GPU (launch/gpu_comms.h)
+    int max_ranks_per_node;    // the most ranks any node runs
     int owns_mpi;              // grid_init started MPI, so grid_finalize ends it
 };
 

@@ -175,8 +175,17 @@ static void mpi_broadcast(struct comm *c, void *buf, size_t n, enum comm_dtype t
 
 static void mpi_barrier(struct comm *c) { MPI_CHECK(MPI_Barrier(handle(c))); }
 
+static int mpi_test(struct comm *c, struct comm_req *req) {
+    struct mpi_req *r = req->impl;
+    if (!r) return 1;
+    int done = 0;
+    MPI_CHECK(MPI_Testall(r->n, r->r, &done, MPI_STATUSES_IGNORE));
+    return done;
+}
+
 static const struct comm_ops mpi_ops = {
     mpi_all_reduce, mpi_all_reduce_start, mpi_wait, mpi_reduce_scatter, mpi_all_gather, mpi_broadcast, mpi_barrier,
+    mpi_test,
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -212,9 +221,6 @@ MPI_Comm comm_mpi_handle(const struct comm *c) {
 }
 
 int comm_mpi_test(struct comm *c, struct comm_req *req) {
-    struct mpi_req *r = req->impl;
-    if (!r || !comm_is_mpi(c)) return 1;
-    int done = 0;
-    MPI_CHECK(MPI_Testall(r->n, r->r, &done, MPI_STATUSES_IGNORE));
-    return done;
+    if (!req->impl || !comm_is_mpi(c)) return 1;
+    return mpi_test(c, req);
 }

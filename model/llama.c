@@ -217,13 +217,18 @@ void llama_init_random(struct llama *m, uint64_t seed) {
 #define W(kind, l) be_at(m->be, BUF_PARAM, m->params, param_get(&m->layout, (kind), (l))->offset)
 #define DW(kind, l) be_at(m->be, BUF_GRAD, m->grads, param_get(&m->layout, (kind), (l))->offset)
 
+// A tensor-parallel all-reduce of a buffer of the backend: a host communicator reads it from the host,
+// so the backend is synchronized first; a device communicator orders itself on the stream (core/comm.h).
+static void tp_all_reduce(struct llama *m, dbuf *x, size_t n, enum comm_dtype t, enum comm_op op) {
+    if (m->tp->size == 1) return;
+    if (!m->tp->on_device) m->be->sync(m->be);
+    comm_all_reduce(m->tp, x, n, t, op);
+}
+
 // Tensor-parallel sum of a partial activation (after a row-parallel matmul in forward, at the input of a
-// column-parallel one in backward). A no-op on one rank.
+// column-parallel one in backward), in the activations' dtype (bf16 in bf16 precision). A no-op on one rank.
 static void tp_sum(struct llama *m, dbuf *x, size_t n) {
-    if (m->tp->size > 1) {
-        m->be->sync(m->be);
-        comm_all_reduce(m->tp, x, n, comm_dtype_of(m->be->elem_size[BUF_ACT]), COMM_SUM);
-    }
+    tp_all_reduce(m, x, n, comm_dtype_of(m->be->elem_size[BUF_ACT]), COMM_SUM);
 }
 
 // One transformer block: a->x (B,T,C) in, out (B,T,C) (skipped when NULL, as in recomputation).
@@ -328,15 +333,9 @@ double llama_forward(struct llama *m, const int *tokens, const int *targets, int
     // Vocab-parallel cross-entropy: max, then sum-exp and target logit, reduced across the tp group.
     be->ints_from_host(be, m->targets, targets, (size_t)BT);
     op->crossentropy_max(be, m->rowmax, m->logits, BT, pl->Vl, pl->vstart, m->cfg.vocab_size);
-    if (m->tp->size > 1) {
-        be->sync(be);
-        comm_all_reduce(m->tp, m->rowmax, (size_t)BT, COMM_F32, COMM_MAX);
-    }
+    tp_all_reduce(m, m->rowmax, (size_t)BT, COMM_F32, COMM_MAX);
     op->crossentropy_sums(be, m->sums, m->logits, m->rowmax, m->targets, BT, pl->Vl, pl->vstart, m->cfg.vocab_size);
-    if (m->tp->size > 1) {
-        be->sync(be);
-        comm_all_reduce(m->tp, m->sums, 2 * (size_t)BT, COMM_F32, COMM_SUM);
-    }
+    tp_all_reduce(m, m->sums, 2 * (size_t)BT, COMM_F32, COMM_SUM);
     op->crossentropy_loss(be, m->losses, m->lse_ce, m->rowmax, m->sums, m->targets, BT);
     return forward_loss(m, targets, BT, n_counted);
 }
@@ -362,7 +361,7 @@ static double forward_loss(struct llama *m, const int *targets, int BT, long *n_
 
 static void grads_ready(struct llama *m, size_t off, size_t n) {
     if (m->on_grads_ready) {
-        m->be->sync(m->be);
+        if (!m->on_grads_ready_ordered) m->be->sync(m->be);
         m->on_grads_ready(m->on_grads_ready_ctx, off, n);
     }
 }
@@ -467,16 +466,21 @@ void llama_grads_to_host(const struct llama *m, float *host) {
 
 void llama_logits_at(struct llama *m, int b, int t, float *out) {
     const struct param_layout *pl = &m->layout;
+    const struct backend *be = m->be;
     const int V = m->cfg.vocab_size;
-    float *local = xmalloc(sizeof(float) * (size_t)pl->Vl);
-    m->be->to_host(m->be, local, be_at(m->be, BUF_ACT, m->logits, ((size_t)b * m->T + t) * pl->Vl), BUF_ACT, (size_t)pl->Vl);
+    dbuf *row = be_at(be, BUF_ACT, m->logits, ((size_t)b * m->T + t) * pl->Vl);
     if (m->tp->size == 1) {
-        memcpy(out, local, sizeof(float) * (size_t)V);
-    } else {  // sampling only: gather the slices (padding dropped)
-        float *all = xmalloc(sizeof(float) * (size_t)pl->Vp);
-        comm_all_gather(m->tp, all, local, (size_t)pl->Vl, COMM_F32);
-        memcpy(out, all, sizeof(float) * (size_t)V);
-        free(all);
+        be->to_host(be, out, row, BUF_ACT, (size_t)V);
+        return;
     }
-    free(local);
+    // sampling only: gather the slices in a buffer of the backend (the communicator's kind of buffer),
+    // padding dropped
+    dbuf *all = be->alloc(be, BUF_ACT, (size_t)pl->Vp);
+    float *host = xmalloc(sizeof(float) * (size_t)pl->Vp);
+    be->sync(be);
+    comm_all_gather(m->tp, all, row, (size_t)pl->Vl, comm_dtype_of(be->elem_size[BUF_ACT]));
+    be->to_host(be, host, all, BUF_ACT, (size_t)pl->Vp);
+    memcpy(out, host, sizeof(float) * (size_t)V);
+    free(host);
+    be->free(be, all);
 }

@@ -34,7 +34,7 @@ struct llama {
     struct llama_config cfg;
     struct param_layout layout;
     const struct backend *be;
-    struct comm *tp;          // tensor-parallel group
+    struct comm *tp;          // tensor-parallel group: host buffers, or device ones when tp->on_device
     dbuf *params;             // BUF_PARAM, layout.total elements
     dbuf *grads;              // BUF_GRAD, same layout
     // Optional fp32 master weights (BUF_STATE) of the range [master_off, master_off + master_n) of the
@@ -62,9 +62,12 @@ struct llama {
     float *host_losses;       // (B,T)
 
     // Called during backward whenever a contiguous range of gradients is final (data-parallel overlap):
-    // the tail (norm, lm_head), each layer from last to first, then embed_tokens.
+    // the tail (norm, lm_head), each layer from last to first, then embed_tokens. The backend is
+    // synchronized before each call unless on_grads_ready_ordered says the callback orders itself with
+    // the backend's stream (a device communicator, core/comm.h).
     void (*on_grads_ready)(void *ctx, size_t offset, size_t n);
     void *on_grads_ready_ctx;
+    int on_grads_ready_ordered;
 };
 
 // Builds the model for rank tp->rank of the tensor-parallel group: parameters and gradients allocated

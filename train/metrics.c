@@ -63,12 +63,14 @@ void metrics_close(struct metrics *mt) {
 }
 
 void metrics_train(struct metrics *mt, long step, double loss, double lr, double grad_norm, long long tokens_seen,
-                   double tokens_per_s, double mfu, double elapsed_s) {
+                   double tokens_per_s, double mfu, double elapsed_s, double gpu_mem_bytes, double comm_s) {
     // %.17g: losses round-trip exactly, so two runs can be compared bit for bit
     fprintf(mt->f,
             "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.9g, \"tokens_seen\": %lld, "
-            "\"tokens_per_s\": %.1f, \"mfu\": %.5f, \"elapsed_s\": %.3f}\n",
+            "\"tokens_per_s\": %.1f, \"mfu\": %.5f, \"elapsed_s\": %.3f",
             step, loss, lr, grad_norm, tokens_seen, tokens_per_s, mfu, elapsed_s);
+    if (gpu_mem_bytes >= 0) fprintf(mt->f, ", \"gpu_mem_bytes\": %.0f, \"comm_s\": %.6f", gpu_mem_bytes, comm_s);
+    fprintf(mt->f, "}\n");
     fflush(mt->f);
     push(&mt->train_x, &mt->train_y, &mt->n_train, &mt->cap_train, (double)step, loss);
 }

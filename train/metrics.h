@@ -15,8 +15,10 @@ struct metrics {
 // Opens run_dir/metrics.jsonl for appending, keeping only rows with step <= keep_until.
 int metrics_open(struct metrics *mt, const char *run_dir, long keep_until);
 void metrics_close(struct metrics *mt);
+// gpu_mem_bytes < 0 (the CPU backend) leaves out the GPU's memory in use and the time the step spent in
+// communication (comm_s).
 void metrics_train(struct metrics *mt, long step, double loss, double lr, double grad_norm, long long tokens_seen,
-                   double tokens_per_s, double mfu, double elapsed_s);
+                   double tokens_per_s, double mfu, double elapsed_s, double gpu_mem_bytes, double comm_s);
 void metrics_eval(struct metrics *mt, long step, double val_loss);
 // Redraws run_dir/loss.png from every row so far.
 int metrics_plot(struct metrics *mt, const char *title);

@@ -47,7 +47,7 @@ static int parse_weights(struct run_config *rc, const char *s, const char *origi
     return 0;
 }
 
-static double default_peak_tflops(void) {
+double run_cpu_peak_tflops(void) {
     // An estimate for a CPU: cores x 2.5 GHz x 32 fp32 FLOP/cycle (two AVX2 FMA units). Set
     // run.peak_tflops for the machine at hand; MFU is only as good as this figure.
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -81,7 +81,7 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
         return err_set("%s: run.wall_time = '%s' is not seconds or H:MM:SS", origin, wt);
     rc->stop_after = cfg_int(c, "run.stop_after", 0);
     rc->recompute = cfg_bool(c, "run.recompute", 0);
-    rc->peak_tflops = cfg_float(c, "run.peak_tflops", default_peak_tflops());
+    rc->peak_tflops = cfg_float(c, "run.peak_tflops", 0);  // 0: resolved with the backend (train.c)
     rc->log_every = (int)cfg_int(c, "run.log_every", 1);
 
     const char *dd = cfg_str(c, "data.dir", NULL);
@@ -102,6 +102,7 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
     rc->tp = (int)cfg_int(c, "parallel.tp", 1);
     rc->zero1 = cfg_bool(c, "parallel.zero1", 0);
     rc->dp_bucket_mb = cfg_float(c, "parallel.bucket_mb", 25);
+    snprintf(rc->gpu_comm, sizeof(rc->gpu_comm), "%s", cfg_str(c, "parallel.gpu_comm", "auto"));
 
     adamw_config_default(&rc->adamw);
     if (adamw_config_from_cfg(&rc->adamw, c) != 0) return -1;
@@ -122,8 +123,11 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
     struct stat st;
     if (stat(rc->data_dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return err_set("%s: data.dir '%s' is not a directory (write one with llamac prep)", origin, rc->data_dir);
-    if (strcmp(rc->backend, "cpu") && strcmp(rc->backend, "cuda"))
-        return err_set("%s: run.backend = '%s': expected cpu or cuda", origin, rc->backend);
+    if (strcmp(rc->backend, "cpu") && strcmp(rc->backend, "cuda") && strcmp(rc->backend, "auto"))
+        return err_set("%s: run.backend = '%s': expected auto, cpu or cuda", origin, rc->backend);
+    if (strcmp(rc->gpu_comm, "auto") && strcmp(rc->gpu_comm, "nccl") && strcmp(rc->gpu_comm, "staged"))
+        return err_set("%s: parallel.gpu_comm = '%s': expected auto, nccl or staged", origin, rc->gpu_comm);
+    if (rc->peak_tflops < 0) return err_set("%s: run.peak_tflops must be >= 0 (0: the device's)", origin);
     if (strcmp(rc->precision, "auto") && strcmp(rc->precision, "bf16") && strcmp(rc->precision, "fp32"))
         return err_set("%s: run.precision = '%s': expected auto, bf16 or fp32", origin, rc->precision);
     return 0;

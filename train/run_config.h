@@ -1,10 +1,12 @@
 // A training run's configuration: every section of RUN.ini read and checked in one place, for
 // `llamac train`, `eval` and `sample`. Keys (defaults in parentheses):
 //
-//   [run]      run_dir (runs/NAME), seed (1234), backend (cpu), precision (auto: bf16 on cuda, fp32 on cpu;
+//   [run]      run_dir (runs/NAME), seed (1234), backend (cpu; auto: cuda when a device is visible, else
+//              cpu; cuda), precision (auto: bf16 on cuda, fp32 on cpu;
 //              bf16 or fp32), wall_time (0 = none; seconds or H:MM:SS),
 //              stop_after (0 = none: steps this job runs before it checkpoints and stops, as on a signal),
-//              recompute (false), peak_tflops (estimated from the CPU), log_every (1)
+//              recompute (false), peak_tflops (0 = the GPU's dense bf16 peak when known, else estimated from
+//              the CPU), log_every (1)
 //   [model]    preset or fields (model/config.h), init (random | hf:DIR | meta:DIR)
 //   [data]     dir (required), weights ("en:0.4, ru:0.3, de:0.3"; empty = proportional to tokens)
 //   [train]    batch_size (8, per rank), seq_len (256), steps (required), global_batch_tokens
@@ -12,7 +14,7 @@
 //              ckpt_every (100), keep_ckpts (3)
 //   [optim]    schedule, lr, min_lr, warmup, decay_frac, decay_shape (optim/schedule.h),
 //              betas, eps, weight_decay, clip (optim/adamw.h)
-//   [parallel] tp (1), zero1 (false), bucket_mb (25)
+//   [parallel] tp (1), zero1 (false), bucket_mb (25), gpu_comm (auto | nccl | staged: launch/gpu_comms.h)
 #pragma once
 #include <stdint.h>
 
@@ -43,10 +45,13 @@ struct run_config {
     struct adamw_config adamw;
     int tp, zero1;
     double dp_bucket_mb;
+    char gpu_comm[16];
 };
 
 // Reads and checks every key (unknown keys are errors); dp is the data-parallel size the run has.
 int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, int dp);
+// The peak used for MFU on the CPU backend: cores x 2.5 GHz x 32 fp32 FLOP/cycle.
+double run_cpu_peak_tflops(void);
 // The loader settings of this run for one data-parallel rank (split 0 train, 1 validation).
 void run_config_loader(struct loader_config *lc, const struct run_config *rc, int dp_rank, int dp_size, int split);
 // Model FLOPs per token of one training step (forward + backward): 6 N (matmul parameters) + 6 L T C.

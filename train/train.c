@@ -26,6 +26,8 @@
 #include "data/loader.h"
 #include "data/sha256.h"
 #include "launch/dp.h"
+#include "launch/gpu.h"
+#include "launch/gpu_comms.h"
 #include "launch/grid.h"
 #include "launch/mpi_comm.h"
 #include "launch/signals.h"
@@ -37,6 +39,7 @@
 #include "optim/clip.h"
 #include "optim/schedule.h"
 #include "train/ckpt.h"
+#include "train/memory.h"
 #include "train/metrics.h"
 #include "train/run_config.h"
 #include "train/sample.h"
@@ -46,6 +49,15 @@ struct trainer {
     struct cfg cfg;
     struct grid g;
     const struct backend *be;
+    // GPU ranks (run.backend = cuda): this rank's GPU and the device communicators over the grid's groups,
+    // which the model (TP) and the gradient sync / ZeRO-1 (DP) use in place of g.tp and g.dp; the host
+    // values (losses, counts, norms) still go through g's MPI communicators.
+    int on_gpu;
+    struct gpu_comms gc;
+    char gpu[256];                // the device's name
+    double peak_tflops;           // for MFU: run.peak_tflops, else the device's (or the CPU's) peak
+    double gpu_planned;           // train/memory.h's bytes for this rank
+    double gpu_used0;             // bytes in use on the GPU before the model was allocated
     struct llama m;
     struct loader *loader;
     int grad_accum;
@@ -92,6 +104,9 @@ static void fault_nan_grad(struct trainer *t) {
     t->be->from_host(t->be, t->m.grads, &nan, BUF_GRAD, 1);
 }
 
+// The communicator of the data-parallel gradient collectives: the device one on GPU ranks.
+static struct comm *dp_grads(const struct trainer *t) { return t->on_gpu ? t->gc.dp : t->g.dp; }
+
 // ---------------------------------------------------------------------------------------------------
 // One optimizer step
 // ---------------------------------------------------------------------------------------------------
@@ -126,6 +141,7 @@ static int train_step(struct trainer *t, struct step_result *out) {
             dp_sync_reset(t->dps);
             m->on_grads_ready = dp_sync_on_ready;
             m->on_grads_ready_ctx = t->dps;
+            m->on_grads_ready_ordered = dp_grads(t)->on_device;
         } else {
             m->on_grads_ready = NULL;
         }
@@ -141,7 +157,7 @@ static int train_step(struct trainer *t, struct step_result *out) {
     dbuf *grads = m->grads;
     if (t->dps) dp_sync_finish(t->dps);
     if (rc->zero1 && t->g.dp_size > 1) {
-        dp_reduce_scatter_grads(t->g.dp, t->grad_shard, m->grads, t->padded);
+        dp_reduce_scatter_grads(dp_grads(t), t->grad_shard, m->grads, t->padded);
         grads = t->grad_shard;
     }
     out->loss = comm_all_reduce_f64(t->g.dp, loss_sum, COMM_SUM) / n_global;
@@ -166,8 +182,8 @@ static int train_step(struct trainer *t, struct step_result *out) {
     dbuf *g0 = rc->zero1 && t->g.dp_size > 1 ? grads : be_at(t->be, BUF_GRAD, grads, t->opt.off);
     adamw_step(t->be, &t->opt, mine, g0, t->ranges, t->n_ranges, &rc->adamw, (float)out->lr, coef, t->step + 1);
     if (rc->zero1 && t->g.dp_size > 1) {
-        t->be->sync(t->be);
-        dp_all_gather_params(t->g.dp, m->params, mine, t->padded, t->be->elem_size[BUF_PARAM]);
+        if (!dp_grads(t)->on_device) t->be->sync(t->be);
+        dp_all_gather_params(dp_grads(t), m->params, mine, t->padded, t->be->elem_size[BUF_PARAM]);
     }
 
     t->step++;
@@ -303,16 +319,21 @@ static void remove_marker(const char *run_dir, const char *name) {
     unlink(p);
 }
 
-static void progress_line(const struct trainer *t, const struct step_result *r, double tok_s, double mfu) {
+static void progress_line(const struct trainer *t, const struct step_result *r, double tok_s, double mfu,
+                          double gpu_mem, double comm_s, double step_s) {
     char el[32], eta[32];
     double elapsed = time_now() - t->t_start;
     log_fmt_duration(el, sizeof(el), elapsed);
     log_fmt_duration(eta, sizeof(eta), tok_s > 0 ? (double)(t->rc.steps - t->step) * t->grad_accum *
                                                        t->rc.batch_size * t->rc.seq_len * t->g.dp_size / tok_s
                                                  : -1);
-    log_info("step %*ld/%ld | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | %s | ETA %s",
+    char gpu[96] = "";
+    if (t->on_gpu)
+        snprintf(gpu, sizeof(gpu), " | GPU mem %.2f GiB | comm %.3f s (%.0f%%)", gpu_mem / (1024.0 * 1024 * 1024), comm_s,
+                 step_s > 0 ? 100 * comm_s / step_s : 0);
+    log_info("step %*ld/%ld | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | MFU %.1f%%%s | %s | ETA %s",
              (int)snprintf(NULL, 0, "%ld", t->rc.steps), t->step, t->rc.steps, r->loss, r->lr, r->grad_norm, tok_s,
-             100 * mfu, el, eta);
+             100 * mfu, gpu, el, eta);
 }
 
 static void trainer_free(struct trainer *t) {
@@ -323,6 +344,7 @@ static void trainer_free(struct trainer *t) {
         if (t->grad_shard) t->be->free(t->be, t->grad_shard);
     }
     llama_free(&t->m);
+    if (t->on_gpu) gpu_comms_free(&t->gc);
     free(t->inputs);
     free(t->targets);
     free(t->ranges);
@@ -331,11 +353,58 @@ static void trainer_free(struct trainer *t) {
     cfg_free(&t->cfg);
 }
 
+// run.backend to a backend: auto is cuda when every rank sees a GPU; a GPU rank takes the GPU of its node-
+// local rank (launch/gpu_comms.h) and checks that the layout fits its free memory before allocating.
+static int setup_backend(struct trainer *t) {
+    struct run_config *c = &t->rc;
+    if (!strcmp(c->backend, "auto")) {
+        double all = -comm_all_reduce_f64(t->g.world, -(double)(gpu_count() > 0), COMM_MAX);  // min over ranks
+        snprintf(c->backend, sizeof(c->backend), "%s", all > 0 ? "cuda" : "cpu");
+    }
+    t->on_gpu = !strcmp(c->backend, "cuda");
+    t->peak_tflops = c->peak_tflops > 0 ? c->peak_tflops : run_cpu_peak_tflops();
+    if (!t->on_gpu) return backend_find(c->backend, c->precision, &t->be);
+
+    if (gpu_bind(&t->gc, &t->g) != 0) return -1;
+    gpu_name(t->gpu, sizeof(t->gpu));
+    if (c->peak_tflops <= 0) {
+        double peak = gpu_peak_bf16_tflops(t->gpu);
+        if (peak > 0) t->peak_tflops = peak;
+        else if (t->g.world_rank == 0)
+            log_warn("MFU: the dense bf16 peak of '%s' is not known; set run.peak_tflops (using %.1f)", t->gpu,
+                     t->peak_tflops);
+    }
+    // Before anything is allocated: the memory this rank may use is the GPU's free memory, split between
+    // the ranks that share the GPU; the layout must fit it (train/memory.h).
+    size_t fr = 0, tot = 0;
+    if (gpu_mem_info(&fr, &tot) != 0) return -1;
+    t->gpu_used0 = (double)(tot - fr);  // the CUDA context, other processes
+    int n = t->gc.gpus_on_node, sharing = t->g.ranks_per_node / n + (t->gc.device < t->g.ranks_per_node % n);
+    size_t es[BUF_KINDS];
+    mem_elem_sizes(es, 1, strcmp(c->precision, "fp32") ? PRECISION_BF16 : PRECISION_FP32);
+    struct mem_plan mp;
+    if (mem_plan_compute(&mp, &c->model, es, 1, c->batch_size, c->seq_len, t->g.dp_size, t->g.tp_size, c->zero1,
+                         c->recompute) != 0)
+        return -1;
+    t->gpu_planned = mp.total;
+    char dev[320];
+    snprintf(dev, sizeof(dev), "GPU %d (%s%s)", t->gc.device, t->gpu, sharing > 1 ? ", shared" : "");
+    if (mem_plan_check(&c->model, es, c->batch_size, c->seq_len, t->g.world_size, t->g.tp_size, c->zero1,
+                       c->recompute, (double)fr / sharing, dev) != 0)
+        return -1;
+    if (backend_find(c->backend, c->precision, &t->be) != 0) return -1;
+    CHECKF(!memcmp(es, t->be->elem_size, sizeof(es)), "train/memory.c's element sizes differ from the CUDA backend's");
+    return 0;
+}
+
 // Sets up model, optimizer state, data and the starting point (resume, released weights or random).
 static int trainer_setup(struct trainer *t, const char *ini) {
     int rc = run_config_read(&t->rc, &t->cfg, ini, t->g.dp_size);
-    if (rc == 0) rc = backend_find(t->rc.backend, t->rc.precision, &t->be);
-    if (rc == 0) rc = llama_init(&t->m, &t->rc.model, t->be, t->g.tp);
+    if ((rc = agree(t, rc)) != 0) return -1;
+    if ((rc = agree(t, setup_backend(t))) != 0) return -1;
+    if (t->on_gpu) rc = gpu_comms_create(&t->gc, &t->g, t->be, t->rc.gpu_comm);
+    if ((rc = agree(t, rc)) != 0) return -1;
+    rc = llama_init(&t->m, &t->rc.model, t->be, t->on_gpu ? t->gc.tp : t->g.tp);
     if ((rc = agree(t, rc)) != 0) return -1;
     const struct run_config *c = &t->rc;
     t->grad_accum = c->grad_accum;
@@ -360,7 +429,7 @@ static int trainer_setup(struct trainer *t, const char *ini) {
     t->m.master_off = off;
     t->m.master_n = n;
     build_ranges(t);
-    if (t->g.dp_size > 1 && !c->zero1) t->dps = dp_sync_create(t->g.dp, t->m.grads, total, c->dp_bucket_mb);
+    if (t->g.dp_size > 1 && !c->zero1) t->dps = dp_sync_create(dp_grads(t), t->m.grads, total, c->dp_bucket_mb);
 
     // a run that already started keeps its tokenizer: the data must have been made with the same one
     struct loader_config lc;
@@ -396,6 +465,10 @@ static void log_banner(const struct trainer *t, const char *ini) {
     char layout[128];
     grid_describe(&t->g, layout, sizeof(layout));
     log_info("llamac train %s: %s, %lld parameters, %s", ini, c->model.name, (long long)llama_param_count(&c->model), layout);
+    if (t->on_gpu)
+        log_info("  backend cuda (%s), rank 0 on GPU %d of %d: %s; GPU communicators: %s; MFU against %.1f TFLOP/s",
+                 t->be->precision == PRECISION_BF16 ? "bf16" : "fp32", t->gc.device, t->gc.gpus_on_node, t->gpu,
+                 dev_transport_name(t->gc.transport), t->peak_tflops);
     log_info("  batch %d x %d tokens per rank, %d micro-batch%s per step: %lld tokens per step; %ld steps",
              c->batch_size, c->seq_len, t->grad_accum, t->grad_accum > 1 ? "es" : "", c->global_batch_tokens, c->steps);
     log_info("  AdamW lr %.3g (%s, warmup %ld, min %.3g), betas %.3g/%.3g, wd %.3g, clip %.3g%s; run_dir %s", c->sched.lr,
@@ -463,11 +536,24 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
         if ((rc = agree(t, train_step(t, &r))) != 0) break;
         double dt = time_now() - t0;
         tok_s = tok_s > 0 ? 0.7 * tok_s + 0.3 * tokens_per_step / dt : tokens_per_step / dt;
-        double mfu = flops_per_token * tok_s / (c->peak_tflops * 1e12 * t->g.world_size);
+        double mfu = flops_per_token * tok_s / (t->peak_tflops * 1e12 * t->g.world_size);
+        // GPU: memory in use on this rank's device, and the time its communicators' operations took
+        double gpu_mem = -1, comm_s = 0;
+        if (t->on_gpu) {
+            size_t fr = 0, tot = 0;
+            gpu_mem = gpu_mem_info(&fr, &tot) == 0 ? (double)(tot - fr) : 0;
+            comm_s = dev_comm_take_seconds(t->gc.tp) + dev_comm_take_seconds(t->gc.dp);
+            if (t->step == first_step + 1 && log_is_main())
+                log_info("GPU memory: %.1f MiB in use after step %ld less %.1f MiB before the backend (cudaMemGetInfo): "
+                         "%.1f MiB; planned %.1f MiB (llamac inspect --backend cuda)",
+                         gpu_mem / 1048576.0, t->step, t->gpu_used0 / 1048576.0, (gpu_mem - t->gpu_used0) / 1048576.0,
+                         t->gpu_planned / 1048576.0);
+        }
         if (log_is_main()) {
             metrics_train(&t->mt, t->step, r.loss, r.lr, r.grad_norm, t->tokens_seen, tokens_per_step / dt, mfu,
-                          time_now() - t->t_start);
-            if (t->step % c->log_every == 0 || t->step == 1 || t->step == c->steps) progress_line(t, &r, tok_s, mfu);
+                          time_now() - t->t_start, gpu_mem, comm_s);
+            if (t->step % c->log_every == 0 || t->step == 1 || t->step == c->steps)
+                progress_line(t, &r, tok_s, mfu, gpu_mem, comm_s, dt);
         }
         if (c->eval_every && (t->step % c->eval_every == 0 || t->step == c->steps)) {
             double vl = 0;

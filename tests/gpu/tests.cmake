@@ -56,3 +56,46 @@ if(LLAMAC_WITH_CUDA AND NOT LLAMAC_CUDA_EMU)
     ${CMAKE_SOURCE_DIR} ${llamac_ptx_arch} ${CMAKE_CURRENT_BINARY_DIR}/ptx_check)
   set_tests_properties(attention_ptx_mma PROPERTIES LABELS static TIMEOUT 600)
 endif()
+
+# GPU ranks under mpirun (tests/mpi/parallel_train.sh with LLAMAC_PAR_BACKEND=cuda): every rank on the one
+# GPU (or the emulated one), so the GPU communicators are the host-staged ones. Against the CPU single
+# rank: (2,1), (1,2), (2,2) in fp32; ZeRO-1 against plain DP; checkpoints between CUDA (2,2) and CPU (1,1)
+# both ways; SIGTERM to mpirun.
+if(LLAMAC_WITH_CUDA)
+  set(labels gpu)
+  if(LLAMAC_CUDA_EMU)
+    set(labels "gpu;cudaemu")
+  endif()
+  foreach(mode equiv zero1 xbackend sigterm)
+    add_test(NAME par_cuda_${mode} COMMAND sh -c "$<TARGET_FILE:gpu_probe> >/dev/null && exec \"$0\" \"$@\""
+      bash ${CMAKE_CURRENT_SOURCE_DIR}/mpi/parallel_train.sh ${mode} $<TARGET_FILE:llamac> $<TARGET_FILE:ckpt_compare>
+      ${CMAKE_SOURCE_DIR} ${LLAMAC_PAR_DATA} ${LLAMAC_TEST_TMP})
+    set_tests_properties(par_cuda_${mode} PROPERTIES SKIP_RETURN_CODE 77 FIXTURES_REQUIRED par_data TIMEOUT 1800
+      LABELS "${labels}" ENVIRONMENT
+      "LLAMAC_PAR_BACKEND=cuda;OMP_NUM_THREADS=1;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
+  endforeach()
+endif()
+
+# The device communicators against the MPI ones they stage through (tests/gpu/mpi_dev_comm.c), 4 ranks on
+# one GPU.
+if(LLAMAC_WITH_CUDA)
+  add_executable(mpi_dev_comm ${CMAKE_CURRENT_SOURCE_DIR}/gpu/mpi_dev_comm.c)
+  target_link_libraries(mpi_dev_comm PRIVATE llamac_lib)
+  # twice: with the 64 MiB staging buffer, and with 256 bytes so that every staged operation goes in pieces
+  foreach(stage 0 256)
+    add_test(NAME mpi_dev_comm_stage${stage} COMMAND sh -c "$<TARGET_FILE:gpu_probe> >/dev/null && exec \"$0\" \"$@\""
+      ${LLAMAC_MPIRUN} -np 4 $<TARGET_FILE:mpi_dev_comm>)
+    set_tests_properties(mpi_dev_comm_stage${stage} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS "${labels}"
+      ENVIRONMENT "LLAMAC_GPU_STAGE_BYTES=${stage};OMP_NUM_THREADS=1;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
+  endforeach()
+endif()
+
+# GPU memory in use against `llamac inspect --backend cuda`'s plan, and the refusal of a layout that does
+# not fit (tests/gpu/gpu_memory.sh).
+if(LLAMAC_WITH_CUDA)
+  add_test(NAME gpu_memory COMMAND sh -c "$<TARGET_FILE:gpu_probe> >/dev/null && exec \"$0\" \"$@\""
+    bash ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpu_memory.sh $<TARGET_FILE:llamac> ${CMAKE_SOURCE_DIR} ${LLAMAC_PAR_DATA}
+    ${LLAMAC_TEST_TMP})
+  set_tests_properties(gpu_memory PROPERTIES SKIP_RETURN_CODE 77 FIXTURES_REQUIRED par_data TIMEOUT 900
+    LABELS "${labels}")
+endif()

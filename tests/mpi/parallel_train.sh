@@ -18,6 +18,15 @@
 #   sigterm  SIGTERM to mpirun mid-run at (2,2): every rank stops after the same step, writes the
 #            checkpoint of that step and STOPPED, and exits 0; the run resumed with the same command
 #            is bit-identical to an uninterrupted run.
+#   xbackend (LLAMAC_PAR_BACKEND=cuda) checkpoints across backends and layouts: a run stopped after step
+#            5 at (2,2) on CUDA resumes at (1,1) on the CPU, and one stopped at (1,1) on the CPU resumes
+#            at (2,2) on CUDA, both continuing the uninterrupted (2,2) CUDA run within 1e-4.
+#
+# LLAMAC_PAR_BACKEND=cuda (tests/gpu/tests.cmake: a GPU, or the CPU emulation of CUDA) runs every mode's
+# multi-rank runs with run.backend = cuda in fp32 precision, each rank on the GPU of its node-local rank
+# (several ranks share one GPU, so the GPU communicators are the host-staged ones: launch/dev_comm.h),
+# while the (1,1) reference of equiv stays on the CPU backend: GPU ranks against the CPU single rank.
+# The layouts of equiv are then (2,1), (1,2) and (2,2).
 #
 # The layouts keep one global batch: batch_size 2 per rank, seq_len 32, global_batch_tokens 256, so
 # (1,1) and (1,2) accumulate 4 micro-batches, (2,1) and (2,2) 2, (4,1) 1. The model is
@@ -26,7 +35,8 @@
 # differ in size. Clipping at 0.5 acts on every step, so the global gradient norm of each layout is
 # part of what is compared.
 set -u
-mode=$1 llamac=$2 compare=$3 src=$4 data=$5 tmp=$6/par_$1
+backend=${LLAMAC_PAR_BACKEND:-cpu}
+mode=$1 llamac=$2 compare=$3 src=$4 data=$5 tmp=$6/par_${backend}_$1
 ini=$src/tests/configs/tiny_run.ini
 mpirun=(mpirun --allow-run-as-root --oversubscribe)
 export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -44,11 +54,13 @@ check() {  # check NAME COMMAND...: runs COMMAND, prints its output and ok/FAIL
     if [ $rc -eq 0 ]; then echo "ok    $name"; else echo "FAIL  $name"; failed=1; fi
 }
 
-# train_args NAME TP [--set K=V...]: the command line of run NAME (into $tmp/NAME) in ${args[@]}
+# train_args NAME TP [--set K=V...]: the command line of run NAME (into $tmp/NAME) in ${args[@]}; the
+# backend is $RUN_BACKEND when set (RUN_BACKEND=cpu train ...), else $backend
 train_args() {
     local name=$1 tp=$2
     shift 2
     args=("$llamac" train "$ini" --set data.dir="$data" --set run.run_dir="$tmp/$name"
+        --set run.backend="${RUN_BACKEND:-$backend}" --set run.precision=fp32
         --set model.vocab_size=515 --set train.batch_size=2 --set train.seq_len=32
         --set train.global_batch_tokens=256 --set train.steps=11 --set train.eval_every=0
         --set train.ckpt_every=1 --set train.keep_ckpts=100 --set optim.clip=0.5 --set parallel.tp="$tp" "$@")
@@ -82,10 +94,13 @@ same_text() { [ "$(cat "$1")" = "$2" ] || { echo "$1: '$(cat "$1")', expected '$
 # copy_run FROM TO: a copy of a run directory, to resume it elsewhere
 copy_run() { rm -rf "$tmp/$2" && cp -r "$tmp/$1" "$tmp/$2"; }
 
+layouts=("2 1" "1 2" "2 2" "4 1")
+[ "$backend" = cuda ] && layouts=("2 1" "1 2" "2 2")
+
 case $mode in
 equiv)
-    train r11 1 1 || exit 1
-    for l in "2 1" "1 2" "2 2" "4 1"; do
+    RUN_BACKEND=cpu train r11 1 1 || exit 1
+    for l in "${layouts[@]}"; do
         set -- $l
         name=r$1$2
         train $name $1 $2 || continue
@@ -97,7 +112,29 @@ equiv)
         check "$name: parameters after step 1 within 1e-5" "$compare" tensors "$(ckpt r11 1)" "$(ckpt $name 1)" params 1e-5
         check "$name: losses of steps 2..11 within 1e-4" "$compare" losses "$(metrics r11)" "$(metrics $name)" 2 11 1e-4
         check "$name: the banner names the layout" logged $name.log "dp $1 x tp $2"
+        [ "$backend" = cuda ] && check "$name: on the CUDA backend, staged GPU communicators" \
+            logged $name.log "backend cuda (fp32).*GPU communicators: staged"
     done
+    ;;
+xbackend)
+    [ "$backend" = cuda ] || { echo "xbackend needs LLAMAC_PAR_BACKEND=cuda"; exit 2; }
+    train gwhole 2 2 || exit 1
+    echo "== saved at (2, 2) on CUDA, resumed at (1, 1) on the CPU"
+    train gstop 2 2 --set run.stop_after=5 && copy_run gstop g2c && RUN_BACKEND=cpu train g2c 1 1 &&
+        check "resumed on the CPU from the CUDA checkpoint of (2, 2)" logged g2c.log \
+            "resumed from .*step_0000005.h5: step 5, .*saved at dp 2, tp 2; now dp 1, tp 1" &&
+        check "losses of steps 6..11 within 1e-4 of the uninterrupted CUDA (2, 2) run" \
+            "$compare" losses "$(metrics gwhole)" "$(metrics g2c)" 6 11 1e-4 &&
+        check "parameters and moments at step 11 within 1e-4" \
+            "$compare" tensors "$(ckpt gwhole 11)" "$(ckpt g2c 11)" params,adam_m,adam_v 1e-4
+    echo "== saved at (1, 1) on the CPU, resumed at (2, 2) on CUDA"
+    RUN_BACKEND=cpu train cstop 1 1 --set run.stop_after=5 && copy_run cstop c2g && train c2g 2 2 &&
+        check "resumed on CUDA at (2, 2) from the CPU checkpoint of (1, 1)" logged c2g.log \
+            "resumed from .*step_0000005.h5: step 5, .*saved at dp 1, tp 1; now dp 2, tp 2" &&
+        check "losses of steps 6..11 within 1e-4 of the uninterrupted CUDA (2, 2) run" \
+            "$compare" losses "$(metrics gwhole)" "$(metrics c2g)" 6 11 1e-4 &&
+        check "parameters and moments at step 11 within 1e-4" \
+            "$compare" tensors "$(ckpt gwhole 11)" "$(ckpt c2g 11)" params,adam_m,adam_v 1e-4
     ;;
 zero1)
     for l in "2 1" "2 2"; do
@@ -167,15 +204,18 @@ sigterm)
     # (log_every) because mpirun stops reading the ranks' output while it aborts: a rank that prints
     # every few milliseconds would block on a full terminal buffer. The test widens the window to 3 s
     # (OMPI_MCA_odls_base_sigkill_timeout): on 2 busy cores, 4 ranks need more than 1 s for a step and
-    # a checkpoint. That would also leave time for MPI_Finalize, so the ranks must also have exited
-    # within 1 s of STOPPED (written last, right before they leave).
-    export OMPI_MCA_odls_base_sigkill_timeout=3
+    # a checkpoint; GPU ranks under the CPU emulation of CUDA take ~7 s a step, so 30 s for them. That
+    # would also leave time for MPI_Finalize, so the ranks must also have exited within 1 s of STOPPED
+    # (written last, right before they leave).
+    window=3
+    [ "$backend" = cuda ] && window=30
+    export OMPI_MCA_odls_base_sigkill_timeout=$window
     common=(--set train.steps=1000 --set train.ckpt_every=0 --set run.log_every=1000)
     mkdir -p "$tmp/status"
     train_args sig 2 "${common[@]}"
     "${mpirun[@]}" -np 4 python3 "$src/tests/mpi/record_exit.py" "$tmp/status" "${args[@]}" > "$tmp/sig.log" 2>&1 &
     pid=$!
-    for _ in $(seq 600); do grep -q '"step": 3,' "$tmp/sig/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
+    for _ in $(seq $((200 * window))); do grep -q '"step": 3,' "$tmp/sig/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
     kill -TERM $pid
     wait $pid
     rc=$?
@@ -225,7 +265,7 @@ eval)
     done
     ;;
 *)
-    echo "parallel_train.sh: MODE is equiv, zero1, reshard, sigterm or eval" >&2
+    echo "parallel_train.sh: MODE is equiv, zero1, reshard, sigterm, eval or xbackend" >&2
     exit 2
     ;;
 esac

@@ -6,7 +6,8 @@
 // even) through a staging buffer, ordered with the ops by copying on the backend's stream and then
 // waiting for it, so they are synchronous as the interface requires.
 //
-// One cuda_ctx per process (device 0 for now), created on the first backend_cuda() call and shared by
+// One cuda_ctx per process, on the device current at the first backend_cuda() call (the trainer makes the
+// rank's own GPU current first: launch/gpu.h), created by that call and shared by
 // the fp32 and the bf16 backend objects: both run on the same non-blocking stream, so ops of either are
 // ordered with each other, and share the cuBLASLt handle and its 32 MiB workspace (which some ops also
 // borrow as scratch: that is safe because everything runs on that one stream).
@@ -194,8 +195,7 @@ static void cuda_ops_init(struct ops *o) {
 
 static void cuda_ctx_init(struct cuda_ctx *c) {
     int optin = 0;
-    c->device = 0;
-    CUDA_CHECK(cudaSetDevice(c->device));
+    CUDA_CHECK(cudaGetDevice(&c->device));
     CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasLtCreate(&c->lt));
     c->workspace_size = (size_t)32 << 20;
