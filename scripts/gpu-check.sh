@@ -3,7 +3,7 @@
 #
 #   bash scripts/gpu-check.sh --bundle [DIR]           here (Debian 12, all dependencies, nvcc 13):
 #                                                      build for sm_90 and pack DIR (default gpu-bundle/)
-#   bash scripts/gpu-check.sh --run OUT [--cpu-only] [--bundle DIR]
+#   bash scripts/gpu-check.sh --run OUT [--cpu-only | --bench] [--bundle DIR]
 #                                                      on the GPU machine (through the device tool, with
 #                                                      gpu-bundle carried): every check, logs and
 #                                                      OUT/summary.txt
@@ -14,7 +14,9 @@
 # all of them and nvcc 13, so --bundle compiles here for sm_90 only (build-sm90/, Release, host code for
 # x86-64-v3 instead of -march=native: the GPU machine's CPU is not this one) and packs what the binaries
 # need to run anywhere with a glibc:
-#   bin/    llamac, gpu_probe, every tests/gpu/test_gpu_* binary and ckpt_compare (tests/mpi), stripped
+#   bin/    llamac, gpu_probe, every tests/gpu/test_gpu_* binary, ckpt_compare (tests/mpi) and bench_gpu
+#           (bench/gpu.sh's benchmark: `--run OUT --bench` runs bench/gpu.sh instead of the checks, as
+#           its own call of under 8 minutes), stripped
 #   lib/    every shared library they load (ldd) except glibc's own (libc, libm, libdl, libpthread,
 #           librt, ld-linux...), the driver's libcuda and cuBLAS/cuBLASLt (about 570 MB, which the GPU
 #           machine has: --run finds libcublasLt.so.13 under /usr/local/cuda*/ or in the torch venv's
@@ -62,7 +64,7 @@ prog="gpu-check"
 
 usage() {
     echo "usage: bash scripts/gpu-check.sh --bundle [DIR]" >&2
-    echo "       bash scripts/gpu-check.sh --run OUT [--cpu-only] [--bundle DIR]" >&2
+    echo "       bash scripts/gpu-check.sh --run OUT [--cpu-only | --bench] [--bundle DIR]" >&2
     exit 2
 }
 
@@ -98,17 +100,18 @@ do_bundle() {
     local tests=()
     local src
     for src in "$root"/tests/gpu/test_gpu_*.c; do tests+=("$(basename "$src" .c)"); done
-    echo "$prog: building llamac gpu_probe ckpt_compare ${tests[*]} in $build (-j$jobs)"
-    nice -n 19 cmake --build "$build" -j"$jobs" --target llamac gpu_probe ckpt_compare "${tests[@]}" \
+    echo "$prog: building llamac gpu_probe ckpt_compare bench_gpu ${tests[*]} in $build (-j$jobs)"
+    nice -n 19 cmake --build "$build" -j"$jobs" --target llamac gpu_probe ckpt_compare bench_gpu "${tests[@]}" \
         >"$build/gpucheck-build.log" 2>&1 || { tail -40 "$build/gpucheck-build.log" >&2; echo "$prog: build failed (log: $build/gpucheck-build.log)" >&2; exit 1; }
 
     local stage
     stage=$(mktemp -d "${TMPDIR:-/tmp}/llamac-gpu-stage.XXXXXX")/llamac-gpu
-    mkdir -p "$stage"/{bin,lib/fallback,lib/hwloc,ompi/lib/openmpi3,ompi/share/openmpi,share/tests/configs,share/tests/gpu,data}
+    mkdir -p "$stage"/{bin,lib/fallback,lib/hwloc,ompi/lib/openmpi3,ompi/share/openmpi,share/tests/configs,share/tests/gpu,share/bench,data}
     local b
-    for b in llamac gpu_probe ckpt_compare "${tests[@]}"; do
+    for b in llamac gpu_probe ckpt_compare bench_gpu "${tests[@]}"; do
         local f=$build/$b
         [ -x "$f" ] || f=$build/tests/$b
+        [ -x "$f" ] || f=$build/bench/$b
         [ -x "$f" ] || { echo "$prog: $b was not built in $build" >&2; exit 1; }
         cp "$f" "$stage/bin/" && strip --strip-unneeded "$stage/bin/$b"
     done
@@ -162,6 +165,7 @@ do_bundle() {
     cp -r "$root/configs" "$stage/share/configs"
     cp "$root/tests/configs/tiny_run.ini" "$stage/share/tests/configs/"
     cp "$root/tests/gpu/train_cuda.sh" "$stage/share/tests/gpu/"
+    cp "$root/bench/gpu.sh" "$root/bench/torch_gpu_bench.py" "$root/bench/ptxas.txt" "$stage/share/bench/"
     local data=$build/gpucheck-data
     if [ ! -f "$data/tiny/manifest.json" ] || [ ! -f "$data/demo/manifest.json" ]; then
         echo "$prog: preparing the datasets in $data"
@@ -324,6 +328,14 @@ do_run() {
     say "$prog: $version; GPU: $gpu_line"
     [ $gpu = 1 ] && say "$prog: $probe"
     [ "$cpu_only" = 1 ] && say "$prog: --cpu-only: GPU phases skipped, a second CPU run stands in for the GPU columns; the GPU is NOT checked"
+
+    # ---- --bench: the speed benchmark (bench/gpu.sh, its own budget) instead of the checks ------------
+    if [ "$bench" = 1 ]; then
+        [ $gpu = 1 ] || { say "$prog: --bench needs a GPU"; exit 3; }
+        say "$prog: bench/gpu.sh with the bundle's bench_gpu -> $out/bench"
+        bash "$B/share/bench/gpu.sh" "$B/bin/bench_gpu" "$out/bench" 2>&1 | tee -a "$summary"
+        exit "${PIPESTATUS[0]}"
+    fi
 
     # ---- 1. the GPU test binaries ---------------------------------------------------------------------
     local t log=$out/gpu-tests.log synth
@@ -548,10 +560,11 @@ case $mode in
     [ $# -ge 1 ] || usage
     out=$1
     shift
-    cpu_only=0 bundle=$root/gpu-bundle
+    cpu_only=0 bench=0 bundle=$root/gpu-bundle
     while [ $# -gt 0 ]; do
         case $1 in
         --cpu-only) cpu_only=1 ;;
+        --bench) bench=1 ;;
         --bundle) [ $# -ge 2 ] || usage; bundle=$2; shift ;;
         *) usage ;;
         esac
