@@ -1,10 +1,12 @@
 // llamac: the command line. Each subcommand is a thin layer of argument parsing over the libraries;
 // errors from bad input come back as -1 with a message, printed here as one line with exit status 1.
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "core/error.h"
+#include "core/h5err.h"
 
 static const struct command {
     const char *name;
@@ -28,6 +30,10 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    // A file size limit (ulimit -f) must fail a write with EFBIG, reported like a full disk, instead of
+    // killing llamac with SIGXFSZ mid-checkpoint; and HDF5 must not print its error stacks (core/h5err.h).
+    signal(SIGXFSZ, SIG_IGN);
+    h5_silence();
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
