@@ -14,3 +14,4 @@ $<TARGET_FILE:llamac> prep --out ${LLAMAC_TRAIN_DATA}/data_other_tokenizer --tra
   --input ru:${LLAMAC_TRAIN_DATA}/corpus/ru.txt")
 set_tests_properties(train_data_prep PROPERTIES FIXTURES_SETUP train_data)
 set_tests_properties(test_train PROPERTIES FIXTURES_REQUIRED train_data)
+set_tests_properties(test_harden PROPERTIES FIXTURES_REQUIRED train_data)
