@@ -15,3 +15,8 @@ $<TARGET_FILE:llamac> prep --out ${LLAMAC_TRAIN_DATA}/data_other_tokenizer --tra
 set_tests_properties(train_data_prep PROPERTIES FIXTURES_SETUP train_data)
 set_tests_properties(test_train PROPERTIES FIXTURES_REQUIRED train_data)
 set_tests_properties(test_harden PROPERTIES FIXTURES_REQUIRED train_data)
+# Checkpoints on a full disk (a tmpfs in a private mount namespace, many fill levels) and under ulimit -f.
+add_test(NAME harden_disk_full COMMAND bash ${CMAKE_SOURCE_DIR}/tests/harden/disk_full.sh $<TARGET_FILE:llamac>
+  ${CMAKE_SOURCE_DIR}/tests/configs/tiny_run.ini ${LLAMAC_TRAIN_DATA}/data ${LLAMAC_TEST_TMP})
+set_tests_properties(harden_disk_full PROPERTIES FIXTURES_REQUIRED train_data SKIP_RETURN_CODE 77 TIMEOUT 600
+  ENVIRONMENT "OMP_NUM_THREADS=2")
