@@ -2,6 +2,7 @@
 // errors from bad input come back as -1 with a message, printed here as one line with exit status 1.
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -34,6 +35,10 @@ int main(int argc, char **argv) {
     // killing llamac with SIGXFSZ mid-checkpoint; and HDF5 must not print its error stacks (core/h5err.h).
     signal(SIGXFSZ, SIG_IGN);
     h5_silence();
+    // Open MPI's OMPIO `lockedfile` component keeps file names in a 256-byte buffer and aborts on longer
+    // ones (a run_dir of ~220 characters): the other shared-file-pointer components serve HDF5 as well.
+    // A user's own OMPI_MCA_sharedfp wins.
+    setenv("OMPI_MCA_sharedfp", "^lockedfile", 0);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

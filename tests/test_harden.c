@@ -215,3 +215,84 @@ Test(harden, second_job_on_a_run_dir_is_refused_and_a_dead_jobs_lock_does_not_bl
     slurp(TMP "/locked/lock", lock, sizeof(lock));
     cr_expect(strstr(lock, "host ") && strstr(lock, ", pid "), "the lock names host and pid: %s", lock);
 }
+
+Test(harden, run_dir_of_300_characters_trains_resumes_and_evaluates, .timeout = 300) {
+    // Open MPI's OMPIO lockedfile component aborted on names over ~220 characters (cli/main.c avoids it)
+    char dir[400], args[2048];
+    int n = snprintf(dir, sizeof(dir), "%s/long", TMP);
+    while (n < 300) n += snprintf(dir + n, sizeof(dir) - (size_t)n, "/%.40s", "directory-name-of-forty-characters-xxxxx");
+    cr_assert_geq(strlen(dir), 300);
+    rm_run("long");
+    snprintf(args, sizeof(args), "train %s --set data.dir=%s --set run.run_dir=%s --set train.eval_every=0 --set train.steps=2",
+             INI, DATA, dir);
+    struct result r;
+    run(&r, args);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    // the run config stored in the checkpoint has a 300-character line: it must parse when read back
+    snprintf(args, sizeof(args), "train %s --set data.dir=%s --set run.run_dir=%s --set train.eval_every=0 --set train.steps=4",
+             INI, DATA, dir);
+    run(&r, args);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "resumed from") != NULL, "%s", r.out);
+    snprintf(args, sizeof(args), "eval --ckpt %s/ckpt/step_0000004.h5", dir);
+    run(&r, args);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "step 4: val loss") != NULL, "%s", r.out);
+}
+
+Test(harden, long_ini_lines_parse_and_an_over_long_path_names_the_limit, .timeout = 120) {
+    char ini[] = TMP "/long_line.ini", big[1300];
+    mkdir(TMP, 0755);
+    FILE *f = fopen(ini, "w");
+    cr_assert(f);
+    // a 260-byte run_dir line (inih stopped at 200) and a comment after it
+    fprintf(f, "[model]\npreset = tiny-1m\nvocab_size = 512\n[run]\nrun_dir = %s/%0240d ; where it goes\n[data]\ndir = %s\n"
+               "[train]\nsteps = 1\neval_every = 0\nbatch_size = 2\nseq_len = 16\n", TMP, 0, DATA);
+    fclose(f);
+    struct result r;
+    char args[2048];
+    snprintf(args, sizeof(args), "train %s", ini);
+    run(&r, args);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    snprintf(args, sizeof(args), "train %s --set run.run_dir=/tmp/%s", ini, big);
+    run(&r, args);
+    expect_one_line_error(&r, "run.run_dir is a path of 1304 bytes; llamac takes at most 1023");
+}
+
+// Each out-of-range value is one line naming the key, the value and the range, before anything trains.
+Test(harden, out_of_range_config_values_are_refused_by_name, .timeout = 300) {
+    static const char *cases[][2] = {
+        {"train.batch_size=4294967297", "train.batch_size = 4294967297 is out of range (1 to 65536)"},
+        {"model.max_seq_len=2147483647", "model.max_seq_len = 2147483647 is out of range (1 to 1048576)"},
+        {"model.vocab_size=2147483647", "model.vocab_size = 2147483647 is out of range (1 to 16777216)"},
+        {"model.multiple_of=2147483647", "model.multiple_of = 2147483647 is out of range (1 to 65536)"},
+        {"model.dim=-64", "model.dim = -64 is out of range (1 to 65536)"},
+        {"run.seed=-1", "run.seed = -1 is out of range (0 to 9223372036854775807)"},
+        {"train.global_batch_tokens=1e12", "train.global_batch_tokens = 1e12 is out of range (1 to 2147483648)"},
+        {"train.keep_ckpts=0", "train.keep_ckpts = 0 is out of range (1 to 1048576)"},
+        {"parallel.bucket_mb=-1", "parallel.bucket_mb = -1 is out of range"},
+        {"model.ffn_dim_multiplier=1e30", "model.ffn_dim_multiplier = 1e30 is out of range (0 to 64)"},
+        {"train.steps=99999999999999999999", "train.steps = '99999999999999999999' is not an integer"},
+        {"optim.lr=\x01\x1b[31m", "optim.lr = '??[31m' is not a number"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct result r;
+        char sets[256];
+        snprintf(sets, sizeof(sets), "--set '%s'", cases[i][0]);
+        rm_run("range");
+        train(&r, "range", sets);
+        expect_one_line_error(&r, cases[i][1]);
+        cr_expect(!exists(TMP "/range/ckpt"), "%s: nothing trained", cases[i][0]);
+    }
+}
+
+Test(harden, another_seed_on_resume_is_refused, .timeout = 120) {
+    struct result r;
+    rm_run("seed");
+    train(&r, "seed", "--set train.steps=2");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    train(&r, "seed", "--set train.steps=4 --set run.seed=8");
+    expect_one_line_error(&r, "step_0000002.h5: run.seed = 8 differs from the checkpoint's 7");
+}

@@ -242,6 +242,15 @@ static int resume(struct trainer *t, const char *path) {
     char why[128];
     if (rc == 0 && !llama_config_same_shape(&saved, &t->m.cfg, why, sizeof(why)))
         rc = err_set("%s: the checkpoint's model differs from the run's config (%s; checkpoint vs run)", path, why);
+    if (rc == 0) {  // the seed orders the data: a resumed run with another seed would not continue the same run
+        struct cfg saved_run;
+        cfg_init(&saved_run);
+        long seed = cfg_load_string(&saved_run, meta.run_ini, path) == 0 ? cfg_int(&saved_run, "run.seed", 1234) : -1;
+        cfg_free(&saved_run);
+        if (seed >= 0 && (uint64_t)seed != t->rc.seed)
+            rc = err_set("%s: run.seed = %llu differs from the checkpoint's %ld; a run resumes with its own seed (use "
+                         "a new run_dir for another one)", path, (unsigned long long)t->rc.seed, seed);
+    }
     if (rc == 0 && meta.loader_state_size != (int)sizeof(struct loader_state))
         rc = err_set("%s: loader state of %d bytes, this llamac stores %zu", path, meta.loader_state_size,
                      sizeof(struct loader_state));
