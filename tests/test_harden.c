@@ -296,3 +296,20 @@ Test(harden, another_seed_on_resume_is_refused, .timeout = 120) {
     train(&r, "seed", "--set train.steps=4 --set run.seed=8");
     expect_one_line_error(&r, "step_0000002.h5: run.seed = 8 differs from the checkpoint's 7");
 }
+
+// A shard whose bytes differ from what manifest.json records is refused before libhdf5 parses it (a
+// one-byte change in a shard's attribute made libhdf5 1.10.8 read past a heap buffer).
+Test(harden, damaged_shard_is_refused_before_hdf5_parses_it, .timeout = 120) {
+    struct result r;
+    rm_run("dmgdata");
+    rm_run("dmgshard");
+    system("cp -r " DATA " " TMP "/dmgdata");
+    // one byte of the format attribute of the first English shard
+    cr_assert(patch_bytes(TMP "/dmgdata/shards/en_00000.h5", "llamac-shard", "llamac-shbrd"), "format attribute found");
+    char args[1024];
+    snprintf(args, sizeof(args), "train %s --set data.dir=%s/dmgdata --set run.run_dir=%s/dmgshard --set train.steps=2", INI, TMP, TMP);
+    run(&r, args);
+    expect_one_line_error(&r, "dmgdata/shards/en_00000.h5: sha256 ");
+    cr_expect(strstr(r.err, "differs from the") && strstr(r.err, "that manifest.json records (a damaged or replaced shard)"),
+              "%s", r.err);
+}
