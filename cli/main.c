@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/blas_core.h"
 #include "core/error.h"
 #include "core/h5err.h"
 
@@ -33,6 +34,7 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
     // A file size limit (ulimit -f) must fail a write with EFBIG, reported like a full disk, instead of
     // killing llamac with SIGXFSZ mid-checkpoint; and HDF5 must not print its error stacks (core/h5err.h).
+    blas_core_select(argv);  // may re-execute llamac with OPENBLAS_CORETYPE set (core/blas_core.h)
     signal(SIGXFSZ, SIG_IGN);
     h5_silence();
     // Open MPI's OMPIO `lockedfile` component keeps file names in a 256-byte buffer and aborts on longer

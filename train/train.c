@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/blas_core.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -437,7 +438,10 @@ static void log_banner(const struct trainer *t, const char *ini) {
     const struct run_config *c = &t->rc;
     char layout[128];
     grid_describe(&t->g, layout, sizeof(layout));
-    log_info("llamac train %s: %s, %lld parameters, %s", ini, c->model.name, (long long)llama_param_count(&c->model), layout);
+    char blas[160];
+    blas_core_describe(blas, sizeof(blas));
+    log_info("llamac train %s: %s, %lld parameters, %s; %s", ini, c->model.name, (long long)llama_param_count(&c->model),
+             layout, blas);
     log_info("  batch %d x %d tokens per rank, %d micro-batch%s per step: %lld tokens per step; %ld steps",
              c->batch_size, c->seq_len, t->grad_accum, t->grad_accum > 1 ? "es" : "", c->global_batch_tokens, c->steps);
     log_info("  AdamW lr %.3g (%s, warmup %ld, min %.3g), betas %.3g/%.3g, wd %.3g, clip %.3g%s; run_dir %s", c->sched.lr,
