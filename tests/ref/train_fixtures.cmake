@@ -20,3 +20,8 @@ add_test(NAME harden_disk_full COMMAND bash ${CMAKE_SOURCE_DIR}/tests/harden/dis
   ${CMAKE_SOURCE_DIR}/tests/configs/tiny_run.ini ${LLAMAC_TRAIN_DATA}/data ${LLAMAC_TEST_TMP})
 set_tests_properties(harden_disk_full PROPERTIES FIXTURES_REQUIRED train_data SKIP_RETURN_CODE 77 TIMEOUT 600
   ENVIRONMENT "OMP_NUM_THREADS=2")
+# Seeded mutations of every untrusted input through the real binary (tests/harden/mutate.py): 40 per
+# kind here (about 2 minutes on 2 cores); `python3 tests/harden/mutate.py ... 300` for the full run.
+add_test(NAME harden_mutate COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/harden/mutate.py $<TARGET_FILE:llamac>
+  ${CMAKE_SOURCE_DIR} ${LLAMAC_TRAIN_DATA}/data ${LLAMAC_TEST_TMP} 40)
+set_tests_properties(harden_mutate PROPERTIES FIXTURES_REQUIRED train_data TIMEOUT 900)
