@@ -9,7 +9,7 @@
 # (README.md, Tests).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/setup.sh >/dev/null
+# needs what scripts/setup.sh installs (run it first on a fresh machine)
 start=$(date +%s)
 flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g"
 cmake -S . -B build-asan -DLLAMAC_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS="$flags" \
