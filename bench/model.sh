@@ -10,7 +10,10 @@ l=$(build/bench/bench_model --model "$model" --batch "$B" --seq "$T" --steps "$s
 t=$(/usr/bin/python3 bench/torch_bench.py --model "$model" --batch "$B" --seq "$T" --steps "$steps" --threads "$threads" 2>/dev/null)
 read -r _ _ _ _ ltps lrss <<<"$l"
 read -r _ _ _ _ ttps trss <<<"$t"
+g=$(build/bench/bench_sgemm 1024 10 2>/dev/null || true)
 echo "model $model, batch $B x $T, $threads threads"
+read -r _ _ gflops core <<<"$g"
+printf "  sgemm  : %10.1f GFLOP/s (1024^3, the BLAS ceiling; %s)\n" "${gflops:-0}" "${core:-?}"
 printf "  llamac : %10.1f tokens/s, peak RSS %8.1f MiB\n" "$ltps" "$lrss"
 printf "  PyTorch: %10.1f tokens/s, peak RSS %8.1f MiB\n" "$ttps" "$trss"
 awk -v a="$ltps" -v b="$ttps" -v c="$lrss" -v d="$trss" \

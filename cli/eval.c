@@ -96,6 +96,9 @@ int cmd_eval(int argc, char **argv) {
         rc = cfg_load_string(&c, meta.run_ini, src.ckpt);
         if (rc == 0 && data) cfg_put(&c, "data.dir", data, "--data");
         if (rc == 0) rc = run_config_read(&r, &c, src.ckpt, meta.saved_dp);
+        if (rc == 0 && r.seq_len > m.cfg.max_seq_len)
+            rc = err_set("%s: train.seq_len %d of its run config exceeds its model's max_seq_len %d", src.ckpt,
+                         r.seq_len, m.cfg.max_seq_len);
         if (rc == 0) {
             if (batches <= 0) batches = r.eval_batches;
             dp = meta.saved_dp > 0 ? meta.saved_dp : 1;

@@ -1,10 +1,14 @@
 // llamac: the command line. Each subcommand is a thin layer of argument parsing over the libraries;
 // errors from bad input come back as -1 with a message, printed here as one line with exit status 1.
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/blas_core.h"
 #include "core/error.h"
+#include "core/h5err.h"
 
 static const struct command {
     const char *name;
@@ -28,6 +32,15 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    // A file size limit (ulimit -f) must fail a write with EFBIG, reported like a full disk, instead of
+    // killing llamac with SIGXFSZ mid-checkpoint; and HDF5 must not print its error stacks (core/h5err.h).
+    blas_core_select(argv);  // may re-execute llamac with OPENBLAS_CORETYPE set (core/blas_core.h)
+    signal(SIGXFSZ, SIG_IGN);
+    h5_silence();
+    // Open MPI's OMPIO `lockedfile` component keeps file names in a 256-byte buffer and aborts on longer
+    // ones (a run_dir of ~220 characters): the other shared-file-pointer components serve HDF5 as well.
+    // A user's own OMPI_MCA_sharedfp wins.
+    setenv("OMPI_MCA_sharedfp", "^lockedfile", 0);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

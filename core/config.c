@@ -2,11 +2,11 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <ini.h>
 #include <math.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "core/fs.h"
 
 void cfg_init(struct cfg *c) { memset(c, 0, sizeof(*c)); }
 
@@ -46,52 +46,77 @@ void cfg_put(struct cfg *c, const char *key, const char *value, const char *orig
     e->origin = strdup(origin);
 }
 
-struct ini_ctx { struct cfg *c; const char *origin; const char *text; int failed; };
-
-// Debian's inih is built without line numbers, so the line of a key is found by scanning the text.
-static int ini_line_of(const char *text, const char *section, const char *name) {
-    char cur[128] = "";
-    int line = 1;
-    for (const char *p = text; *p; line++) {
-        const char *e = strchr(p, '\n');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        const char *s = p;
-        while (s < p + len && (*s == ' ' || *s == '\t')) s++;
-        if (*s == '[') {
-            const char *close = memchr(s, ']', len - (size_t)(s - p));
-            if (close) snprintf(cur, sizeof(cur), "%.*s", (int)(close - s - 1), s + 1);
-        } else if (!strcmp(cur, section) && !strncmp(s, name, strlen(name))) {
-            const char *t = s + strlen(name);
-            while (*t == ' ' || *t == '\t') t++;
-            if (*t == '=' || *t == ':') return line;
-        }
-        if (!e) break;
-        p = e + 1;
-    }
-    return 0;
+// The INI reader. It was inih, whose Debian build stops at lines of 200 bytes ("cannot parse this line"
+// for a long run_dir, also inside the run config a checkpoint stores), so lines are read here without a
+// length limit, with inih's rules: [section], key = value or key: value, whole-line comments starting
+// with ; or #, inline comments after whitespace + ;, surrounding whitespace dropped, a UTF-8 BOM skipped.
+static char *strip(char *s) {
+    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\f' || *s == '\v') s++;
+    char *e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\f' || e[-1] == '\v')) *--e = '\0';
+    return s;
 }
 
-static int cfg_ini_line(void *user, const char *section, const char *name, const char *value) {
-    struct ini_ctx *x = user;
-    char key[256], origin[512];
-    int lineno = ini_line_of(x->text, section, name);
-    if (!section[0]) {
-        err_set("%s:%d: key '%s' is outside any [section]", x->origin, lineno, name);
-        x->failed = 1;
-        return 0;
-    }
-    snprintf(key, sizeof(key), "%s.%s", section, name);
-    snprintf(origin, sizeof(origin), "%s:%d", x->origin, lineno);
-    cfg_put(x->c, key, value, origin);
-    return 1;
+static void printable(char *dst, size_t n, const char *src) {  // for messages: control bytes shown as '?'
+    snprintf(dst, n, "%s", src);
+    for (char *p = dst; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
 }
 
 int cfg_load_string(struct cfg *c, const char *text, const char *origin) {
-    struct ini_ctx x = {c, origin, text, 0};
-    int r = ini_parse_string(text, cfg_ini_line, &x);
-    if (r != 0 && !x.failed) return err_set("%s:%d: cannot parse this line", origin, r);
-    if (r != 0) return -1;
-    return 0;
+    char *buf = strdup(text), *section = strdup("");
+    CHECK(buf && section);
+    char *p = buf;
+    if (!strncmp(p, "\xEF\xBB\xBF", 3)) p += 3;
+    int rc = 0;
+    for (int line = 1; p && rc == 0; line++) {
+        char *nl = strchr(p, '\n');
+        if (nl) *nl = '\0';
+        char *s = strip(p);
+        p = nl ? nl + 1 : NULL;
+        if (!*s || *s == ';' || *s == '#') continue;
+        if (*s == '[') {
+            char *close = strchr(s, ']');
+            if (!close) {
+                rc = err_set("%s:%d: cannot parse this line (a [section] without ']')", origin, line);
+                break;
+            }
+            *close = '\0';
+            free(section);
+            section = strdup(strip(s + 1));
+            continue;
+        }
+        char *eq = s + strcspn(s, "=:");
+        if (!*eq) {
+            char shown[80];
+            printable(shown, sizeof(shown), s);
+            rc = err_set("%s:%d: cannot parse this line (expected key = value): '%s'", origin, line, shown);
+            break;
+        }
+        *eq = '\0';
+        char *name = strip(s), *value = eq + 1;
+        for (char *q = value; *q; q++)
+            if (*q == ';' && q > value && (q[-1] == ' ' || q[-1] == '\t')) {
+                *q = '\0';
+                break;
+            }
+        value = strip(value);
+        if (!*name) {
+            rc = err_set("%s:%d: cannot parse this line (a value without a key)", origin, line);
+        } else if (!section[0]) {
+            char shown[80];
+            printable(shown, sizeof(shown), name);
+            rc = err_set("%s:%d: key '%s' is outside any [section]", origin, line, shown);
+        } else {
+            char *key = fs_printf("%s.%s", section, name), *where = fs_printf("%s:%d", origin, line);
+            cfg_put(c, key, value, where);
+            free(key);
+            free(where);
+        }
+    }
+    free(buf);
+    free(section);
+    return rc;
 }
 
 int cfg_load_file(struct cfg *c, const char *path) {
@@ -143,7 +168,11 @@ static struct cfg_entry *cfg_lookup(struct cfg *c, const char *key) {
 
 static void cfg_bad(struct cfg *c, struct cfg_entry *e, const char *want) {
     if (c->error[0]) return;
-    snprintf(c->error, sizeof(c->error), "%s: %s = '%s' is not %s", e->origin, e->key, e->value, want);
+    char shown[96];  // a broken config's bytes are shown printable and short
+    snprintf(shown, sizeof(shown), "%s", e->value);
+    for (char *p = shown; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
+    snprintf(c->error, sizeof(c->error), "%s: %s = '%s' is not %s", e->origin, e->key, shown, want);
 }
 
 int cfg_has(struct cfg *c, const char *key) { return cfg_find(c, key) != NULL; }
@@ -165,6 +194,30 @@ long cfg_int(struct cfg *c, const char *key, long def) {
         return def;
     }
     return (long)d;
+}
+
+long cfg_int_in(struct cfg *c, const char *key, long def, long lo, long hi) {
+    int had = c->error[0] != 0;
+    long v = cfg_int(c, key, def);
+    if (!had && c->error[0]) return def;
+    struct cfg_entry *e = cfg_find(c, key);
+    if (e && (v < lo || v > hi) && !c->error[0]) {
+        char shown[64];
+        snprintf(shown, sizeof(shown), "%s", e->value);
+        snprintf(c->error, sizeof(c->error), "%s: %s = %s is out of range (%ld to %ld)", e->origin, e->key, shown, lo, hi);
+        return def;
+    }
+    return v;
+}
+
+double cfg_float_in(struct cfg *c, const char *key, double def, double lo, double hi) {
+    double v = cfg_float(c, key, def);
+    struct cfg_entry *e = cfg_find(c, key);
+    if (e && !(v >= lo && v <= hi) && !c->error[0]) {
+        snprintf(c->error, sizeof(c->error), "%s: %s = %.40s is out of range (%g to %g)", e->origin, e->key, e->value, lo, hi);
+        return def;
+    }
+    return v;
 }
 
 double cfg_float(struct cfg *c, const char *key, double def) {
@@ -224,8 +277,10 @@ int cfg_finish(struct cfg *c) {
             int d = edit_distance(e->key, c->asked[j]);
             if (d < best_d) { best_d = d; best = c->asked[j]; }
         }
-        if (best) return err_set("%s: unknown config key '%s' (did you mean '%s'?)", e->origin, e->key, best);
-        return err_set("%s: unknown config key '%s'", e->origin, e->key);
+        char shown[128];
+        printable(shown, sizeof(shown), e->key);
+        if (best) return err_set("%s: unknown config key '%s' (did you mean '%s'?)", e->origin, shown, best);
+        return err_set("%s: unknown config key '%s'", e->origin, shown);
     }
     return 0;
 }

@@ -1,4 +1,4 @@
-// Run configuration: INI files (parsed by inih) plus `--set section.key=value` overrides.
+// Run configuration: INI files (read by core/config.c, no line-length limit) plus `--set section.key=value` overrides.
 //
 // Keys are "section.key". Readers ask for typed values with a default; a value that does not parse
 // records an error that names the file, the line and the key. Every key a reader asks for is marked
@@ -36,6 +36,10 @@ int cfg_has(struct cfg *c, const char *key);
 const char *cfg_str(struct cfg *c, const char *key, const char *def);
 long cfg_int(struct cfg *c, const char *key, long def);
 double cfg_float(struct cfg *c, const char *key, double def);
+// As cfg_int/cfg_float, and a value outside [lo, hi] is an error naming the key, the value and the range
+// (so no size wraps when a caller narrows it to int).
+long cfg_int_in(struct cfg *c, const char *key, long def, long lo, long hi);
+double cfg_float_in(struct cfg *c, const char *key, double def, double lo, double hi);
 int cfg_bool(struct cfg *c, const char *key, int def);
 // Marks every key of a section used (for sections handed whole to another reader).
 void cfg_mark_section_used(struct cfg *c, const char *section);

@@ -162,8 +162,8 @@ int democorpus_build(const char *dir, int allow_install, struct demo_lang *langs
         int rc = out ? 0 : err_set("%s: cannot create: %s", tmp, strerror(errno));
         for (int i = 0; i < nf && rc == 0; i++) rc = append_file(out, files[i], &d->docs, &d->bytes);
         if (out && fclose(out) != 0 && rc == 0) rc = err_set("%s: write error", tmp);
-        if (rc == 0 && rename(tmp, path) != 0) rc = err_set("%s: cannot rename: %s", path, strerror(errno));
         if (rc != 0) remove(tmp);
+        else rc = fs_publish(tmp, path);
         for (int i = 0; i < nf; i++) free(files[i]);
         free(files);
         if (rc != 0) return -1;

@@ -22,7 +22,7 @@
 // ---------------------------------------------------------------------------------------------------
 // The manifest
 // ---------------------------------------------------------------------------------------------------
-struct mshard { char file[256]; int source, split; uint64_t tokens, docs; };
+struct mshard { char file[256]; int source, split; uint64_t tokens, docs; char sha[65]; };
 struct msource { char name[32]; uint64_t tokens[2], docs[2]; };
 struct manifest {
     char path[4200];
@@ -139,6 +139,12 @@ static int manifest_parse(struct manifest *m, const cJSON *root) {
             break;
         }
         snprintf(ms->file, sizeof(ms->file), "%s", file);
+        const char *sha = json_str(s, "sha256");  // absent in data written before shards were hashed
+        if (sha && (strlen(sha) != 64 || strspn(sha, "0123456789abcdef") != 64)) {
+            rc = err_set("%s: shard %s: sha256 is not 64 hex digits", p, file);
+            break;
+        }
+        snprintf(ms->sha, sizeof(ms->sha), "%s", sha ? sha : "");
         ms->split = !strcmp(split, "val") ? 1 : !strcmp(split, "train") ? 0 : -1;
         if (ms->split < 0) {
             rc = err_set("%s: shard %s: split \"%s\" is neither train nor val", p, file, split);
@@ -196,6 +202,14 @@ static int manifest_check_tokenizer(const struct manifest *m, const char *dir, c
 static int open_listed_shard(struct shard_info *s, const struct manifest *m, const struct mshard *ms, const char *dir) {
     char path[4500];
     snprintf(path, sizeof(path), "%s/%s", dir, ms->file);
+    // an untrusted file reaches libhdf5's parser only once its bytes are the ones prep wrote
+    if (ms->sha[0]) {
+        char hex[65];
+        if (sha256_file_hex(hex, path) != 0) return -1;
+        if (strcmp(hex, ms->sha) != 0)
+            return err_set("%s: sha256 %.12s.. differs from the %.12s.. that manifest.json records (a damaged or "
+                           "replaced shard)", path, hex, ms->sha);
+    }
     if (shard_open(s, path, path, m->sha, m->vocab) != 0) return -1;
     const char *src = m->sources[ms->source].name;
     int rc = 0;

@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/timer.h"
+#include "data/sha256.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
 
@@ -718,6 +719,16 @@ static int write_manifest(const struct prep_run *r, const char *path) {
         const struct shard_rec *s = &r->shards[i];
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "file", s->file);
+        // the loader checks each shard's bytes against this before HDF5 parses it (data/README.md)
+        char hex[65], *file = fs_printf("%s/%s", r->tmp, s->file);
+        int hashed = sha256_file_hex(hex, file);
+        free(file);
+        if (hashed != 0) {
+            cJSON_Delete(j);
+            cJSON_Delete(m);
+            return -1;
+        }
+        cJSON_AddStringToObject(j, "sha256", hex);
         cJSON_AddStringToObject(j, "source", c->sources[s->source].name);
         cJSON_AddStringToObject(j, "split", s->split ? "val" : "train");
         cJSON_AddNumberToObject(j, "tokens", (double)s->tokens);

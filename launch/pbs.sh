@@ -99,6 +99,11 @@ fi
 margin=${LLAMAC_STOP_MARGIN:-300}
 restarts=${LLAMAC_RESTART_COUNT:-0}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${NCPUS:-1}}
+# A SIGTERM to mpirun (the scheduler's, or scancel/qdel) reaches the ranks after Open MPI's SIGKILL delay
+# and they are killed as long after that: the delay must hold one step plus one checkpoint (the log's
+# "checkpoint: ... (X s)" line), and 2 x delay must stay below the scheduler's grace time (Slurm's
+# KillWait, 30 s by default; PBS's kill_delay). launch/README.md, "Stopping and resuming".
+export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-10}
 log "job ${PBS_JOBID:-?} (restart $restarts, walltime ${walltime:-unknown} s): ${LLAMAC_MPIRUN:-mpirun} ${LLAMAC_MPIRUN_ARGS:-} ${LLAMAC_BIN:-llamac} train $INI ${ARGS[*]+"${ARGS[*]}"}"
 
 # shellcheck disable=SC2086  # LLAMAC_MPIRUN_ARGS is a list of options

@@ -10,10 +10,12 @@
 #include "core/error.h"
 
 int llama_ffn_hidden(int dim, int multiple_of, float ffn_dim_multiplier) {
-    int h = (int)(2.0 * 4 * dim / 3);
-    if (ffn_dim_multiplier > 0) h = (int)(ffn_dim_multiplier * h);
-    if (multiple_of > 0) h = multiple_of * ((h + multiple_of - 1) / multiple_of);
-    return h;
+    // in double and 64 bits: dim and multiple_of are bounded by the config reader, the product need not be;
+    // a result beyond int is returned as -1 and refused by llama_config_validate
+    double h = floor(2.0 * 4 * dim / 3);
+    if (ffn_dim_multiplier > 0) h = floor((double)ffn_dim_multiplier * h);
+    if (multiple_of > 0) h = (double)multiple_of * ceil(h / multiple_of);
+    return h > 0 && h <= LLAMA_MAX_FFN ? (int)h : -1;
 }
 
 const char *llama_configs_dir(void) {
@@ -62,19 +64,19 @@ int llama_config_read(struct llama_config *c, struct cfg *cfg, const char *s) {
     const char *name = cfg_str(cfg, KEY("name"), NULL);
     if (name) snprintf(c->name, sizeof(c->name), "%s", name);
     int dim_given = cfg_has(cfg, KEY("dim")), heads_given = cfg_has(cfg, KEY("n_heads"));
-    c->dim = (int)cfg_int(cfg, KEY("dim"), c->dim);
-    c->n_layers = (int)cfg_int(cfg, KEY("n_layers"), c->n_layers);
-    c->n_heads = (int)cfg_int(cfg, KEY("n_heads"), c->n_heads);
-    c->n_kv_heads = (int)cfg_int(cfg, KEY("n_kv_heads"), heads_given && !cfg_has(cfg, KEY("n_kv_heads")) ? c->n_heads : c->n_kv_heads);
+    c->dim = (int)cfg_int_in(cfg, KEY("dim"), c->dim, 1, LLAMA_MAX_DIM);
+    c->n_layers = (int)cfg_int_in(cfg, KEY("n_layers"), c->n_layers, 1, 1024);
+    c->n_heads = (int)cfg_int_in(cfg, KEY("n_heads"), c->n_heads, 1, 4096);
+    c->n_kv_heads = (int)cfg_int_in(cfg, KEY("n_kv_heads"), heads_given && !cfg_has(cfg, KEY("n_kv_heads")) ? c->n_heads : c->n_kv_heads, 1, 4096);
     if (c->n_kv_heads == 0) c->n_kv_heads = c->n_heads;
     int hd_default = (dim_given || heads_given || c->head_dim == 0) && c->n_heads > 0 ? c->dim / c->n_heads : c->head_dim;
-    c->head_dim = (int)cfg_int(cfg, KEY("head_dim"), hd_default);
-    c->vocab_size = (int)cfg_int(cfg, KEY("vocab_size"), c->vocab_size);
-    c->multiple_of = (int)cfg_int(cfg, KEY("multiple_of"), c->multiple_of ? c->multiple_of : 256);
-    c->ffn_dim_multiplier = (float)cfg_float(cfg, KEY("ffn_dim_multiplier"), c->ffn_dim_multiplier);
+    c->head_dim = (int)cfg_int_in(cfg, KEY("head_dim"), hd_default, 2, 4096);
+    c->vocab_size = (int)cfg_int_in(cfg, KEY("vocab_size"), c->vocab_size, 1, LLAMA_MAX_VOCAB);
+    c->multiple_of = (int)cfg_int_in(cfg, KEY("multiple_of"), c->multiple_of ? c->multiple_of : 256, 1, LLAMA_MAX_DIM);
+    c->ffn_dim_multiplier = (float)cfg_float_in(cfg, KEY("ffn_dim_multiplier"), c->ffn_dim_multiplier, 0, 64);
     int recompute_ffn = dim_given || cfg_has(cfg, KEY("multiple_of")) || cfg_has(cfg, KEY("ffn_dim_multiplier")) || c->ffn_hidden == 0;
     int ffn_default = recompute_ffn ? llama_ffn_hidden(c->dim, c->multiple_of, c->ffn_dim_multiplier) : c->ffn_hidden;
-    c->ffn_hidden = (int)cfg_int(cfg, KEY("ffn_hidden"), ffn_default);
+    c->ffn_hidden = (int)cfg_int_in(cfg, KEY("ffn_hidden"), ffn_default, 1, LLAMA_MAX_FFN);
     c->norm_eps = (float)cfg_float(cfg, KEY("norm_eps"), c->norm_eps > 0 ? c->norm_eps : 1e-5);
     c->rope_theta = (float)cfg_float(cfg, KEY("rope_theta"), c->rope_theta > 0 ? c->rope_theta : 10000.0);
     const char *rs = cfg_str(cfg, KEY("rope_scaling"), NULL);
@@ -87,8 +89,8 @@ int llama_config_read(struct llama_config *c, struct cfg *cfg, const char *s) {
     c->rope_factor = (float)cfg_float(cfg, KEY("rope_factor"), c->rope_factor > 0 ? c->rope_factor : 1.0);
     c->rope_low_freq_factor = (float)cfg_float(cfg, KEY("rope_low_freq_factor"), c->rope_low_freq_factor > 0 ? c->rope_low_freq_factor : 1.0);
     c->rope_high_freq_factor = (float)cfg_float(cfg, KEY("rope_high_freq_factor"), c->rope_high_freq_factor > 0 ? c->rope_high_freq_factor : 4.0);
-    c->rope_original_max_seq_len = (int)cfg_int(cfg, KEY("rope_original_max_seq_len"), c->rope_original_max_seq_len > 0 ? c->rope_original_max_seq_len : 8192);
-    c->max_seq_len = (int)cfg_int(cfg, KEY("max_seq_len"), c->max_seq_len > 0 ? c->max_seq_len : 2048);
+    c->rope_original_max_seq_len = (int)cfg_int_in(cfg, KEY("rope_original_max_seq_len"), c->rope_original_max_seq_len > 0 ? c->rope_original_max_seq_len : 8192, 1, 1L << 24);
+    c->max_seq_len = (int)cfg_int_in(cfg, KEY("max_seq_len"), c->max_seq_len > 0 ? c->max_seq_len : 2048, 1, LLAMA_MAX_SEQ);
     c->tie_embeddings = cfg_bool(cfg, KEY("tie_embeddings"), c->tie_embeddings);
 #undef KEY
     return 0;
@@ -96,9 +98,13 @@ int llama_config_read(struct llama_config *c, struct cfg *cfg, const char *s) {
 
 int llama_config_validate(const struct llama_config *c, const char *origin) {
     if (c->dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 || c->head_dim <= 0 ||
-        c->vocab_size <= 0 || c->ffn_hidden <= 0 || c->max_seq_len <= 0)
-        return err_set("%s: model sizes must be positive (dim %d, n_layers %d, n_heads %d, n_kv_heads %d, "
-                       "head_dim %d, vocab_size %d, ffn_hidden %d, max_seq_len %d)", origin, c->dim,
+        c->vocab_size <= 0 || c->ffn_hidden <= 0 || c->max_seq_len <= 0 || c->dim > LLAMA_MAX_DIM ||
+        c->vocab_size > LLAMA_MAX_VOCAB || c->ffn_hidden > LLAMA_MAX_FFN || c->max_seq_len > LLAMA_MAX_SEQ ||
+        (int64_t)c->n_heads * c->head_dim > LLAMA_MAX_FFN)
+        return err_set("%s: model sizes must be positive and at most dim %d, vocab_size %d, ffn_hidden %d, "
+                       "max_seq_len %d, n_heads x head_dim %d (dim %d, n_layers %d, n_heads %d, n_kv_heads %d, "
+                       "head_dim %d, vocab_size %d, ffn_hidden %d, max_seq_len %d)", origin, LLAMA_MAX_DIM,
+                       LLAMA_MAX_VOCAB, LLAMA_MAX_FFN, LLAMA_MAX_SEQ, LLAMA_MAX_FFN, c->dim,
                        c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size, c->ffn_hidden,
                        c->max_seq_len);
     if (c->n_heads % c->n_kv_heads != 0)

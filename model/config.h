@@ -5,6 +5,13 @@
 #pragma once
 #include <stdint.h>
 
+// Bounds of the config reader and llama_config_validate: every size stays far inside int, and products the
+// code forms (vocab x dim, max_seq_len x head_dim, n_heads x head_dim) inside size_t and int64.
+#define LLAMA_MAX_DIM 65536
+#define LLAMA_MAX_VOCAB (1 << 24)
+#define LLAMA_MAX_FFN (1 << 20)
+#define LLAMA_MAX_SEQ (1 << 20)
+
 struct cfg;
 
 enum rope_scaling { ROPE_SCALING_NONE, ROPE_SCALING_LINEAR, ROPE_SCALING_LLAMA3 };

@@ -18,6 +18,7 @@
 
 #include "core/error.h"
 #include "data/sha256.h"
+#include "core/fs.h"
 
 #define HF_MAX_JSON (64u << 20)  // config.json and the index are small; refuse anything absurd
 
@@ -229,12 +230,7 @@ static int write_text_atomic(const char *path, const char *text) {
         unlink(tmp);
         return err_set("%s: write failed: %s", tmp, strerror(saved));
     }
-    if (rename(tmp, path) != 0) {
-        saved = errno;
-        unlink(tmp);
-        return err_set("%s: cannot rename into place: %s", path, strerror(saved));
-    }
-    return 0;
+    return fs_publish(tmp, path);
 }
 
 int hf_write_config(const struct llama_config *c, const char *dir, enum st_dtype dtype) {

@@ -18,6 +18,7 @@
 
 #include "core/half.h"
 #include "core/error.h"
+#include "core/fs.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors data is little-endian; so must the host be");
 
@@ -486,21 +487,6 @@ static int write_full(int fd, const void *p, size_t n) {
     return 0;
 }
 
-// fsync of the directory holding path, so that a rename survives a crash.
-static void fsync_parent(const char *path) {
-    char dir[1024];
-    snprintf(dir, sizeof(dir), "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir) dir[1] = '\0';
-    else if (slash) *slash = '\0';
-    else snprintf(dir, sizeof(dir), ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 int st_write(const char *path, const struct st_write_tensor *t, int n, enum st_dtype dtype, const char *metadata_json) {
     if ((unsigned)dtype > ST_BF16) return err_set("%s: unknown dtype %d", path, (int)dtype);
     // The header: entries in the order given, data ranges back to back
@@ -606,11 +592,5 @@ int st_write(const char *path, const struct st_write_tensor *t, int n, enum st_d
         unlink(tmp);
         return err_set("%s: write failed: %s", tmp, strerror(saved));
     }
-    if (rename(tmp, path) != 0) {
-        saved = errno;
-        unlink(tmp);
-        return err_set("%s: cannot rename %s into place: %s", path, tmp, strerror(saved));
-    }
-    fsync_parent(path);
-    return 0;
+    return fs_publish(tmp, path);  // core/fs.h: rename, then the directory synced
 }

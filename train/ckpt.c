@@ -9,11 +9,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/h5err.h"
+#include "data/sha256.h"
 
 #define H5_CHECK(x) CHECKF((x) >= 0, "HDF5 call failed: %s", #x)
 
@@ -89,43 +93,100 @@ static int transfer_range(hid_t ds, const struct param_tensor *t, float *local, 
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Attributes
+// Checksums
 // ---------------------------------------------------------------------------------------------------
 
-static void attr_write(hid_t obj, const char *name, hid_t type, const void *value) {
+// A tensor's checksum is the sum (mod 2^64) over its canonical elements of mix(index, bits): the ranks
+// that write (or read) disjoint slices add their partial sums with one all-reduce, whatever the layout,
+// and any changed, swapped or zeroed element changes the sum except with probability ~2^-64.
+static inline uint64_t mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+// Partial checksum of local[a..b) of t (padding rows excluded, as in select_local_range).
+static uint64_t range_checksum(const struct param_tensor *t, const float *local, size_t a, size_t b) {
+    const size_t cols = (size_t)t->cols, end = (size_t)param_valid_rows(t) * cols, full_cols = (size_t)t->full_cols;
+    if (b > end) b = end;
+    const size_t row_base = t->split_dim == 0 ? (size_t)t->start : 0, col_base = t->split_dim == 1 ? (size_t)t->start : 0;
+    uint64_t h = 0;
+    const long long lo = (long long)a, hi = (long long)b;
+#pragma omp parallel for reduction(+ : h) schedule(static)
+    for (long long j = lo; j < hi; j++) {
+        size_t r = (size_t)j / cols, c = (size_t)j % cols;
+        uint32_t bits;
+        memcpy(&bits, &local[j], 4);
+        h += mix64(mix64((row_base + r) * full_cols + col_base + c) ^ bits);
+    }
+    return h;
+}
+
+// SHA-256 over every root attribute (the order and widths fixed here), stored as meta_sha256.
+static void meta_digest(const struct ckpt_meta *m, int version, char hex[65]) {
+    struct sha256 s;
+    sha256_init(&s);
+    sha256_update(&s, CKPT_FORMAT, sizeof(CKPT_FORMAT));
+    int64_t v[8] = {version, m->step, m->tokens_seen, (int64_t)m->rng_state, m->saved_dp, m->saved_tp, m->saved_zero1,
+                    m->loader_state_size};
+    sha256_update(&s, v, sizeof(v));
+    sha256_update(&s, m->loader_state, (size_t)m->loader_state_size);
+    const char *mi = m->model_ini ? m->model_ini : "", *ri = m->run_ini ? m->run_ini : "";
+    sha256_update(&s, mi, strlen(mi) + 1);
+    sha256_update(&s, ri, strlen(ri) + 1);
+    uint8_t d[32];
+    sha256_final(&s, d);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Attributes (-1 on failure; the caller names the file)
+// ---------------------------------------------------------------------------------------------------
+
+static int attr_write(hid_t obj, const char *name, hid_t type, const void *value) {
     hid_t sp = H5Screate(H5S_SCALAR);
     hid_t a = H5Acreate2(obj, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
-    H5_CHECK(a);
-    H5_CHECK(H5Awrite(a, type, value));
-    H5Aclose(a);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, type, value);
+    if (a >= 0) H5Aclose(a);
     H5Sclose(sp);
+    return rc < 0 ? -1 : 0;
 }
 
-static void attr_write_str(hid_t obj, const char *name, const char *s) {
+static int attr_write_str(hid_t obj, const char *name, const char *s) {
     hid_t t = H5Tcopy(H5T_C_S1);
     H5_CHECK(H5Tset_size(t, strlen(s) + 1));
-    attr_write(obj, name, t, s);
+    int rc = attr_write(obj, name, t, s);
     H5Tclose(t);
+    return rc;
 }
 
-static void attr_write_bytes(hid_t obj, const char *name, const void *p, size_t n) {
+static int attr_write_bytes(hid_t obj, const char *name, const void *p, size_t n) {
     hsize_t dim = n ? n : 1;
     uint8_t zero = 0;
     hid_t sp = H5Screate_simple(1, &dim, NULL);
     hid_t a = H5Acreate2(obj, name, H5T_NATIVE_UINT8, sp, H5P_DEFAULT, H5P_DEFAULT);
-    H5_CHECK(a);
-    H5_CHECK(H5Awrite(a, H5T_NATIVE_UINT8, n ? p : &zero));
-    H5Aclose(a);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_UINT8, n ? p : &zero);
+    if (a >= 0) H5Aclose(a);
     H5Sclose(sp);
+    return rc < 0 ? -1 : 0;
 }
 
+// A scalar attribute of exactly the expected class and size (so a damaged type cannot make HDF5 write
+// more than `out` holds).
 static int attr_read(hid_t obj, const char *path, const char *name, hid_t type, void *out) {
     if (H5Aexists(obj, name) <= 0) return err_set("%s: not a llamac checkpoint (attribute '%s' missing)", path, name);
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    herr_t rc = H5Aread(a, type, out);
+    if (a < 0) return err_set("%s: cannot open attribute '%s'", path, name);
+    hid_t sp = H5Aget_space(a);
+    hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    if (sp >= 0) H5Sclose(sp);
+    herr_t rc = np == 1 ? H5Aread(a, type, out) : -1;
     H5Aclose(a);
-    return rc < 0 ? err_set("%s: cannot read attribute '%s'", path, name) : 0;
+    return rc < 0 ? err_set("%s: cannot read attribute '%s' (damaged checkpoint)", path, name) : 0;
 }
+
+#define CKPT_STR_MAX (16 << 20)  // an INI text attribute larger than this is damage, not a config
 
 static char *attr_read_str(hid_t obj, const char *path, const char *name) {
     if (H5Aexists(obj, name) <= 0) {
@@ -133,18 +194,26 @@ static char *attr_read_str(hid_t obj, const char *path, const char *name) {
         return NULL;
     }
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    hid_t t = H5Aget_type(a);
-    size_t n = H5Tget_size(t);
-    char *s = xcalloc(n + 1, 1);
-    hid_t mt = H5Tcopy(H5T_C_S1);
-    H5Tset_size(mt, n);
-    herr_t rc = H5Aread(a, mt, s);
-    H5Tclose(mt);
-    H5Tclose(t);
-    H5Aclose(a);
+    hid_t t = a < 0 ? -1 : H5Aget_type(a);
+    size_t n = t < 0 ? 0 : H5Tget_size(t);
+    int is_str = t >= 0 && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) == 0;
+    hid_t sp = a < 0 ? -1 : H5Aget_space(a);
+    hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    if (sp >= 0) H5Sclose(sp);
+    char *s = NULL;
+    herr_t rc = -1;
+    if (is_str && np == 1 && n > 0 && n <= CKPT_STR_MAX) {
+        s = xcalloc(n + 1, 1);
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, n);
+        rc = H5Aread(a, mt, s);
+        H5Tclose(mt);
+    }
+    if (t >= 0) H5Tclose(t);
+    if (a >= 0) H5Aclose(a);
     if (rc < 0) {
         free(s);
-        err_set("%s: cannot read attribute '%s'", path, name);
+        err_set("%s: cannot read attribute '%s' (damaged checkpoint)", path, name);
         return NULL;
     }
     return s;
@@ -154,13 +223,12 @@ static char *attr_read_str(hid_t obj, const char *path, const char *name) {
 // Files
 // ---------------------------------------------------------------------------------------------------
 
-static hid_t open_file(MPI_Comm comm, const char *path, int create) {
+static hid_t open_file(MPI_Comm comm, const char *path, int create, char *why, size_t nwhy) {
+    h5_silence();
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5_CHECK(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
-    hid_t f;
-    H5E_BEGIN_TRY {
-        f = create ? H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl) : H5Fopen(path, H5F_ACC_RDONLY, fapl);
-    } H5E_END_TRY;
+    hid_t f = create ? H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl) : H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    if (f < 0) h5_cause(why, nwhy);
     H5Pclose(fapl);
     return f;
 }
@@ -172,79 +240,178 @@ static int fault_kill_midway(int64_t step) {
     return f && !strncmp(f, "ckpt_kill:", 10) && atoll(f + 10) == step;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+// step_NNNNNNN.h5 -> 1 (a checkpoint's name), else 0
+static int is_step_name(const char *s) {
+    size_t len = strlen(s);
+    if (len < 9 || strncmp(s, "step_", 5) != 0 || strcmp(s + len - 3, ".h5") != 0) return 0;
+    for (size_t i = 5; i < len - 3; i++)
+        if (s[i] < '0' || s[i] > '9') return 0;
+    return 1;
+}
 
-// Deletes all but the newest `keep` step_*.h5 files (names sort by step: zero-padded).
-static void prune(const char *dir, int keep) {
+static int cmp_str_desc(const void *a, const void *b) { return -strcmp(*(char *const *)a, *(char *const *)b); }
+
+// The step_*.h5 names in dir, newest first (names sort by step: zero-padded). Returns the count.
+static int list_steps(const char *dir, char ***out) {
     DIR *d = opendir(dir);
-    if (!d) return;
     char **names = NULL;
     int n = 0, cap = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        size_t len = strlen(e->d_name);
-        if (strncmp(e->d_name, "step_", 5) != 0 || len < 4 || strcmp(e->d_name + len - 3, ".h5") != 0) continue;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (!is_step_name(e->d_name)) continue;
         if (n == cap) names = xrealloc(names, sizeof(char *) * (size_t)(cap = cap ? 2 * cap : 16));
         names[n++] = strdup(e->d_name);
     }
-    closedir(d);
-    qsort(names, (size_t)n, sizeof(char *), cmp_str);
-    for (int i = 0; i < n; i++) {
-        if (i < n - keep) {
-            char p[1400];
-            snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
-            unlink(p);
-        }
-        free(names[i]);
-    }
+    if (d) closedir(d);
+    if (n) qsort(names, (size_t)n, sizeof(char *), cmp_str_desc);
+    *out = names;
+    return n;
+}
+
+static void free_names(char **names, int n) {
+    for (int i = 0; i < n; i++) free(names[i]);
     free(names);
+}
+
+// Deletes all but the newest `keep` step_*.h5 files, and never the one `latest` names (just published,
+// even when newer step files, left by a failed save or found damaged, sort before it).
+static void prune(const char *dir, const char *latest_name, int keep) {
+    char **names;
+    int n = list_steps(dir, &names);
+    for (int i = 0, kept = 0; i < n; i++) {
+        if (!strcmp(names[i], latest_name) || kept < keep) {
+            kept++;
+            continue;
+        }
+        char *p = fs_join(dir, names[i]);
+        unlink(p);
+        free(p);
+    }
+    free_names(names, n);
+}
+
+// Why a write failed: MPI-IO reports a full disk as a generic I/O error, so the file system is asked.
+static void write_failure_cause(const char *dir, const char *tmp, double need, char *why, size_t n) {
+    struct statvfs vs;
+    struct rlimit rl;
+    struct stat st;
+    double avail = statvfs(dir, &vs) == 0 ? (double)vs.f_bavail * (double)vs.f_frsize : -1;
+    if (avail >= 0 && avail < need + (1 << 20)) {
+        snprintf(why, n, "%s (%.0f KiB free)", strerror(ENOSPC), avail / 1024);
+    } else if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && stat(tmp, &st) == 0 &&
+               (double)st.st_size + (1 << 20) >= (double)rl.rlim_cur) {
+        snprintf(why, n, "%s (the file size limit, ulimit -f, is %.0f KiB)", strerror(EFBIG), (double)rl.rlim_cur / 1024);
+    } else {
+        h5_cause(why, n);
+    }
+}
+
+// The bytes of tensor data a checkpoint holds (parameters and two moments): a lower bound of its size.
+static double ckpt_data_bytes(const struct param_layout *pl) {
+    double s = 0;
+    for (int i = 0; i < pl->n; i++) {
+        const struct param_tensor *t = &pl->t[i];
+        if (t->split_dim != -1 && t->start != 0) continue;  // count each canonical tensor once
+        s += (tensor_is_vector(t) ? 1.0 : (double)t->full_rows) * (double)t->full_cols;
+    }
+    return 3 * 4 * s;
+}
+
+// Rank 0, before writing: is there room for the data at all? (A write that fails later, on a disk that
+// fills up meanwhile, is handled in ckpt_save.) A file size limit is static, so it is checked against an
+// upper bound of the file (data, plus 4 KiB of HDF5 headers per dataset, plus the INI texts): HDF5 1.10
+// cannot close a file it cannot extend to its end-of-allocation, and a failed close crashes at MPI_Finalize.
+static int room_check(const char *dir, const char *path, double need, double most) {
+    struct statvfs vs;
+    struct rlimit rl;
+    const char *skip = getenv("LLAMAC_CKPT_NO_ROOM_CHECK");  // tests of the disk-full write path itself
+    if (statvfs(dir, &vs) == 0 && (double)vs.f_bavail * (double)vs.f_frsize < need && !(skip && *skip))
+        return err_set("%s: cannot write checkpoint: %s (%.0f KiB free, it needs at least %.0f KiB)", path,
+                       strerror(ENOSPC), (double)vs.f_bavail * (double)vs.f_frsize / 1024, need / 1024);
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (double)rl.rlim_cur < most)
+        return err_set("%s: cannot write checkpoint: %s (the file size limit, ulimit -f, is %.0f KiB; it may need "
+                       "%.0f KiB)", path, strerror(EFBIG), (double)rl.rlim_cur / 1024, most / 1024);
+    return 0;
+}
+
+// One failure flag for all ranks (collective), so every rank leaves a loop at the same tensor.
+static int any_failed(MPI_Comm comm, int failed) {
+    MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, comm);
+    return failed;
+}
+
+static int write_meta(hid_t f, const struct ckpt_meta *meta) {
+    char digest[65];
+    meta_digest(meta, CKPT_VERSION, digest);
+    int version = CKPT_VERSION, bad = 0;
+    bad |= attr_write_str(f, "format", CKPT_FORMAT);
+    bad |= attr_write(f, "version", H5T_NATIVE_INT, &version);
+    bad |= attr_write(f, "step", H5T_NATIVE_INT64, &meta->step);
+    bad |= attr_write(f, "tokens_seen", H5T_NATIVE_INT64, &meta->tokens_seen);
+    bad |= attr_write(f, "rng_state", H5T_NATIVE_UINT64, &meta->rng_state);
+    bad |= attr_write_bytes(f, "loader_state", meta->loader_state, (size_t)meta->loader_state_size);
+    bad |= attr_write_str(f, "model_config", meta->model_ini ? meta->model_ini : "");
+    bad |= attr_write_str(f, "run_config", meta->run_ini ? meta->run_ini : "");
+    bad |= attr_write(f, "saved_dp", H5T_NATIVE_INT, &meta->saved_dp);
+    bad |= attr_write(f, "saved_tp", H5T_NATIVE_INT, &meta->saved_tp);
+    bad |= attr_write(f, "saved_zero1", H5T_NATIVE_INT, &meta->saved_zero1);
+    bad |= attr_write_str(f, "meta_sha256", digest);
+    return bad ? -1 : 0;
 }
 
 int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_meta *meta, const struct llama *m,
               const struct ckpt_state *st, int keep) {
     int rank;
     MPI_Comm_rank(x->comm, &rank);
-    char dir[1100], name[64], path[1200], tmp[1300];
-    snprintf(dir, sizeof(dir), "%s/ckpt", run_dir);
+    char name[64];
     snprintf(name, sizeof(name), "step_%07lld.h5", (long long)meta->step);
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int ok = rank == 0 ? fs_mkdir_p(dir) : 0;
-    MPI_Bcast(&ok, 1, MPI_INT, 0, x->comm);
-    if (ok != 0) return rank == 0 ? -1 : err_set("%s: cannot create checkpoint directory", dir);
-
-    hid_t f = open_file(x->comm, tmp, 1);
-    if (f < 0) return err_set("%s: cannot create checkpoint file", tmp);
-    attr_write_str(f, "format", CKPT_FORMAT);
-    int version = CKPT_VERSION;
-    attr_write(f, "version", H5T_NATIVE_INT, &version);
-    attr_write(f, "step", H5T_NATIVE_INT64, &meta->step);
-    attr_write(f, "tokens_seen", H5T_NATIVE_INT64, &meta->tokens_seen);
-    attr_write(f, "rng_state", H5T_NATIVE_UINT64, &meta->rng_state);
-    attr_write_bytes(f, "loader_state", meta->loader_state, (size_t)meta->loader_state_size);
-    attr_write_str(f, "model_config", meta->model_ini ? meta->model_ini : "");
-    attr_write_str(f, "run_config", meta->run_ini ? meta->run_ini : "");
-    attr_write(f, "saved_dp", H5T_NATIVE_INT, &meta->saved_dp);
-    attr_write(f, "saved_tp", H5T_NATIVE_INT, &meta->saved_tp);
-    attr_write(f, "saved_zero1", H5T_NATIVE_INT, &meta->saved_zero1);
-
+    char *dir = fs_join(run_dir, "ckpt"), *path = fs_join(dir, name), *tmp = fs_printf("%s.tmp", path);
     const struct param_layout *pl = &m->layout;
+    const double need = ckpt_data_bytes(pl);
+    int rc = rank == 0 ? fs_mkdir_p(dir) : 0;
+    const double most = need + 3.0 * pl->n * 4096 + 65536 + (meta->model_ini ? strlen(meta->model_ini) : 0) +
+                        (meta->run_ini ? strlen(meta->run_ini) : 0);
+    if (rank == 0 && rc == 0) rc = room_check(dir, path, need, most);
+    MPI_Bcast(&rc, 1, MPI_INT, 0, x->comm);
+    if (rc != 0) {
+        if (rank != 0) err_set("%s: cannot write checkpoint (see rank 0)", path);
+        goto done;
+    }
+
+    char why[512] = "";
+    hid_t f = open_file(x->comm, tmp, 1, why, sizeof(why));
+    if (any_failed(x->comm, f < 0)) {
+        if (f >= 0) H5Fclose(f);
+        rc = err_set("%s: cannot create checkpoint file: %s", tmp, why[0] ? why : "failed on another rank");
+        if (rank == 0) unlink(tmp);
+        goto done;
+    }
+    int failed = write_meta(f, meta) != 0;
+    if (failed) h5_cause(why, sizeof(why));
+
     float *host[3];  // master weights, m, v of this rank's range
     for (int g = 0; g < 3; g++) host[g] = xmalloc_aligned(sizeof(float) * (st->n ? st->n : 1));
     m->be->to_host(m->be, host[0], st->master, BUF_STATE, st->n);
     m->be->to_host(m->be, host[1], st->m, BUF_STATE, st->n);
     m->be->to_host(m->be, host[2], st->v, BUF_STATE, st->n);
     const char *groups[3] = {"params", "adam_m", "adam_v"};
-    int ngroups = 3;
-    int rc = 0;
-    for (int g = 0; g < ngroups && rc == 0; g++) {
+    for (int g = 0; g < 3 && !any_failed(x->comm, failed); g++) {
         hid_t grp = H5Gcreate2(f, groups[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        H5_CHECK(grp);
-        for (int i = 0; i < pl->n && rc == 0; i++) {
+        if (grp < 0) {
+            failed = 1;
+            h5_cause(why, sizeof(why));
+            continue;
+        }
+        for (int i = 0; i < pl->n && !any_failed(x->comm, failed); i++) {
             const struct param_tensor *t = &pl->t[i];
             hid_t fs = tensor_filespace(t);
             hid_t ds = H5Dcreate2(grp, t->name, H5T_IEEE_F32LE, fs, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-            H5_CHECK(ds);
             H5Sclose(fs);
+            if (any_failed(x->comm, ds < 0)) {
+                if (ds < 0) h5_cause(why, sizeof(why));
+                if (ds >= 0) H5Dclose(ds);
+                failed = 1;
+                break;
+            }
             // who writes what: replicated tensors once (tp rank 0); the state from the ranks that hold it,
             // which covers [st->offset, st->offset + st->n) of the local layout
             int mine = t->split_dim != -1 || x->tp_rank == 0;
@@ -255,9 +422,12 @@ int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_m
             if (mine && st->writer && lo < hi) a = lo, b = hi;
             // local[a..b) of the tensor lives at state[t->offset + a - st->offset]
             float *src = host[g] + (ptrdiff_t)t->offset - (ptrdiff_t)st->offset;
-            if (transfer_range(ds, t, src, a, b, 1) != 0) rc = err_set("%s: writing %s/%s failed", tmp, groups[g], t->name);
+            uint64_t sum = a < b ? range_checksum(t, src, a, b) : 0;
+            MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_UINT64_T, MPI_SUM, x->comm);
+            if (transfer_range(ds, t, src, a, b, 1) != 0 && !failed) failed = 1, h5_cause(why, sizeof(why));
+            if (attr_write(ds, "checksum", H5T_NATIVE_UINT64, &sum) != 0 && !failed) failed = 1, h5_cause(why, sizeof(why));
             H5Dclose(ds);
-            if (g == ngroups - 1 && i == pl->n / 2 && fault_kill_midway(meta->step) && rank == 0) {
+            if (g == 2 && i == pl->n / 2 && fault_kill_midway(meta->step) && rank == 0) {
                 H5Fflush(f, H5F_SCOPE_GLOBAL);
                 raise(SIGKILL);
             }
@@ -265,52 +435,102 @@ int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_m
         H5Gclose(grp);
     }
     for (int g = 0; g < 3; g++) free(host[g]);
-    if (H5Fclose(f) < 0 && rc == 0) rc = err_set("%s: closing the checkpoint failed", tmp);
-    MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MIN, x->comm);
-    if (rc != 0) {
+    // HDF5 1.10 cannot take a failed H5Fclose back (the library then crashes when MPI_Finalize ends it), so
+    // metadata is flushed first; if that or any write failed, rank 0 empties the file, which gives a full
+    // disk back the space the close needs, and the .tmp is removed afterwards.
+    if (!any_failed(x->comm, failed) && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) failed = 1, h5_cause(why, sizeof(why));
+    if (any_failed(x->comm, failed)) {
+        if (rank == 0) {
+            char cause[512];
+            write_failure_cause(dir, tmp, need, cause, sizeof(cause));
+            if (!failed || strstr(cause, strerror(ENOSPC)) || strstr(cause, strerror(EFBIG)) || !why[0])
+                snprintf(why, sizeof(why), "%s", cause);
+            if (truncate(tmp, 0) != 0) {
+                // nothing more to free; the close may still fail and is reported the same way
+            }
+        }
+        H5Fclose(f);
         if (rank == 0) unlink(tmp);
-        return -1;
+        rc = rank == 0 ? err_set("%s: cannot write checkpoint: %s", path, why)
+                       : err_set("%s: cannot write checkpoint (see rank 0)", path);
+        goto done;
+    }
+    if (any_failed(x->comm, H5Fclose(f) < 0)) {
+        if (rank == 0) unlink(tmp);
+        rc = err_set("%s: cannot write checkpoint: closing failed", path);
+        goto done;
     }
 
-    // publish: fsync + rename the file, then latest, then prune
-    int err = 0;
+    // publish: the file, then latest, then prune (rank 0; the others learn the outcome)
     if (rank == 0) {
-        char latest[1200], latest_tmp[1300];
-        snprintf(latest, sizeof(latest), "%s/latest", dir);
-        snprintf(latest_tmp, sizeof(latest_tmp), "%s/latest.tmp", dir);
-        if (fs_fsync_path(tmp) != 0 || rename(tmp, path) != 0 || fs_fsync_path(dir) != 0) {
-            err = err_set("%s: cannot publish checkpoint: %s", path, strerror(errno));
-        } else {
-            FILE *lf = fopen(latest_tmp, "w");
-            if (!lf || fprintf(lf, "%s\n", name) < 0 || fflush(lf) != 0 || fsync(fileno(lf)) != 0) err = -1;
-            if (lf) fclose(lf);
-            if (err || rename(latest_tmp, latest) != 0 || fs_fsync_path(dir) != 0)
-                err = err_set("%s: cannot update: %s", latest, strerror(errno));
-            else prune(dir, keep < 1 ? 1 : keep);
-        }
+        char *latest = fs_join(dir, "latest"), line[80];
+        snprintf(line, sizeof(line), "%s\n", name);
+        rc = fs_publish(tmp, path);
+        if (rc == 0) rc = fs_write_atomic(latest, line, strlen(line));
+        if (rc == 0) prune(dir, name, keep < 1 ? 1 : keep);
+        free(latest);
     }
-    MPI_Bcast(&err, 1, MPI_INT, 0, x->comm);
-    if (err && rank != 0) err_set("checkpoint %s could not be published (see rank 0)", path);
-    return err ? -1 : 0;
+    MPI_Bcast(&rc, 1, MPI_INT, 0, x->comm);
+    if (rc && rank != 0) err_set("checkpoint %s could not be published (see rank 0)", path);
+done:
+    free(dir);
+    free(path);
+    free(tmp);
+    return rc ? -1 : 0;
 }
+
+int ckpt_candidates(const char *run_dir, char ***paths, char *note, size_t nnote) {
+    char *dir = fs_join(run_dir, "ckpt"), *latest = fs_join(dir, "latest");
+    char **names;
+    int n = list_steps(dir, &names);
+    note[0] = '\0';
+    char name[256] = "";
+    FILE *f = fopen(latest, "r");
+    int have_latest = f != NULL;
+    if (f) {
+        if (!fgets(name, sizeof(name), f)) name[0] = '\0';
+        fclose(f);
+        name[strcspn(name, "\r\n")] = '\0';
+    }
+    int named = -1;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(names[i], name)) named = i;
+    if (n > 0 && named < 0) {
+        char shown[64];
+        snprintf(shown, sizeof(shown), "%s", name);
+        for (char *p = shown; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
+        if (!have_latest) snprintf(note, nnote, "%s is missing", latest);
+        else if (!is_step_name(name)) snprintf(note, nnote, "%s does not name a checkpoint file ('%s')", latest, shown);
+        else snprintf(note, nnote, "%s names %s, which does not exist", latest, shown);
+    }
+    // the one latest names first (it is the newest a finished save published), then the others newest first
+    char **out = xmalloc(sizeof(char *) * (size_t)(n ? n : 1));
+    int k = 0;
+    if (named >= 0) out[k++] = fs_join(dir, names[named]);
+    for (int i = 0; i < n; i++)
+        if (i != named) out[k++] = fs_join(dir, names[i]);
+    free_names(names, n);
+    free(dir);
+    free(latest);
+    *paths = out;
+    return k;
+}
+
+void ckpt_candidates_free(char **paths, int n) { free_names(paths, n); }
 
 int ckpt_latest(const char *run_dir, char *out, size_t n) {
-    char latest[1200], name[256];
-    snprintf(latest, sizeof(latest), "%s/ckpt/latest", run_dir);
-    FILE *f = fopen(latest, "r");
-    if (!f) return 0;
-    int ok = fgets(name, sizeof(name), f) != NULL;
-    fclose(f);
-    name[strcspn(name, "\r\n")] = '\0';
-    if (!ok || strncmp(name, "step_", 5) != 0 || strchr(name, '/'))
-        return err_set("%s: does not name a checkpoint file", latest);
-    snprintf(out, n, "%s/ckpt/%s", run_dir, name);
-    struct stat st;
-    if (stat(out, &st) != 0) return err_set("%s: names %s, which does not exist", latest, name);
-    return 1;
+    char **paths, note[1024];
+    int k = ckpt_candidates(run_dir, &paths, note, sizeof(note));
+    if (k > 0 && (size_t)snprintf(out, n, "%s", paths[0]) >= n) {
+        ckpt_candidates_free(paths, k);
+        return err_set("%s: path too long", run_dir);
+    }
+    ckpt_candidates_free(paths, k);
+    return k > 0;
 }
 
-static int read_meta_open(hid_t f, const char *path, struct ckpt_meta *meta) {
+static int read_meta_open(hid_t f, const char *path, struct ckpt_meta *meta, int *version_out) {
     memset(meta, 0, sizeof(*meta));
     char *fmt = attr_read_str(f, path, "format");
     if (!fmt) return -1;
@@ -319,8 +539,9 @@ static int read_meta_open(hid_t f, const char *path, struct ckpt_meta *meta) {
     if (bad) return err_set("%s: not a llamac checkpoint (format attribute differs)", path);
     int version = 0;
     if (attr_read(f, path, "version", H5T_NATIVE_INT, &version) != 0) return -1;
-    if (version != CKPT_VERSION)
-        return err_set("%s: checkpoint version %d, this llamac reads version %d", path, version, CKPT_VERSION);
+    if (version != CKPT_VERSION && version != 1)
+        return err_set("%s: checkpoint version %d, this llamac reads versions 1 and %d", path, version, CKPT_VERSION);
+    *version_out = version;
     if (attr_read(f, path, "step", H5T_NATIVE_INT64, &meta->step) || attr_read(f, path, "tokens_seen", H5T_NATIVE_INT64, &meta->tokens_seen) ||
         attr_read(f, path, "rng_state", H5T_NATIVE_UINT64, &meta->rng_state) ||
         attr_read(f, path, "saved_dp", H5T_NATIVE_INT, &meta->saved_dp) ||
@@ -329,33 +550,52 @@ static int read_meta_open(hid_t f, const char *path, struct ckpt_meta *meta) {
         return -1;
     if (H5Aexists(f, "loader_state") <= 0) return err_set("%s: attribute 'loader_state' missing", path);
     hid_t a = H5Aopen(f, "loader_state", H5P_DEFAULT);
-    hid_t sp = H5Aget_space(a);
-    hssize_t n = H5Sget_simple_extent_npoints(sp);
-    H5Sclose(sp);
+    hid_t sp = a < 0 ? -1 : H5Aget_space(a);
+    hssize_t n = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    if (sp >= 0) H5Sclose(sp);
     if (n < 0 || n > CKPT_LOADER_STATE_MAX) {
-        H5Aclose(a);
+        if (a >= 0) H5Aclose(a);
         return err_set("%s: loader_state has %lld bytes (at most %d)", path, (long long)n, CKPT_LOADER_STATE_MAX);
     }
-    H5Aread(a, H5T_NATIVE_UINT8, meta->loader_state);
+    herr_t r = H5Aread(a, H5T_NATIVE_UINT8, meta->loader_state);
     H5Aclose(a);
+    if (r < 0) return err_set("%s: cannot read attribute 'loader_state' (damaged checkpoint)", path);
     meta->loader_state_size = (int)n;
     meta->model_ini = attr_read_str(f, path, "model_config");
-    meta->run_ini = attr_read_str(f, path, "run_config");
+    meta->run_ini = meta->model_ini ? attr_read_str(f, path, "run_config") : NULL;
     if (!meta->model_ini || !meta->run_ini) return -1;
+    if (version >= 2) {
+        char want[65], *got = attr_read_str(f, path, "meta_sha256");
+        if (!got) return -1;
+        meta_digest(meta, version, want);
+        int same = !strcmp(want, got);
+        free(got);
+        if (!same) return err_set("%s: damaged checkpoint: its attributes do not match their checksum", path);
+    }
     return 0;
 }
 
 int ckpt_read_meta(const struct ckpt_ctx *x, const char *path, struct ckpt_meta *meta) {
-    hid_t f = open_file(x->comm, path, 0);
-    if (f < 0) return err_set("%s: cannot open as an HDF5 checkpoint (missing, truncated or not HDF5)", path);
-    int rc = read_meta_open(f, path, meta);
+    char why[512];
+    memset(meta, 0, sizeof(*meta));
+    hid_t f = open_file(x->comm, path, 0, why, sizeof(why));
+    if (f < 0) return err_set("%s: cannot open as an HDF5 checkpoint (%s)", path, why);
+    int version = 0;
+    int rc = read_meta_open(f, path, meta, &version);
     H5Fclose(f);
+    if (rc != 0) ckpt_meta_free(meta);
     return rc;
 }
 
 int ckpt_load(const struct ckpt_ctx *x, const char *path, struct llama *m, const struct ckpt_state *mom) {
-    hid_t f = open_file(x->comm, path, 0);
-    if (f < 0) return err_set("%s: cannot open as an HDF5 checkpoint (missing, truncated or not HDF5)", path);
+    char why[512];
+    hid_t f = open_file(x->comm, path, 0, why, sizeof(why));
+    if (any_failed(x->comm, f < 0)) {
+        if (f >= 0) H5Fclose(f);
+        return err_set("%s: cannot open as an HDF5 checkpoint (%s)", path, f < 0 ? why : "failed on another rank");
+    }
+    int version = 0;
+    if (H5Aexists(f, "version") > 0) attr_read(f, path, "version", H5T_NATIVE_INT, &version);
     const struct param_layout *pl = &m->layout;
     float *host = xmalloc_aligned(sizeof(float) * (pl->total ? pl->total : 1));
     memset(host, 0, sizeof(float) * pl->total);
@@ -367,37 +607,48 @@ int ckpt_load(const struct ckpt_ctx *x, const char *path, struct llama *m, const
     }
     const char *groups[3] = {"params", "adam_m", "adam_v"};
     int rc = 0;
-    for (int g = 0; g < nm && rc == 0; g++)
-        for (int i = 0; i < pl->n && rc == 0; i++) {
+    for (int g = 0; g < nm && !any_failed(x->comm, rc != 0); g++)
+        for (int i = 0; i < pl->n && !any_failed(x->comm, rc != 0); i++) {
             const struct param_tensor *t = &pl->t[i];
             char dsname[256];
             snprintf(dsname, sizeof(dsname), "%s/%s", groups[g], t->name);
             if (H5Lexists(f, groups[g], H5P_DEFAULT) <= 0 || H5Lexists(f, dsname, H5P_DEFAULT) <= 0) {
                 rc = err_set("%s: tensor %s is missing", path, dsname);
-                break;
+                continue;
             }
             hid_t ds = H5Dopen2(f, dsname, H5P_DEFAULT);
-            hid_t fs = H5Dget_space(ds);
+            hid_t fs = ds < 0 ? -1 : H5Dget_space(ds);
+            hid_t ty = ds < 0 ? -1 : H5Dget_type(ds);
             hsize_t dims[2] = {0, 0};
-            int nd = H5Sget_simple_extent_dims(fs, dims, NULL);
-            H5Sclose(fs);
+            int nd = fs < 0 || H5Sget_simple_extent_ndims(fs) > 2 ? -1 : H5Sget_simple_extent_dims(fs, dims, NULL);
+            int is_float = ty >= 0 && H5Tget_class(ty) == H5T_FLOAT;
+            if (fs >= 0) H5Sclose(fs);
+            if (ty >= 0) H5Tclose(ty);
             int want_nd = tensor_is_vector(t) ? 1 : 2;
             hsize_t want0 = tensor_is_vector(t) ? (hsize_t)t->full_cols : (hsize_t)t->full_rows;
-            if (nd != want_nd || dims[0] != want0 || (nd == 2 && dims[1] != (hsize_t)t->full_cols)) {
-                H5Dclose(ds);
-                rc = err_set("%s: tensor %s has the wrong shape for this model", path, dsname);
-                break;
+            if (ds < 0 || !is_float || nd != want_nd || dims[0] != want0 || (nd == 2 && dims[1] != (hsize_t)t->full_cols)) {
+                if (ds >= 0) H5Dclose(ds);
+                rc = err_set("%s: tensor %s has the wrong shape or type for this model", path, dsname);
+                // every rank still takes part in the collective reads of the other tensors: skip to the check
+                continue;
             }
             size_t a = 0, b = t->numel;
             float *dst = host + t->offset;
+            int counts = x->dp_rank == 0 && (t->split_dim != -1 || x->tp_rank == 0);  // as the writer's ranks
             if (g > 0) {
                 size_t lo = mom->offset > t->offset ? mom->offset - t->offset : 0;
                 size_t hi = mom->offset + mom->n < t->offset + t->numel ? mom->offset + mom->n - t->offset : t->numel;
                 if (mom->offset + mom->n <= t->offset || mom->offset >= t->offset + t->numel) lo = hi = 0;
                 a = lo, b = hi;
                 dst = (g == 1 ? hm : hv) + (ptrdiff_t)t->offset - (ptrdiff_t)mom->offset;
+                counts = mom->writer && (t->split_dim != -1 || x->tp_rank == 0);
             }
-            if (transfer_range(ds, t, dst, a, b, 0) != 0) rc = err_set("%s: reading %s failed", path, dsname);
+            if (transfer_range(ds, t, dst, a, b, 0) != 0) rc = err_set("%s: reading %s failed (%s)", path, dsname, h5_cause(why, sizeof(why)));
+            uint64_t sum = counts && a < b && rc == 0 ? range_checksum(t, dst, a, b) : 0, want = 0;
+            MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_UINT64_T, MPI_SUM, x->comm);
+            int has = version >= 2 && H5Aexists(ds, "checksum") > 0;
+            if (version >= 2 && rc == 0 && (!has || attr_read(ds, path, "checksum", H5T_NATIVE_UINT64, &want) != 0 || want != sum))
+                rc = err_set("%s: damaged checkpoint: tensor %s does not match its checksum", path, dsname);
             H5Dclose(ds);
         }
     H5Fclose(f);

@@ -5,6 +5,11 @@
 //   /adam_m/NAME, /adam_v/NAME  float32, AdamW first and second moments, same shapes
 //   root attributes: format, version, step, tokens_seen, rng_state, loader_state (opaque bytes),
 //   model_config (INI text), run_config (INI text), saved_dp, saved_tp, saved_zero1
+// Version 2 adds integrity: meta_sha256 (root, SHA-256 over every attribute above) and on each tensor a
+// uint64 attribute `checksum` (ckpt.c: a sum over elements of a hash of (index, bits), which ranks holding
+// disjoint slices add up at any layout). Loading verifies both; a damaged file is an error naming the
+// tensor, and a resuming run falls back to the newest checkpoint that verifies (train.c). Version 1 files
+// (no checksums) are still read.
 // Each rank writes only its own slice (hyperslabs) of each tensor: replicated tensors (norms) from one
 // rank, parameters (the fp32 master weights) and moments from whichever rank holds them (data-parallel
 // rank 0's tensor-parallel group, or all data-parallel ranks under ZeRO-1). Loading reads each rank's slice, so a run saved at one
@@ -12,7 +17,9 @@
 //
 // Safety: the file is written as ckpt/step_NNNNNNN.h5.tmp, closed, fsynced and renamed; then
 // ckpt/latest (a one-line text file naming it) is replaced the same way; then all but the newest
-// `keep` checkpoints are deleted. A crash at any point leaves the previous checkpoint and latest intact.
+// `keep` checkpoints are deleted (never the one latest names). A crash, a full disk, a quota or a file
+// size limit at any point leaves the previous checkpoint and latest intact and no .tmp behind; a failed
+// write is one error naming the file and the cause.
 //
 // Checklist when changing the format: bump CKPT_VERSION, update ckpt_save and ckpt_load together.
 #pragma once
@@ -24,7 +31,7 @@
 #include "model/llama.h"
 
 #define CKPT_FORMAT "llamac-checkpoint"
-#define CKPT_VERSION 1
+#define CKPT_VERSION 2
 #define CKPT_LOADER_STATE_MAX 256
 
 struct ckpt_meta {
@@ -61,6 +68,11 @@ int ckpt_read_meta(const struct ckpt_ctx *x, const char *path, struct ckpt_meta 
 // Collective. Loads this rank's slices of parameters (and the master weights the model has attached,
 // llama.h) and, when st is not NULL, of the moments.
 int ckpt_load(const struct ckpt_ctx *x, const char *path, struct llama *m, const struct ckpt_state *st);
-// Path of the newest checkpoint of run_dir into out: 1 found, 0 none, -1 (err_set) when latest is broken.
+// Checkpoints of run_dir to try, best first: the one ckpt/latest names, then every other step_*.h5 newest
+// first. note is set (else "") when latest is missing or names no existing step file. Returns the count;
+// free with ckpt_candidates_free.
+int ckpt_candidates(const char *run_dir, char ***paths, char *note, size_t nnote);
+void ckpt_candidates_free(char **paths, int n);
+// Path of the first candidate into out: 1 found, 0 none, -1 (err_set) when the path does not fit.
 int ckpt_latest(const char *run_dir, char *out, size_t n);
 void ckpt_meta_free(struct ckpt_meta *meta);

@@ -1,11 +1,15 @@
 #include "train/metrics.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "train/plot.h"
 
 static void push(double **x, double **y, int *n, int *cap, double a, double b) {
@@ -28,7 +32,12 @@ int metrics_open(struct metrics *mt, const char *run_dir, long keep_until) {
     snprintf(tmp, sizeof(tmp), "%s.tmp", mt->path);
     FILE *in = fopen(mt->path, "r");
     FILE *out = fopen(tmp, "w");
-    if (!out) return err_set("%s: cannot write: %s", tmp, "check run_dir permissions");
+    if (!out) {
+        int e = errno;
+        if (in) fclose(in);
+        return err_set("%s: cannot write: %s", tmp, strerror(e));
+    }
+    int ok = 1;
     if (in) {
         char *line = NULL;
         size_t cap = 0;
@@ -36,7 +45,7 @@ int metrics_open(struct metrics *mt, const char *run_dir, long keep_until) {
             cJSON *j = cJSON_Parse(line);
             cJSON *st = j ? cJSON_GetObjectItem(j, "step") : NULL;
             if (st && cJSON_IsNumber(st) && st->valuedouble <= keep_until) {
-                fputs(line, out);
+                if (fputs(line, out) < 0) ok = 0;
                 cJSON *l = cJSON_GetObjectItem(j, "loss"), *v = cJSON_GetObjectItem(j, "val_loss");
                 if (l && cJSON_IsNumber(l)) push(&mt->train_x, &mt->train_y, &mt->n_train, &mt->cap_train, st->valuedouble, l->valuedouble);
                 if (v && cJSON_IsNumber(v)) push(&mt->val_x, &mt->val_y, &mt->n_val, &mt->cap_val, st->valuedouble, v->valuedouble);
@@ -46,8 +55,14 @@ int metrics_open(struct metrics *mt, const char *run_dir, long keep_until) {
         free(line);
         fclose(in);
     }
-    fclose(out);
-    if (rename(tmp, mt->path) != 0) return err_set("%s: cannot replace", mt->path);
+    // the rows are only replaced once the copy is whole (a full disk must not cut the history short)
+    int e = errno;
+    if (fclose(out) != 0 && ok) ok = 0, e = errno;
+    if (!ok) {
+        unlink(tmp);
+        return err_set("%s: cannot rewrite: %s", mt->path, strerror(e));
+    }
+    if (fs_publish(tmp, mt->path) != 0) return -1;
     mt->f = fopen(mt->path, "a");
     if (!mt->f) return err_set("%s: cannot append", mt->path);
     return 0;

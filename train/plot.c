@@ -11,6 +11,7 @@
 #include <zlib.h>
 
 #include "core/error.h"
+#include "core/fs.h"
 
 // ---------------------------------------------------------------------------------------------------
 // Canvas
@@ -476,10 +477,5 @@ int png_write_rgb(const char *path, const unsigned char *pixels, int w, int h) {
         remove(tmp);
         return err_set("%s: cannot write the plot: %s", tmp, strerror(e));
     }
-    if (rename(tmp, path) != 0) {
-        e = errno;
-        remove(tmp);
-        return err_set("%s: cannot rename %s into place: %s", path, tmp, strerror(e));
-    }
-    return 0;
+    return fs_publish(tmp, path);
 }

@@ -1,6 +1,7 @@
 #include "train/run_config.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,14 @@
 #include "core/error.h"
 #include "model/hf.h"
 #include "model/meta.h"
+
+// A path key into its buffer, or an error naming the key and the limit (never silently truncated).
+static int copy_path(char *dst, size_t n, const char *value, const char *key, const char *origin) {
+    if (strlen(value) >= n)
+        return err_set("%s: %s is a path of %zu bytes; llamac takes at most %zu", origin, key, strlen(value), n - 1);
+    memcpy(dst, value, strlen(value) + 1);
+    return 0;
+}
 
 // "3600", "1:30:00" or "90:00" -> seconds
 static int parse_duration(const char *s, double *out) {
@@ -59,10 +68,10 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
     // [model] first: run_dir defaults to runs/NAME
     const char *init = cfg_str(c, "model.init", "random");
     if (!strncmp(init, "hf:", 3)) {
-        snprintf(rc->init_hf, sizeof(rc->init_hf), "%s", init + 3);
+        if (copy_path(rc->init_hf, sizeof(rc->init_hf), init + 3, "model.init", origin) != 0) return -1;
         if (hf_read_config(&rc->model, rc->init_hf) != 0) return -1;
     } else if (!strncmp(init, "meta:", 5)) {
-        snprintf(rc->init_meta, sizeof(rc->init_meta), "%s", init + 5);
+        if (copy_path(rc->init_meta, sizeof(rc->init_meta), init + 5, "model.init", origin) != 0) return -1;
         if (meta_read_config(&rc->model, rc->init_meta) != 0) return -1;
     } else if (strcmp(init, "random") != 0) {
         return err_set("%s: model.init = '%s': expected random, hf:DIR or meta:DIR", origin, init);
@@ -72,38 +81,39 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
 
     char def_dir[1100];
     snprintf(def_dir, sizeof(def_dir), "runs/%s", rc->model.name);
-    snprintf(rc->run_dir, sizeof(rc->run_dir), "%s", cfg_str(c, "run.run_dir", def_dir));
+    if (copy_path(rc->run_dir, sizeof(rc->run_dir), cfg_str(c, "run.run_dir", def_dir), "run.run_dir", origin) != 0) return -1;
     snprintf(rc->backend, sizeof(rc->backend), "%s", cfg_str(c, "run.backend", "cpu"));
     snprintf(rc->precision, sizeof(rc->precision), "%s", cfg_str(c, "run.precision", "auto"));
-    rc->seed = (uint64_t)cfg_int(c, "run.seed", 1234);
+    rc->seed = (uint64_t)cfg_int_in(c, "run.seed", 1234, 0, LONG_MAX);
     const char *wt = cfg_str(c, "run.wall_time", "0");
     if (parse_duration(wt, &rc->wall_time_s) != 0)
         return err_set("%s: run.wall_time = '%s' is not seconds or H:MM:SS", origin, wt);
-    rc->stop_after = cfg_int(c, "run.stop_after", 0);
+    rc->stop_after = cfg_int_in(c, "run.stop_after", 0, 0, LONG_MAX);
     rc->recompute = cfg_bool(c, "run.recompute", 0);
-    rc->peak_tflops = cfg_float(c, "run.peak_tflops", 0);  // 0: resolved with the backend (train.c)
-    rc->log_every = (int)cfg_int(c, "run.log_every", 1);
+    rc->peak_tflops = cfg_float_in(c, "run.peak_tflops", 0, 0, 1e9);  // 0: resolved with the backend (train.c)
+    rc->log_every = (int)cfg_int_in(c, "run.log_every", 1, 1, INT_MAX);
 
     const char *dd = cfg_str(c, "data.dir", NULL);
     if (!dd) return err_set("%s: data.dir is required (a directory written by llamac prep)", origin);
-    snprintf(rc->data_dir, sizeof(rc->data_dir), "%s", dd);
+    if (copy_path(rc->data_dir, sizeof(rc->data_dir), dd, "data.dir", origin) != 0) return -1;
     if (parse_weights(rc, cfg_str(c, "data.weights", ""), origin) != 0) return -1;
 
-    rc->batch_size = (int)cfg_int(c, "train.batch_size", 8);
-    rc->seq_len = (int)cfg_int(c, "train.seq_len", 256);
-    rc->steps = cfg_int(c, "train.steps", 0);
+    rc->batch_size = (int)cfg_int_in(c, "train.batch_size", 8, 1, 1 << 16);
+    rc->seq_len = (int)cfg_int_in(c, "train.seq_len", 256, 2, LLAMA_MAX_SEQ);
+    rc->steps = cfg_int_in(c, "train.steps", 0, 1, 1L << 40);
     long long per_micro = (long long)rc->batch_size * rc->seq_len * dp;
-    rc->global_batch_tokens = cfg_int(c, "train.global_batch_tokens", per_micro);
-    rc->eval_every = (int)cfg_int(c, "train.eval_every", 100);
-    rc->eval_batches = (int)cfg_int(c, "train.eval_batches", 10);
-    rc->ckpt_every = (int)cfg_int(c, "train.ckpt_every", 100);
-    rc->keep_ckpts = (int)cfg_int(c, "train.keep_ckpts", 3);
+    rc->global_batch_tokens = cfg_int_in(c, "train.global_batch_tokens", per_micro, 1, 1L << 31);
+    rc->eval_every = (int)cfg_int_in(c, "train.eval_every", 100, 0, INT_MAX);
+    rc->eval_batches = (int)cfg_int_in(c, "train.eval_batches", 10, 1, 1 << 20);
+    rc->ckpt_every = (int)cfg_int_in(c, "train.ckpt_every", 100, 0, INT_MAX);
+    rc->keep_ckpts = (int)cfg_int_in(c, "train.keep_ckpts", 3, 1, 1 << 20);
 
-    rc->tp = (int)cfg_int(c, "parallel.tp", 1);
+    rc->tp = (int)cfg_int_in(c, "parallel.tp", 1, 1, 1 << 16);
     rc->zero1 = cfg_bool(c, "parallel.zero1", 0);
-    rc->dp_bucket_mb = cfg_float(c, "parallel.bucket_mb", 25);
+    rc->dp_bucket_mb = cfg_float_in(c, "parallel.bucket_mb", 25, 1e-3, 1 << 20);
     snprintf(rc->gpu_comm, sizeof(rc->gpu_comm), "%s", cfg_str(c, "parallel.gpu_comm", "auto"));
 
+    if (c->error[0]) return err_set("%s", c->error);  // a bad value first, before checks that would use it
     adamw_config_default(&rc->adamw);
     if (adamw_config_from_cfg(&rc->adamw, c) != 0) return -1;
     if (lr_schedule_from_cfg(&rc->sched, c, rc->steps > 0 ? rc->steps : 1) != 0) return -1;

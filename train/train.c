@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/blas_core.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -80,6 +81,7 @@ struct trainer {
     struct metrics mt;
     double t_start;
     char tokenizer_sha256[65];    // of run_dir/tokenizer.model when the run already has one
+    int lock_fd;                  // rank 0: run_dir/lock, held for the whole job (core/fs.h)
 };
 
 // Every rank learns whether any rank failed; the lowest failing rank's message becomes everyone's, so
@@ -246,21 +248,31 @@ static int save_checkpoint(struct trainer *t) {
     return rc;
 }
 
-// Restores everything a checkpoint holds; the model config must match the run's.
+// Restores everything a checkpoint holds; the model config must match the run's. -2: the file itself is
+// unreadable or damaged (another checkpoint may do); -1: it is fine but does not fit this run.
 static int resume(struct trainer *t, const char *path) {
     struct ckpt_ctx x = ckpt_context(t);
     struct ckpt_meta meta;
-    if (ckpt_read_meta(&x, path, &meta) != 0) return -1;
+    if (ckpt_read_meta(&x, path, &meta) != 0) return -2;
     struct llama_config saved = {0};
     int rc = llama_config_from_ini(&saved, meta.model_ini, path);
     char why[128];
     if (rc == 0 && !llama_config_same_shape(&saved, &t->m.cfg, why, sizeof(why)))
         rc = err_set("%s: the checkpoint's model differs from the run's config (%s; checkpoint vs run)", path, why);
+    if (rc == 0) {  // the seed orders the data: a resumed run with another seed would not continue the same run
+        struct cfg saved_run;
+        cfg_init(&saved_run);
+        long seed = cfg_load_string(&saved_run, meta.run_ini, path) == 0 ? cfg_int(&saved_run, "run.seed", 1234) : -1;
+        cfg_free(&saved_run);
+        if (seed >= 0 && (uint64_t)seed != t->rc.seed)
+            rc = err_set("%s: run.seed = %llu differs from the checkpoint's %ld; a run resumes with its own seed (use "
+                         "a new run_dir for another one)", path, (unsigned long long)t->rc.seed, seed);
+    }
     if (rc == 0 && meta.loader_state_size != (int)sizeof(struct loader_state))
         rc = err_set("%s: loader state of %d bytes, this llamac stores %zu", path, meta.loader_state_size,
                      sizeof(struct loader_state));
     struct ckpt_state st = ckpt_state_of(t);
-    if (rc == 0) rc = ckpt_load(&x, path, &t->m, &st);
+    if (rc == 0 && ckpt_load(&x, path, &t->m, &st) != 0) rc = -2;
     if (rc == 0) {
         struct loader_state ls;
         memcpy(&ls, meta.loader_state, sizeof(ls));
@@ -274,6 +286,33 @@ static int resume(struct trainer *t, const char *path) {
                  t->tokens_seen, meta.saved_dp, meta.saved_tp, t->g.dp_size, t->g.tp_size);
     }
     ckpt_meta_free(&meta);
+    return rc;
+}
+
+// Resumes from the best checkpoint of run_dir that verifies: the one latest names, else (saying why) the
+// newest other one. 1 resumed, 0 none there, -1 error (a checkpoint that does not fit the run, or every
+// checkpoint damaged: never a silent restart from step 0 while step files exist).
+static int resume_best(struct trainer *t) {
+    char **paths, note[2048];
+    int n = ckpt_candidates(t->rc.run_dir, &paths, note, sizeof(note)), rc = -1;
+    char first_err[1024] = "";
+    if (n > 0 && note[0] && log_is_main()) log_warn("%s; trying the newest checkpoint, %s", note, paths[0]);
+    for (int i = 0; i < n; i++) {
+        int r = resume(t, paths[i]);
+        int worst = (int)comm_all_reduce_f64(t->g.world, r == -1 ? 2 : r == -2 ? 1 : 0, COMM_MAX);
+        if (agree(t, r) == 0) {
+            rc = 1;
+            if (i > 0 && log_is_main()) log_warn("resumed from %s, an older checkpoint than %s", paths[i], paths[0]);
+            break;
+        }
+        if (worst == 2) break;  // fits no run this config describes: the error stands
+        if (!first_err[0]) snprintf(first_err, sizeof(first_err), "%s", err_msg());
+        if (log_is_main()) log_warn("%s%s", err_msg(), i + 1 < n ? "; falling back to the previous checkpoint" : "");
+        if (i + 1 == n) rc = err_set("%s/ckpt: none of its %d checkpoint%s is usable (newest: %s); move them away to "
+                                     "start again from step 0", t->rc.run_dir, n, n > 1 ? "s" : "", first_err);
+    }
+    if (n == 0) rc = 0;
+    ckpt_candidates_free(paths, n);
     return rc;
 }
 
@@ -339,6 +378,7 @@ static void progress_line(const struct trainer *t, const struct step_result *r, 
 static void trainer_free(struct trainer *t) {
     if (t->loader) loader_close(t->loader);
     if (t->dps) dp_sync_destroy(t->dps);
+    if (t->lock_fd > 0) close(t->lock_fd);
     if (t->be) {
         adamw_state_free(&t->opt, t->be);
         if (t->grad_shard) t->be->free(t->be, t->grad_shard);
@@ -407,6 +447,13 @@ static int trainer_setup(struct trainer *t, const char *ini) {
     rc = llama_init(&t->m, &t->rc.model, t->be, t->on_gpu ? t->gc.tp : t->g.tp);
     if ((rc = agree(t, rc)) != 0) return -1;
     const struct run_config *c = &t->rc;
+    // one job per run_dir: a second one (a requeue racing a late job) would resume the same checkpoint and
+    // truncate the first's metrics; the kernel drops the lock of a dead job
+    if (log_is_main() && (rc = fs_mkdir_p(c->run_dir)) == 0) {
+        t->lock_fd = fs_lock_dir(c->run_dir);
+        rc = t->lock_fd < 0 ? -1 : 0;
+    }
+    if ((rc = agree(t, rc)) != 0) return -1;
     t->grad_accum = c->grad_accum;
     llama_alloc_acts(&t->m, c->batch_size, c->seq_len, c->recompute);
     size_t micro = (size_t)c->batch_size * c->seq_len;
@@ -447,13 +494,12 @@ static int trainer_setup(struct trainer *t, const char *ini) {
 
     // start: resume from the newest checkpoint in run_dir, else released weights, else random
     rng_seed(&t->rng, c->seed);
-    char latest[1200];
-    int found = ckpt_latest(c->run_dir, latest, sizeof(latest));
-    if (agree(t, found < 0 ? -1 : 0) != 0) return -1;
-    if (found) rc = resume(t, latest);
-    else if (c->init_hf[0]) rc = hf_load_weights(&t->m, c->init_hf);
-    else if (c->init_meta[0]) rc = meta_load_weights(&t->m, c->init_meta);
-    else llama_init_random(&t->m, c->seed);
+    int found = resume_best(t);
+    if (found < 0) return -1;
+    rc = 0;
+    if (!found && c->init_hf[0]) rc = hf_load_weights(&t->m, c->init_hf);
+    else if (!found && c->init_meta[0]) rc = meta_load_weights(&t->m, c->init_meta);
+    else if (!found) llama_init_random(&t->m, c->seed);
     if (agree(t, rc) != 0) return -1;
     if (!found && c->init_hf[0]) log_info("initialised from Hugging Face weights in %s", c->init_hf);
     if (!found && c->init_meta[0]) log_info("initialised from Meta weights in %s", c->init_meta);
@@ -464,7 +510,10 @@ static void log_banner(const struct trainer *t, const char *ini) {
     const struct run_config *c = &t->rc;
     char layout[128];
     grid_describe(&t->g, layout, sizeof(layout));
-    log_info("llamac train %s: %s, %lld parameters, %s", ini, c->model.name, (long long)llama_param_count(&c->model), layout);
+    char blas[160];
+    blas_core_describe(blas, sizeof(blas));
+    log_info("llamac train %s: %s, %lld parameters, %s; %s", ini, c->model.name, (long long)llama_param_count(&c->model),
+             layout, blas);
     if (t->on_gpu)
         log_info("  backend cuda (%s), rank 0 on GPU %d of %d: %s; GPU communicators: %s; MFU against %.1f TFLOP/s",
                  t->be->precision == PRECISION_BF16 ? "bf16" : "fp32", t->gc.device, t->gc.gpus_on_node, t->gpu,

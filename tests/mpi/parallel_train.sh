@@ -197,40 +197,37 @@ reshard)
 sigterm)
     # Open MPI's mpirun (4.1) on SIGTERM aborts the job: SIGCONT to each rank's process group at once,
     # SIGTERM odls_base_sigkill_timeout seconds later (default 1), SIGKILL as long after that, and it
-    # exits 1 whatever the ranks did. In that second the ranks finish their step, write the checkpoint
-    # and STOPPED and exit 0 without MPI_Finalize (grid_exit_now), which would wait ~2 s on the runtime
-    # being torn down. record_exit.py records each rank's own exit status (mpirun kills the rest of the
-    # job as soon as one process has exited, shell wrappers included). The run logs rarely
-    # (log_every) because mpirun stops reading the ranks' output while it aborts: a rank that prints
-    # every few milliseconds would block on a full terminal buffer. The test widens the window to 3 s
-    # (OMPI_MCA_odls_base_sigkill_timeout): on 2 busy cores, 4 ranks need more than 1 s for a step and
-    # a checkpoint; GPU ranks under the CPU emulation of CUDA take ~7 s a step, so 30 s for them. That
-    # would also leave time for MPI_Finalize, so the ranks must also have exited within 1 s of STOPPED
-    # (written last, right before they leave).
-    window=3
-    [ "$backend" = cuda ] && window=30
+    # exits 1 whatever the ranks did. In that window the ranks finish their step, write the checkpoint
+    # and STOPPED and exit 0 without MPI_Finalize (grid_exit_now). record_exit.py records each rank's own
+    # exit status (mpirun kills the rest of the job as soon as one process has exited, shell wrappers
+    # included). The run logs rarely (log_every) because mpirun stops reading the ranks' output while it
+    # aborts: a rank that prints every few milliseconds would block on a full terminal buffer. The
+    # window is 20 s, as the batch scripts set it (launch/README.md), and the stop happens under a CPU
+    # hog of 4 busy processes on top of the 4 ranks: nothing here depends on how fast the machine is (a
+    # 1 s window lost the checkpoint on a machine running three jobs). GPU ranks under the CPU emulation
+    # of CUDA take ~7 s a step on their own, several times that beside the hog: 90 s for them.
+    window=20
+    [ "$backend" = cuda ] && window=90
     export OMPI_MCA_odls_base_sigkill_timeout=$window
-    common=(--set train.steps=1000 --set train.ckpt_every=0 --set run.log_every=1000)
+    common=(--set train.steps=100000 --set train.ckpt_every=0 --set run.log_every=100000)
     mkdir -p "$tmp/status"
     train_args sig 2 "${common[@]}"
     "${mpirun[@]}" -np 4 python3 "$src/tests/mpi/record_exit.py" "$tmp/status" "${args[@]}" > "$tmp/sig.log" 2>&1 &
     pid=$!
-    for _ in $(seq $((200 * window))); do grep -q '"step": 3,' "$tmp/sig/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
+    # poll (not a timing assumption: up to 10 minutes) until the run is under way
+    for _ in $(seq 6000); do grep -q '"step": 3,' "$tmp/sig/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
+    hogs=()
+    for _ in 1 2 3 4; do sh -c 'while :; do :; done' & hogs+=($!); done
     kill -TERM $pid
     wait $pid
     rc=$?
+    for h in "${hogs[@]}"; do kill "$h" 2>/dev/null; wait "$h" 2>/dev/null; done
     sed 's/^/    | /' "$tmp/sig.log"
     echo "mpirun exited with $rc after SIGTERM (Open MPI 4 returns 1 for a job it aborted)"
     check "mpirun's status is 0 or Open MPI's 1 for an aborted job" test $rc -le 1
     for r in 0 1 2 3; do
         check "rank $r: llamac exited 0" same_text "$tmp/status/rank$r" "exit 0"
     done
-    check "every rank exited within 1 s of writing STOPPED" python3 -c "
-import os, sys
-t0 = os.stat('$tmp/sig/STOPPED').st_mtime
-late = [(r, float(open('$tmp/status/rank%d.time' % r).read()) - t0) for r in range(4)]
-print('    exit - STOPPED: ' + ', '.join('rank %d %.3f s' % x for x in late))
-sys.exit(max(d for _, d in late) >= 1.0)"
     stop=$(sed -n 's/^{"step": \([0-9]*\),.*/\1/p' "$tmp/sig/metrics.jsonl" | tail -1)
     check "STOPPED names SIGTERM on all 4 ranks; no DONE" sh -c \
         "grep -q 'SIGTERM received (ranks 0..3)' '$tmp/sig/STOPPED' && [ ! -e '$tmp/sig/DONE' ]"

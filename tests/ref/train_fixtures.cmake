@@ -14,3 +14,19 @@ $<TARGET_FILE:llamac> prep --out ${LLAMAC_TRAIN_DATA}/data_other_tokenizer --tra
   --input ru:${LLAMAC_TRAIN_DATA}/corpus/ru.txt")
 set_tests_properties(train_data_prep PROPERTIES FIXTURES_SETUP train_data)
 set_tests_properties(test_train PROPERTIES FIXTURES_REQUIRED train_data)
+set_tests_properties(test_harden PROPERTIES FIXTURES_REQUIRED train_data)
+# Checkpoints on a full disk (a tmpfs in a private mount namespace, many fill levels) and under ulimit -f.
+add_test(NAME harden_disk_full COMMAND bash ${CMAKE_SOURCE_DIR}/tests/harden/disk_full.sh $<TARGET_FILE:llamac>
+  ${CMAKE_SOURCE_DIR}/tests/configs/tiny_run.ini ${LLAMAC_TRAIN_DATA}/data ${LLAMAC_TEST_TMP})
+set_tests_properties(harden_disk_full PROPERTIES FIXTURES_REQUIRED train_data SKIP_RETURN_CODE 77 TIMEOUT 600
+  ENVIRONMENT "OMP_NUM_THREADS=2")
+# Seeded mutations of every untrusted input through the real binary (tests/harden/mutate.py): 40 per
+# kind here (about 2 minutes on 2 cores); `python3 tests/harden/mutate.py ... 300` for the full run.
+add_test(NAME harden_mutate COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/harden/mutate.py $<TARGET_FILE:llamac>
+  ${CMAKE_SOURCE_DIR} ${LLAMAC_TRAIN_DATA}/data ${LLAMAC_TEST_TMP} 40)
+set_tests_properties(harden_mutate PROPERTIES FIXTURES_REQUIRED train_data TIMEOUT 900)
+# launch/slurm.sbatch under a real single-node Slurm (slurm-wlm + munge started by the test): time limit,
+# --signal=B:USR1@30, checkpoint, requeue, bit-exact finish (about 4 minutes: Slurm delays a requeued job)
+add_test(NAME harden_slurm_real COMMAND bash ${CMAKE_SOURCE_DIR}/tests/harden/slurm_real.sh $<TARGET_FILE:llamac>
+  ${CMAKE_SOURCE_DIR} ${LLAMAC_TRAIN_DATA}/data ${LLAMAC_TEST_TMP})
+set_tests_properties(harden_slurm_real PROPERTIES FIXTURES_REQUIRED train_data SKIP_RETURN_CODE 77 TIMEOUT 900)
