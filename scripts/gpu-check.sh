@@ -72,8 +72,9 @@ usage() {
 # --bundle: build for sm_90 here and pack the bundle
 # ===================================================================================================
 glibc_re='^(libc|libm|libdl|libpthread|librt|libutil|libresolv|libanl|libnsl|libmvec|libBrokenLocale|ld-linux-x86-64|linux-vdso)\.so'
-# Provided by the GPU machine: the driver, cuBLAS (huge), and its own libnvidia-*.
-machine_re='^(libcuda|libcublas|libcublasLt|libnvidia-[a-z-]*)\.so'
+# Provided by the GPU machine: the driver, cuBLAS and NCCL (huge; the torch venv's nvidia/*/lib have them),
+# and its own libnvidia-*.
+machine_re='^(libcuda|libcublas|libcublasLt|libnccl|libnvidia-[a-z-]*)\.so'
 fallback_re='^(libstdc\+\+|libgcc_s)\.so'
 # Open MPI components a singleton never needs and that pull in libraries of their own (InfiniBand, UCX,
 # libfabric, PSM) or belong to OpenSHMEM; ompi_monitoring/java are not components.
@@ -266,7 +267,12 @@ do_run() {
              /usr/lib/x86_64-linux-gnu; do
         if [ -e "$d/libcublasLt.so.13" ] && [ -e "$d/libcublas.so.13" ]; then cublas_dir=$d; break; fi
     done
-    export LD_LIBRARY_PATH="$B/lib${cublas_dir:+:$cublas_dir}"
+    local nccl_dir=""  # NCCL likewise (linked by real-CUDA builds that found it)
+    for d in ${LLAMAC_NCCL_DIR:-} /usr/local/cuda*/lib64 /usr/local/cuda*/targets/x86_64-linux/lib \
+             /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib /usr/lib/x86_64-linux-gnu; do
+        if [ -e "$d/libnccl.so.2" ]; then nccl_dir=$d; break; fi
+    done
+    export LD_LIBRARY_PATH="$B/lib${cublas_dir:+:$cublas_dir}${nccl_dir:+:$nccl_dir}"
     export LLAMAC_HOME=$B/share
     export OPAL_PREFIX=$B/ompi OPAL_PKGDATADIR=$B/ompi/share/openmpi OPAL_PKGLIBDIR=$B/ompi/lib/openmpi3
     export OMPI_MCA_mca_base_component_path=$B/ompi/lib/openmpi3
@@ -289,7 +295,7 @@ do_run() {
         echo "(the machine's libstdc++/libgcc_s did not do: lib/fallback added)" >>"$envlog"
     fi
     {
-        echo "cuBLAS: ${cublas_dir:-not found}"
+        echo "cuBLAS: ${cublas_dir:-not found}; NCCL: ${nccl_dir:-not found}"
         env | grep -E '^(LD_LIBRARY_PATH|LD_PRELOAD|LLAMAC_|OPAL_|OMPI_|HWLOC_)' | sort
         echo "== ldd"
         echo "$lddout"
