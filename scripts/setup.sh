@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 LLAMAC_PACKAGES="build-essential cmake pkg-config git libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools \
-libopenblas-dev libcriterion-dev libsentencepiece-dev sentencepiece libinih-dev libcjson-dev zlib1g-dev libpcre2-dev \
+libopenblas-dev libcriterion-dev libsentencepiece-dev sentencepiece libcjson-dev zlib1g-dev libpcre2-dev \
 python3-torch python3-numpy slurm-wlm munge \
 fortunes fortunes-de fortunes-ru fortunes-bg fortunes-es fortunes-it fortunes-pl fortunes-cs fortunes-br"
 
