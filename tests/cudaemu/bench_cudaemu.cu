@@ -36,10 +36,10 @@ int main(void) {
     const int launches = 100000, n = 1 << 24;
     double t = now();
     for (int i = 0; i < launches; i++) LAUNCH(empty_kernel, 1, 1, 0, 0);
-    printf("empty kernel <<<1, 1>>>:        %.3g launches/s\n", launches / (now() - t));
+    printf("empty kernel, 1 block x 1:       %.3g launches/s\n", launches / (now() - t));
     t = now();
     for (int i = 0; i < launches / 10; i++) LAUNCH(empty_kernel, 1, 256, 0, 0);
-    printf("empty kernel <<<1, 256>>>:      %.3g launches/s\n", launches / 10 / (now() - t));
+    printf("empty kernel, 1 block x 256:     %.3g launches/s\n", launches / 10 / (now() - t));
 
     float *x, *y;
     CUDA_CHECK(cudaMalloc(&x, n * sizeof(float)));
