@@ -14,4 +14,6 @@ if [ ! -f build-emu/CMakeCache.txt ]; then
 fi
 cmake --build build-emu -j"$(nproc)" >build-emu.log 2>&1 || { tail -50 build-emu.log >&2; exit 1; }
 echo "llamac test: the CUDA kernels under the CPU emulation (build-emu/)"
-(cd build-emu && ctest --output-on-failure --timeout 900 -L cudaemu "$@")
+# Two at a time: the emulator runs each test on one core; the multi-rank ones are RUN_SERIAL
+# (tests/gpu/tests.cmake), so nothing else runs beside their ranks.
+(cd build-emu && ctest --output-on-failure --timeout 900 -j2 -L cudaemu "$@")

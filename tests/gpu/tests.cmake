@@ -70,7 +70,7 @@ if(LLAMAC_WITH_CUDA)
     add_test(NAME par_cuda_${mode} COMMAND sh -c "$<TARGET_FILE:gpu_probe> >/dev/null && exec \"$0\" \"$@\""
       bash ${CMAKE_CURRENT_SOURCE_DIR}/mpi/parallel_train.sh ${mode} $<TARGET_FILE:llamac> $<TARGET_FILE:ckpt_compare>
       ${CMAKE_SOURCE_DIR} ${LLAMAC_PAR_DATA} ${LLAMAC_TEST_TMP})
-    set_tests_properties(par_cuda_${mode} PROPERTIES SKIP_RETURN_CODE 77 FIXTURES_REQUIRED par_data TIMEOUT 1800
+    set_tests_properties(par_cuda_${mode} PROPERTIES RUN_SERIAL TRUE SKIP_RETURN_CODE 77 FIXTURES_REQUIRED par_data TIMEOUT 1800
       LABELS "${labels}" ENVIRONMENT
       "LLAMAC_PAR_BACKEND=cuda;OMP_NUM_THREADS=1;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
   endforeach()
@@ -85,7 +85,7 @@ if(LLAMAC_WITH_CUDA)
   foreach(stage 0 256)
     add_test(NAME mpi_dev_comm_stage${stage} COMMAND sh -c "$<TARGET_FILE:gpu_probe> >/dev/null && exec \"$0\" \"$@\""
       ${LLAMAC_MPIRUN} -np 4 $<TARGET_FILE:mpi_dev_comm>)
-    set_tests_properties(mpi_dev_comm_stage${stage} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS "${labels}"
+    set_tests_properties(mpi_dev_comm_stage${stage} PROPERTIES RUN_SERIAL TRUE SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS "${labels}"
       ENVIRONMENT "LLAMAC_GPU_STAGE_BYTES=${stage};OMP_NUM_THREADS=1;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
   endforeach()
 endif()
@@ -96,6 +96,6 @@ if(LLAMAC_WITH_CUDA)
   add_test(NAME gpu_memory COMMAND sh -c "$<TARGET_FILE:gpu_probe> >/dev/null && exec \"$0\" \"$@\""
     bash ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpu_memory.sh $<TARGET_FILE:llamac> ${CMAKE_SOURCE_DIR} ${LLAMAC_PAR_DATA}
     ${LLAMAC_TEST_TMP})
-  set_tests_properties(gpu_memory PROPERTIES SKIP_RETURN_CODE 77 FIXTURES_REQUIRED par_data TIMEOUT 900
+  set_tests_properties(gpu_memory PROPERTIES RUN_SERIAL TRUE SKIP_RETURN_CODE 77 FIXTURES_REQUIRED par_data TIMEOUT 900
     LABELS "${labels}")
 endif()
