@@ -90,11 +90,13 @@ int cmd_sample(int argc, char **argv) {
         }
         struct sample_stats st;
         if (rc == 0) rc = sample_tokens(&m, tok, ids.ids, (int)ids.n, &o, stdout, NULL, &st);
-        if (rc == 0)
-            fprintf(stderr, "[%s] prefill %d tokens in %.3f s (%.1f tokens/s), decode %d tokens in %.3f s (%.1f tokens/s)%s\n",
+        if (rc == 0) {
+            fflush(stdout);  // the sample ends mid-line: the figures start on a line of their own
+            fprintf(stderr, "\n[%s] prefill %d tokens in %.3f s (%.1f tokens/s), decode %d tokens in %.3f s (%.1f tokens/s)%s\n",
                     be->name, st.prompt_tokens, st.prefill_s, st.prompt_tokens / (st.prefill_s > 0 ? st.prefill_s : 1e-9),
                     st.decode_steps, st.decode_s, st.decode_steps / (st.decode_s > 0 ? st.decode_s : 1e-9),
                     o.no_cache ? " (no KV cache)" : "");
+        }
         free(ids.ids);
         if (p + 1 < n_prompts) printf("---\n");
     }
