@@ -142,3 +142,12 @@ int64_t llama_param_count(const struct llama_config *c) {
     int64_t layer = attn + 3 * d * F + 2 * d;
     return V * d * (c->tie_embeddings ? 1 : 2) + c->n_layers * layer + d;
 }
+
+void llama_config_name_from_dir(struct llama_config *c, const char *dir) {
+    char base[1024];
+    snprintf(base, sizeof(base), "%s", dir);
+    size_t bl = strlen(base);
+    while (bl > 1 && base[bl - 1] == '/') base[--bl] = '\0';
+    const char *slash = strrchr(base, '/');
+    snprintf(c->name, sizeof(c->name), "%s", slash && slash[1] ? slash + 1 : base);
+}

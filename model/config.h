@@ -52,6 +52,8 @@ int llama_config_validate(const struct llama_config *c, const char *origin);
 // Writes the config as an INI [model] section (for checkpoints); returns chars written.
 int llama_config_to_ini(const struct llama_config *c, char *out, int n);
 // 1 when two configs describe the same model shapes (name ignored).
+// c->name = the base name of dir, trailing slashes ignored (models loaded from a directory).
+void llama_config_name_from_dir(struct llama_config *c, const char *dir);
 int llama_config_same_shape(const struct llama_config *a, const struct llama_config *b, char *why, int n);
 
 // Exact parameter count of the full (unsharded) model.

@@ -159,13 +159,7 @@ int hf_read_config(struct llama_config *c, const char *dir) {
     cJSON *o = read_json_object(path);
     if (!o) return -1;
     memset(c, 0, sizeof(*c));
-    // The directory's base name, trailing slashes ignored
-    char base[1024];
-    snprintf(base, sizeof(base), "%s", dir);
-    size_t bl = strlen(base);
-    while (bl > 1 && base[bl - 1] == '/') base[--bl] = '\0';
-    const char *slash = strrchr(base, '/');
-    snprintf(c->name, sizeof(c->name), "%s", slash && slash[1] ? slash + 1 : base);
+    llama_config_name_from_dir(c, dir);
 
     c->norm_eps = 1e-6f;  // LlamaConfig's defaults
     c->rope_theta = 10000.0f;

@@ -131,12 +131,7 @@ int meta_read_config(struct llama_config *c, const char *dir) {
     cJSON *o = hf_json_read(path);
     if (!o) return -1;
     memset(c, 0, sizeof(*c));
-    char base[1024];
-    snprintf(base, sizeof(base), "%s", dir);
-    size_t bl = strlen(base);
-    while (bl > 1 && base[bl - 1] == '/') base[--bl] = '\0';
-    const char *slash = strrchr(base, '/');
-    snprintf(c->name, sizeof(c->name), "%s", slash && slash[1] ? slash + 1 : base);
+    llama_config_name_from_dir(c, dir);
     c->norm_eps = 1e-5f;  // Meta's ModelArgs defaults
     c->rope_theta = 10000.0f;
     c->multiple_of = 256;
