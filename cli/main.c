@@ -37,10 +37,6 @@ int main(int argc, char **argv) {
     blas_core_select(argv);  // may re-execute llamac with OPENBLAS_CORETYPE set (core/blas_core.h)
     signal(SIGXFSZ, SIG_IGN);
     h5_silence();
-    // Open MPI's OMPIO `lockedfile` component keeps file names in a 256-byte buffer and aborts on longer
-    // ones (a run_dir of ~220 characters): the other shared-file-pointer components serve HDF5 as well.
-    // A user's own OMPI_MCA_sharedfp wins.
-    setenv("OMPI_MCA_sharedfp", "^lockedfile", 0);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

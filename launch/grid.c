@@ -1,12 +1,15 @@
 // MPI start-up and the DP x TP groups; see grid.h for the layout.
+#define _XOPEN_SOURCE 700  // nftw
 #include "launch/grid.h"
 
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "launch/mpi_comm.h"
 
@@ -31,17 +34,49 @@ static void grid_check_nodes(struct grid *g) {
                  g->tp_size, g->ranks_per_node);
 }
 
-// A process no launcher started (no mpirun, srun or PMI variables) is an Open MPI singleton: one rank
-// that talks to nobody. By default Open MPI 4.1 forks a helper daemon for it and tries its network
-// transports (UCX, libfabric, PSM) before settling on ob1, about 0.4 s of every `llamac eval`, `sample`,
-// `export` or one-rank `train` (measured: MPI_Init alone 0.47 s against 0.08 s). Singleton defaults skip
-// both, as scripts/gpu-check.sh does; a user's own OMPI_MCA_* settings win.
-static void singleton_defaults(void) {
+// Open MPI settings made before MPI_Init (a user's own OMPI_MCA_* variables win):
+// - OMPIO's `lockedfile` shared-file-pointer component keeps file names in a 256-byte buffer and aborts
+//   on longer ones (a run_dir of ~220 characters); the others serve HDF5 as well (launch/README.md).
+// - A process no launcher started (no mpirun, srun or PMI variables) is a singleton: one rank that talks
+//   to nobody. By default Open MPI 4.1 forks a helper daemon for it and tries its network transports
+//   (UCX, libfabric, PSM) before settling on ob1: about 0.4 s of every `llamac eval`, `sample`,
+//   `export` or one-rank `train` (MPI_Init alone: 0.47 s, 0.08 s without). So a singleton runs on ob1
+//   and isolated (no daemon; llamac never spawns processes), as scripts/gpu-check.sh does. Isolated
+//   singletons all get the same job id, hence the same session directory, where one process's exit
+//   removes what another is creating: each gets a private one (TMPDIR/llamac-mpi-XXXXXX, removed by
+//   grid_finalize and grid_exit_now).
+static char *private_tmp;
+
+static void mpi_defaults(void) {
+    setenv("OMPI_MCA_sharedfp", "^lockedfile", 0);
     static const char *launched[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "PMI_FD"};
     for (size_t i = 0; i < sizeof(launched) / sizeof(launched[0]); i++)
         if (getenv(launched[i])) return;
-    setenv("OMPI_MCA_ess_singleton_isolated", "1", 0);  // no daemon: llamac never spawns processes
-    setenv("OMPI_MCA_pml", "ob1", 0);                   // what a singleton ends up with anyway
+    setenv("OMPI_MCA_pml", "ob1", 0);
+    if (getenv("OMPI_MCA_ess_singleton_isolated") || getenv("OMPI_MCA_orte_tmpdir_base")) return;
+    const char *tmp = getenv("TMPDIR");
+    char *d = fs_printf("%s/llamac-mpi-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    if (!mkdtemp(d)) {  // no private directory: Open MPI's default (the daemon) it is
+        free(d);
+        return;
+    }
+    private_tmp = d;
+    setenv("OMPI_MCA_orte_tmpdir_base", d, 1);
+    setenv("OMPI_MCA_ess_singleton_isolated", "1", 1);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    remove(path);
+    return 0;
+}
+
+// Removes the private session directory (only ever llamac's own mkdtemp directory).
+static void private_tmp_remove(void) {
+    if (!private_tmp) return;
+    nftw(private_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(private_tmp);
+    private_tmp = NULL;
 }
 
 int grid_init(struct grid *g, int *argc, char ***argv, int tp) {
@@ -50,7 +85,7 @@ int grid_init(struct grid *g, int *argc, char ***argv, int tp) {
     MPI_CHECK(MPI_Initialized(&init));
     if (!init) {
         int provided = 0;
-        singleton_defaults();
+        mpi_defaults();
         MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
         g->owns_mpi = 1;
         // MPI_CHECK reports failures itself (file, line, call) instead of MPI aborting silently.
@@ -90,13 +125,17 @@ void grid_finalize(struct grid *g) {
     comm_mpi_destroy(g->dp);
     comm_mpi_destroy(g->tp);
     comm_mpi_destroy(g->world);
-    if (g->owns_mpi) MPI_Finalize();
+    if (g->owns_mpi) {
+        MPI_Finalize();
+        private_tmp_remove();
+    }
     memset(g, 0, sizeof(*g));
 }
 
 void grid_exit_now(struct grid *g, int status) {
     if (g->world) comm_barrier(g->world);  // nobody leaves while another rank still writes
     fflush(NULL);
+    private_tmp_remove();  // Open MPI's own clean-up is skipped (no MPI_Finalize)
     _exit(status);
 }
 
