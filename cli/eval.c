@@ -84,10 +84,11 @@ int cmd_eval(int argc, char **argv) {
     }
     struct llama m = {0};
     struct ckpt_meta meta = {0};
-    char tok_path[1300];
+    char *tok_path = NULL;  // unused here: eval needs no tokenizer
     struct cfg c;
     cfg_init(&c);
-    int rc = model_open(&m, be, &src, tok_path, sizeof(tok_path), src.ckpt ? &meta : NULL);
+    int rc = model_open(&m, be, &src, &tok_path, src.ckpt ? &meta : NULL);
+    free(tok_path);
     struct loader_config lc;
     double s[2];
     int dp = 1;

@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "data/democorpus.h"
 #include "data/loader.h"
@@ -154,10 +155,14 @@ static int demo_corpus(const char *dir, int install) {
         bytes += langs[i].bytes;
     }
     log_info("demo corpus: %d languages, %llu documents, %.1f MB. Prepare it with:", n, (unsigned long long)docs, bytes / 1e6);
-    char cmd[2048] = "";
-    for (int i = 0; i < n; i++)
-        snprintf(cmd + strlen(cmd), sizeof(cmd) - strlen(cmd), " --input %s:%s/%s.txt", langs[i].lang, dir, langs[i].lang);
+    char *cmd = fs_printf("%s", "");
+    for (int i = 0; i < n; i++) {
+        char *more = fs_printf("%s --input %s:%s/%s.txt", cmd, langs[i].lang, dir, langs[i].lang);
+        free(cmd);
+        cmd = more;
+    }
     log_info("  llamac prep --out demo/data --train-tokenizer --vocab-size 4096%s", cmd);
+    free(cmd);
     return 0;
 }
 

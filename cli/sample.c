@@ -74,8 +74,8 @@ int cmd_sample(int argc, char **argv) {
         return -1;
     }
     struct llama m = {0};
-    char tok_path[1300];
-    int rc = model_open(&m, be, &src, tok_path, sizeof(tok_path), NULL);
+    char *tok_path = NULL;
+    int rc = model_open(&m, be, &src, &tok_path, NULL);
     struct tokenizer *tok = NULL;
     if (rc == 0) rc = tokenizer_load(&tok, tok_path);
     for (int p = 0; rc == 0 && p < n_prompts; p++) {
@@ -101,6 +101,7 @@ int cmd_sample(int argc, char **argv) {
         if (p + 1 < n_prompts) printf("---\n");
     }
     if (tok) tokenizer_free(tok);
+    free(tok_path);
     if (m.be) llama_free(&m);
     grid_finalize(&g);
     return rc;

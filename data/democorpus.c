@@ -30,12 +30,13 @@ static const struct {
 };
 
 static FILE *open_list(const char *package) {
-    char p[256];
-    snprintf(p, sizeof(p), "/var/lib/dpkg/info/%s.list", package);
+    char *p = fs_printf("/var/lib/dpkg/info/%s.list", package);
     FILE *f = fopen(p, "r");
+    free(p);
     if (!f) {
-        snprintf(p, sizeof(p), "/var/lib/dpkg/info/%s:all.list", package);
+        p = fs_printf("/var/lib/dpkg/info/%s:all.list", package);
         f = fopen(p, "r");
+        free(p);
     }
     return f;
 }
@@ -57,8 +58,9 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 static int package_files(const char *package, int top_level_only, char ***out, int *n) {
     FILE *f = open_list(package);
     if (!f) return 0;
-    char line[4096];
-    while (fgets(line, sizeof(line), f)) {
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
         line[strcspn(line, "\n")] = '\0';
         if (strncmp(line, FORTUNE_DIR, strlen(FORTUNE_DIR)) != 0) continue;
         const char *rel = line + strlen(FORTUNE_DIR);
@@ -74,6 +76,7 @@ static int package_files(const char *package, int top_level_only, char ***out, i
         *out = xrealloc(*out, sizeof(char *) * (*n + 1));
         (*out)[(*n)++] = strdup(line);
     }
+    free(line);
     fclose(f);
     return 0;
 }
@@ -155,15 +158,15 @@ int democorpus_build(const char *dir, int allow_install, struct demo_lang *langs
         snprintf(d->name, sizeof(d->name), "%s", langs_table[l].name);
         snprintf(d->package, sizeof(d->package), "%s", langs_table[l].packages[0]);
         d->files = nf;
-        char path[4200], tmp[4300];
-        snprintf(path, sizeof(path), "%s/%s.txt", dir, d->lang);
-        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        char *path = fs_printf("%s/%s.txt", dir, d->lang), *tmp = fs_printf("%s.tmp", path);
         FILE *out = fopen(tmp, "wb");
         int rc = out ? 0 : err_set("%s: cannot create: %s", tmp, strerror(errno));
         for (int i = 0; i < nf && rc == 0; i++) rc = append_file(out, files[i], &d->docs, &d->bytes);
         if (out && fclose(out) != 0 && rc == 0) rc = err_set("%s: write error", tmp);
         if (rc != 0) remove(tmp);
         else rc = fs_publish(tmp, path);
+        free(path);
+        free(tmp);
         for (int i = 0; i < nf; i++) free(files[i]);
         free(files);
         if (rc != 0) return -1;

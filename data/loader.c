@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "data/prep.h"
@@ -25,7 +26,7 @@
 struct mshard { char file[256]; int source, split; uint64_t tokens, docs; char sha[65]; };
 struct msource { char name[32]; uint64_t tokens[2], docs[2]; };
 struct manifest {
-    char path[4200];
+    char *path;  // DIR/manifest.json (heap)
     char sha[65];
     int vocab, bos, eos;
     int n_sources, n_shards;
@@ -36,8 +37,10 @@ struct manifest {
 static void manifest_free(struct manifest *m) {
     free(m->sources);
     free(m->shards);
+    free(m->path);
     m->sources = NULL;
     m->shards = NULL;
+    m->path = NULL;
 }
 
 static int json_u64(const cJSON *o, const char *key, uint64_t *v) {
@@ -170,12 +173,12 @@ static int manifest_parse(struct manifest *m, const cJSON *root) {
 
 static int manifest_load(const char *dir, struct manifest *m) {
     memset(m, 0, sizeof(*m));
-    snprintf(m->path, sizeof(m->path), "%s/manifest.json", dir);
+    m->path = fs_join(dir, "manifest.json");
     char *text = NULL;
-    if (read_text(m->path, &text) != 0) return -1;
+    if (read_text(m->path, &text) != 0) return manifest_free(m), -1;
     cJSON *root = cJSON_Parse(text);
     free(text);
-    if (!root) return err_set("%s: not valid JSON", m->path);
+    if (!root) return err_set("%s: not valid JSON", m->path), manifest_free(m), -1;
     int rc = manifest_parse(m, root);
     cJSON_Delete(root);
     if (rc) manifest_free(m);
@@ -188,31 +191,34 @@ static int manifest_check_tokenizer(const struct manifest *m, const char *dir, c
         return err_set("%s: made with a different tokenizer (sha256 %.12s.., the run's tokenizer is %.12s..)", m->path, m->sha, expect_sha);
     if (expect_vocab > 0 && expect_vocab != m->vocab)
         return err_set("%s: vocab_size %d differs from the run's vocab_size %d", m->path, m->vocab, expect_vocab);
-    char path[4200], hex[65];
-    snprintf(path, sizeof(path), "%s/tokenizer.model", dir);
+    char *path = fs_join(dir, "tokenizer.model"), hex[65];
+    int rc = 0;
     if (access(path, F_OK) == 0) {
-        if (sha256_file_hex(hex, path) != 0) return -1;
-        if (strcmp(hex, m->sha) != 0)
-            return err_set("%s: sha256 %.12s.. differs from the %.12s.. that manifest.json records", path, hex, m->sha);
+        rc = sha256_file_hex(hex, path);
+        if (rc == 0 && strcmp(hex, m->sha) != 0)
+            rc = err_set("%s: sha256 %.12s.. differs from the %.12s.. that manifest.json records", path, hex, m->sha);
     }
-    return 0;
+    free(path);
+    return rc;
 }
 
 // Opens a shard the manifest lists and checks that the two agree.
 static int open_listed_shard(struct shard_info *s, const struct manifest *m, const struct mshard *ms, const char *dir) {
-    char path[4500];
-    snprintf(path, sizeof(path), "%s/%s", dir, ms->file);
+    char *path = fs_join(dir, ms->file);
+    int rc = 0;
     // an untrusted file reaches libhdf5's parser only once its bytes are the ones prep wrote
     if (ms->sha[0]) {
         char hex[65];
-        if (sha256_file_hex(hex, path) != 0) return -1;
-        if (strcmp(hex, ms->sha) != 0)
-            return err_set("%s: sha256 %.12s.. differs from the %.12s.. that manifest.json records (a damaged or "
-                           "replaced shard)", path, hex, ms->sha);
+        rc = sha256_file_hex(hex, path);
+        if (rc == 0 && strcmp(hex, ms->sha) != 0)
+            rc = err_set("%s: sha256 %.12s.. differs from the %.12s.. that manifest.json records (a damaged or "
+                         "replaced shard)", path, hex, ms->sha);
     }
-    if (shard_open(s, path, path, m->sha, m->vocab) != 0) return -1;
+    if (rc == 0) rc = shard_open(s, path, path, m->sha, m->vocab);
+    free(path);
+    if (rc != 0) return -1;
+    path = s->path;  // the messages below name the file as opened
     const char *src = m->sources[ms->source].name;
-    int rc = 0;
     if (strcmp(s->meta.source, src) != 0)
         rc = err_set("%s: source '%s', but manifest.json lists it under '%s'", path, s->meta.source, src);
     else if (s->meta.split != ms->split)
@@ -282,7 +288,7 @@ struct lslot {
 
 struct loader {
     struct loader_config c;
-    char dir[4096];
+    char *dir;  // c.data_dir, owned (heap)
     struct shard_info *shards;
     int n_shards;
     struct lsource src[LOADER_MAX_SOURCES];
@@ -582,7 +588,8 @@ int loader_open(struct loader **out, const struct loader_config *c) {
     if (c->split != SHARD_TRAIN && c->split != SHARD_VAL) return err_set("loader: split %d is neither 0 (train) nor 1 (val)", c->split);
     struct loader *l = xcalloc(1, sizeof(*l));
     l->c = *c;
-    snprintf(l->dir, sizeof(l->dir), "%s", c->data_dir);
+    l->dir = strdup(c->data_dir);
+    CHECK(l->dir);
     l->c.data_dir = l->dir;
     l->c.tokenizer_sha256 = NULL;
     for (int i = 0; i < FD_CACHE; i++) l->fd[i] = -1;
@@ -654,6 +661,7 @@ void loader_close(struct loader *l) {
     }
     free(l->scratch);
     free(l->window);
+    free(l->dir);
     free(l);
 }
 

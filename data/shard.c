@@ -115,7 +115,7 @@ static int attr_get_i64(hid_t obj, const char *name, int64_t *v) {
 // Writer
 // ---------------------------------------------------------------------------------------------------
 struct shard_writer {
-    char path[4096];
+    char *path;  // heap
     struct shard_meta meta;
     hid_t file, tokens;
     int token_bytes, max_id;
@@ -131,7 +131,8 @@ int shard_writer_open(struct shard_writer **out, const char *path, const struct 
     *out = NULL;
     CHECK(m->vocab_size > 0);
     struct shard_writer *w = xcalloc(1, sizeof(*w));
-    snprintf(w->path, sizeof(w->path), "%s", path);
+    w->path = strdup(path);
+    CHECK(w->path);
     w->meta = *m;
     w->token_bytes = m->vocab_size <= 65536 ? 2 : 4;
     w->chunk = chunk_tokens ? chunk_tokens : SHARD_CHUNK_TOKENS;
@@ -217,6 +218,7 @@ uint64_t shard_writer_tokens(const struct shard_writer *w) { return w->written +
 static void writer_free(struct shard_writer *w) {
     free(w->buf);
     free(w->offsets);
+    free(w->path);
     free(w);
 }
 
@@ -446,15 +448,20 @@ static int shard_check(struct shard_info *s, hid_t f, const char *expect_sha, in
 
 int shard_open(struct shard_info *s, const char *path, const char *name, const char *expect_sha256, int expect_vocab) {
     memset(s, 0, sizeof(*s));
-    snprintf(s->path, sizeof(s->path), "%s", path);
-    snprintf(s->name, sizeof(s->name), "%s", name ? name : path);
+    s->path = strdup(path);
+    s->name = strdup(name ? name : path);
+    CHECK(s->path && s->name);
     struct stat st;
-    if (stat(path, &st) != 0) return err_set("%s: cannot open: %s", s->name, strerror(errno));
-    if (access(path, R_OK) != 0) return err_set("%s: cannot read: %s", s->name, strerror(errno));
+    int rc = 0;
+    if (stat(path, &st) != 0) rc = err_set("%s: cannot open: %s", s->name, strerror(errno));
+    else if (access(path, R_OK) != 0) rc = err_set("%s: cannot read: %s", s->name, strerror(errno));
+    if (rc) {
+        shard_info_free(s);
+        return rc;
+    }
     struct h5_quiet q;
     quiet_begin(&q);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    int rc;
     if (f < 0) rc = err_set("%s: not a readable HDF5 file (truncated or corrupted)", s->name);
     else {
         rc = shard_check(s, f, expect_sha256, expect_vocab);
@@ -467,7 +474,10 @@ int shard_open(struct shard_info *s, const char *path, const char *name, const c
 
 void shard_info_free(struct shard_info *s) {
     free(s->chunk_addr);
+    free(s->path);
+    free(s->name);
     s->chunk_addr = NULL;
+    s->path = s->name = NULL;
 }
 
 size_t shard_chunk_bytes(const struct shard_info *s) { return (size_t)s->chunk_tokens * s->token_bytes + 4; }

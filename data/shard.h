@@ -54,8 +54,8 @@ void shard_writer_abort(struct shard_writer *w);
 // Reading
 // ---------------------------------------------------------------------------------------------------
 struct shard_info {
-    char path[4096];   // as opened
-    char name[256];    // as named in messages (e.g. "shards/en_00003.h5")
+    char *path;        // as opened (heap; shard_info_free)
+    char *name;        // as named in messages (e.g. "shards/en_00003.h5"; heap)
     struct shard_meta meta;
     uint64_t n_tokens, n_docs;
     int max_token_id;

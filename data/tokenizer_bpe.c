@@ -29,7 +29,7 @@ static const char LLAMA3_PATTERN[] =
 #define BPE_MAX_SPECIAL_LEN 128
 
 struct bpe {
-    char path[1024];
+    char *path;              // as loaded (heap), for messages
     int n;                   // vocabulary size, specials included
     unsigned char *bytes;    // token bytes, back to back
     size_t *off;             // (n) into bytes
@@ -172,7 +172,8 @@ static const char *printable(char *out, size_t n, const char *s) {
 
 static struct bpe *bpe_new(const char *path, int n, size_t nbytes) {
     struct bpe *b = xcalloc(1, sizeof(*b));
-    snprintf(b->path, sizeof(b->path), "%s", path);
+    b->path = strdup(path);
+    CHECK(b->path);
     b->n = n;
     b->bytes = xmalloc(nbytes ? nbytes : 1);
     b->off = xcalloc((size_t)n, sizeof(size_t));
@@ -197,6 +198,7 @@ void bpe_free(struct bpe *b) {
     free(b->prank);
     free(b->pres);
     if (b->re) pcre2_code_free(b->re);
+    free(b->path);
     free(b);
 }
 

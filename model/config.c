@@ -2,12 +2,14 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/fs.h"
 
 int llama_ffn_hidden(int dim, int multiple_of, float ffn_dim_multiplier) {
     // in double and 64 bits: dim and multiple_of are bounded by the config reader, the product need not be;
@@ -19,18 +21,23 @@ int llama_ffn_hidden(int dim, int multiple_of, float ffn_dim_multiplier) {
 }
 
 const char *llama_configs_dir(void) {
-    static char dir[1024];
-    const char *home = getenv("LLAMAC_HOME");
-    snprintf(dir, sizeof(dir), "%s/configs", home ? home : LLAMAC_SOURCE_DIR);
+    static char *dir;  // made once, kept for the life of the process
+    if (!dir) {
+        const char *home = getenv("LLAMAC_HOME");
+        dir = fs_join(home ? home : LLAMAC_SOURCE_DIR, "configs");
+    }
     return dir;
 }
 
 int llama_config_preset(struct llama_config *c, const char *name) {
-    char path[1200];
     struct stat st;
-    if (strchr(name, '/') || strstr(name, ".ini")) snprintf(path, sizeof(path), "%s", name);
-    else snprintf(path, sizeof(path), "%s/models/%s.ini", llama_configs_dir(), name);
-    if (stat(path, &st) != 0) return err_set("model preset '%s' not found (looked for %s)", name, path);
+    char *path = strchr(name, '/') || strstr(name, ".ini") ? fs_printf("%s", name)
+                                                           : fs_printf("%s/models/%s.ini", llama_configs_dir(), name);
+    if (stat(path, &st) != 0) {
+        err_set("model preset '%s' not found (looked for %s)", name, path);
+        free(path);
+        return -1;
+    }
     struct cfg pc;
     cfg_init(&pc);
     int rc = cfg_load_file(&pc, path);
@@ -40,6 +47,7 @@ int llama_config_preset(struct llama_config *c, const char *name) {
     }
     if (rc == 0) rc = cfg_finish(&pc);
     cfg_free(&pc);
+    free(path);
     return rc;
 }
 
@@ -144,10 +152,10 @@ int64_t llama_param_count(const struct llama_config *c) {
 }
 
 void llama_config_name_from_dir(struct llama_config *c, const char *dir) {
-    char base[1024];
-    snprintf(base, sizeof(base), "%s", dir);
+    char *base = fs_printf("%s", dir);
     size_t bl = strlen(base);
     while (bl > 1 && base[bl - 1] == '/') base[--bl] = '\0';
     const char *slash = strrchr(base, '/');
-    snprintf(c->name, sizeof(c->name), "%s", slash && slash[1] ? slash + 1 : base);
+    snprintf(c->name, sizeof(c->name), "%s", slash && slash[1] ? slash + 1 : base);  // a name, cut to its field
+    free(base);
 }

@@ -153,9 +153,16 @@ static int read_rope_scaling(struct llama_config *c, const cJSON *rs, const char
     return err_set("%s: rope_scaling type '%s' is not supported (linear or llama3)", path, st_printable(p, sizeof(p), t));
 }
 
+static int hf_read_config_file(struct llama_config *c, const char *dir, const char *path);
+
 int hf_read_config(struct llama_config *c, const char *dir) {
-    char path[1100];
-    snprintf(path, sizeof(path), "%s/config.json", dir);
+    char *path = fs_join(dir, "config.json");
+    int rc = hf_read_config_file(c, dir, path);
+    free(path);
+    return rc;
+}
+
+static int hf_read_config_file(struct llama_config *c, const char *dir, const char *path) {
     cJSON *o = read_json_object(path);
     if (!o) return -1;
     memset(c, 0, sizeof(*c));
@@ -209,24 +216,6 @@ static void fmt_float(char *out, size_t n, float v) {
     }
 }
 
-static int write_text_atomic(const char *path, const char *text) {
-    char tmp[1200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *fp = fopen(tmp, "wb");
-    if (!fp) return err_set("%s: cannot create: %s", tmp, strerror(errno));
-    int ok = fputs(text, fp) >= 0 && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
-    int saved = errno;
-    if (fclose(fp) != 0 && ok) {
-        ok = 0;
-        saved = errno;
-    }
-    if (!ok) {
-        unlink(tmp);
-        return err_set("%s: write failed: %s", tmp, strerror(saved));
-    }
-    return fs_publish(tmp, path);
-}
-
 int hf_write_config(const struct llama_config *c, const char *dir, enum st_dtype dtype) {
     struct hf_save_opts o = {dtype, 0, -1, -1};
     return hf_write_config_opts(c, dir, &o);
@@ -249,7 +238,7 @@ int hf_write_config_opts(const struct llama_config *c, const char *dir, const st
                  c->rope_original_max_seq_len);
     else
         snprintf(rs, sizeof(rs), "null");
-    char text[4096], path[1100], ids[128] = "";
+    char text[4096], ids[128] = "";
     if (o->bos_id >= 0 && o->eos_id >= 0)
         snprintf(ids, sizeof(ids), "  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n", o->bos_id, o->eos_id);
     snprintf(text, sizeof(text),
@@ -280,8 +269,10 @@ int hf_write_config_opts(const struct llama_config *c, const char *dir, const st
              "}\n",
              ids, c->dim, c->ffn_hidden, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size,
              c->max_seq_len, eps, theta, rs, c->tie_embeddings ? "true" : "false", torch_dtype[dtype]);
-    snprintf(path, sizeof(path), "%s/config.json", dir);
-    return write_text_atomic(path, text);
+    char *path = fs_join(dir, "config.json");
+    int rc = fs_write_atomic(path, text, strlen(text));
+    free(path);
+    return rc;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -295,7 +286,7 @@ struct hf_entry {
 };
 
 struct hf_ckpt {
-    char source[1100];            // the file that lists the tensors: model.safetensors or the index
+    char *source;                 // the file that lists the tensors: model.safetensors or the index (heap)
     int nfiles;
     struct st_file *files;
     int n;
@@ -315,6 +306,7 @@ static void ckpt_close(struct hf_ckpt *ck) {
     for (int i = 0; i < ck->nfiles; i++) st_close(&ck->files[i]);
     free(ck->files);
     free(ck->e);
+    free(ck->source);
     memset(ck, 0, sizeof(*ck));
 }
 
@@ -376,10 +368,10 @@ static int open_index(struct hf_ckpt *ck, const char *dir) {
             if (i == 0 || strcmp(names[i], names[u - 1]) != 0) names[u++] = names[i];
         ck->files = xcalloc((size_t)u, sizeof(*ck->files));
         for (int i = 0; i < u && rc == 0; i++) {
-            char fp[1400];
-            snprintf(fp, sizeof(fp), "%s/%s", dir, names[i]);
+            char *fp = fs_join(dir, names[i]);
             if (st_open(&ck->files[i], fp) != 0) rc = -1;
             else ck->nfiles++;
+            free(fp);
         }
     }
     // Every shard holds exactly the tensors the index gives it
@@ -395,12 +387,12 @@ static int open_index(struct hf_ckpt *ck, const char *dir) {
         }
     }
     for (int i = 0; i < nw && rc == 0; i++) {
-        char fp[1400];
-        snprintf(fp, sizeof(fp), "%s/%s", dir, pairs[i].file);
+        char *fp = fs_join(dir, pairs[i].file);
         for (int j = 0; j < ck->nfiles; j++)
             if (!strcmp(ck->files[j].path, fp) && !st_find(&ck->files[j], pairs[i].name))
                 rc = err_set("%s: the index maps tensor '%s' to %s, which does not contain it", path,
                              st_printable(pn, sizeof(pn), pairs[i].name), st_printable(pf, sizeof(pf), pairs[i].file));
+        free(fp);
     }
     free(pairs);
     free(names);
@@ -410,18 +402,20 @@ static int open_index(struct hf_ckpt *ck, const char *dir) {
 
 static int ckpt_open(struct hf_ckpt *ck, const char *dir) {
     memset(ck, 0, sizeof(*ck));
-    char single[1100], index[1100];
-    snprintf(single, sizeof(single), "%s/model.safetensors", dir);
-    snprintf(index, sizeof(index), "%s/model.safetensors.index.json", dir);
+    char *single = fs_join(dir, "model.safetensors"), *index = fs_join(dir, "model.safetensors.index.json");
     if (is_file(single)) {
-        snprintf(ck->source, sizeof(ck->source), "%s", single);
+        ck->source = single;
+        free(index);
         ck->files = xcalloc(1, sizeof(*ck->files));
         if (st_open(&ck->files[0], single) != 0) return ckpt_close(ck), -1;
         ck->nfiles = 1;
     } else if (is_file(index)) {
-        snprintf(ck->source, sizeof(ck->source), "%s", index);
+        ck->source = index;
+        free(single);
         if (open_index(ck, dir) != 0) return ckpt_close(ck), -1;
     } else {
+        free(single);
+        free(index);
         return err_set("%s: no model.safetensors or model.safetensors.index.json (not a Hugging Face checkpoint "
                        "directory?)", dir);
     }
@@ -597,10 +591,11 @@ int hf_save_opts(const struct llama *m, const char *dir, const struct hf_save_op
     } else if (mkdir(dir, 0755) != 0) {
         return err_set("%s: cannot create directory: %s", dir, strerror(errno));
     }
-    char path[1100];
-    snprintf(path, sizeof(path), "%s/model.safetensors.index.json", dir);
-    if (is_file(path))
-        return err_set("%s: the directory holds a sharded checkpoint; save to an empty directory", path);
+    char *path = fs_join(dir, "model.safetensors.index.json");
+    int sharded = is_file(path);
+    if (sharded) err_set("%s: the directory holds a sharded checkpoint; save to an empty directory", path);
+    free(path);
+    if (sharded) return -1;
 
     const struct param_layout *pl = &m->layout;
     float *host = xmalloc_aligned(sizeof(float) * pl->total);
@@ -627,11 +622,10 @@ int hf_save_opts(const struct llama *m, const char *dir, const struct hf_save_op
         total += bytes;
     }
     int rc = 0;
+    path = fs_join(dir, "model.safetensors");
     if (nshards == 1) {
-        snprintf(path, sizeof(path), "%s/model.safetensors", dir);
         rc = st_write(path, w, pl->n, o->dtype, "{\"format\":\"pt\"}");
     } else {
-        snprintf(path, sizeof(path), "%s/model.safetensors", dir);
         if (is_file(path))  // transformers prefers it to the index: it would shadow the shards
             rc = err_set("%s: a single-file checkpoint is in the way of a sharded one; save to an empty directory", path);
         cJSON *index = cJSON_CreateObject(), *md = cJSON_AddObjectToObject(index, "metadata");
@@ -642,19 +636,21 @@ int hf_save_opts(const struct llama *m, const char *dir, const struct hf_save_op
             while (last < pl->n && shard[last] == s) last++;
             char name[64];
             snprintf(name, sizeof(name), "model-%05d-of-%05d.safetensors", s + 1, nshards);
-            snprintf(path, sizeof(path), "%s/%s", dir, name);
-            rc = st_write(path, w + first, last - first, o->dtype, "{\"format\":\"pt\"}");
+            char *shard_path = fs_join(dir, name);
+            rc = st_write(shard_path, w + first, last - first, o->dtype, "{\"format\":\"pt\"}");
+            free(shard_path);
             for (int i = first; i < last; i++) cJSON_AddStringToObject(wm, w[i].name, name);
             first = last;
         }
         if (rc == 0) {
-            char *text = cJSON_Print(index);
-            snprintf(path, sizeof(path), "%s/model.safetensors.index.json", dir);
-            rc = write_text_atomic(path, text);
+            char *text = cJSON_Print(index), *index_path = fs_join(dir, "model.safetensors.index.json");
+            rc = fs_write_atomic(index_path, text, strlen(text));
+            free(index_path);
             free(text);
         }
         cJSON_Delete(index);
     }
+    free(path);
     free(shard);
     free(w);
     free(host);
@@ -666,32 +662,41 @@ int hf_save_opts(const struct llama *m, const char *dir, const struct hf_save_op
 // The directory's tokenizer
 // ---------------------------------------------------------------------------------------------------
 
-int hf_tokenizer_file(const char *dir, char *out, size_t n) {
+char *hf_tokenizer_file(const char *dir) {
     const char *names[] = {"tokenizer.model", "tokenizer.json"};
     for (int i = 0; i < 2; i++) {
-        snprintf(out, n, "%s/%s", dir, names[i]);
-        if (is_file(out)) return 1;
+        char *p = fs_join(dir, names[i]);
+        if (is_file(p)) return p;
+        free(p);
     }
-    out[0] = '\0';
-    return 0;
+    return NULL;
 }
 
 int hf_check_data_tokenizer(const char *dir, const char *data_dir) {
     const char *names[] = {"tokenizer.model", "tokenizer.json"};
-    char path[1100], hex[65], seen[2][1200], data_sha[65];
-    int n = 0;
-    snprintf(path, sizeof(path), "%s/tokenizer.model", data_dir);
-    if (!is_file(path)) return 0;  // not prepared data: the loader says so
-    if (sha256_file_hex(data_sha, path) != 0) return -1;
-    for (int i = 0; i < 2; i++) {
-        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-        if (!is_file(path)) continue;
-        if (sha256_file_hex(hex, path) != 0) return -1;
-        if (!strcmp(hex, data_sha)) return 0;
-        snprintf(seen[n++], sizeof(seen[0]), "%s (sha256 %s)", path, hex);
+    char hex[65], data_sha[65], *seen[2] = {NULL, NULL};
+    int n = 0, rc = 0;
+    char *path = fs_join(data_dir, "tokenizer.model");
+    if (!is_file(path)) {  // not prepared data: the loader says so
+        free(path);
+        return 0;
     }
-    if (n == 0) return 0;
-    return err_set("%s: the data was made with tokenizer sha256 %s, but the weights' tokenizer is %s%s%s: prepare the "
-                   "data with that tokenizer (llamac prep --tokenizer)", data_dir, data_sha, seen[0], n > 1 ? " or " : "",
-                   n > 1 ? seen[1] : "");
+    rc = sha256_file_hex(data_sha, path);
+    free(path);
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        path = fs_join(dir, names[i]);
+        if (is_file(path) && (rc = sha256_file_hex(hex, path)) == 0) {
+            if (!strcmp(hex, data_sha)) n = -1;  // a match
+            else seen[n++] = fs_printf("%s (sha256 %s)", path, hex);
+        }
+        free(path);
+        if (n < 0) break;
+    }
+    if (rc == 0 && n > 0)
+        rc = err_set("%s: the data was made with tokenizer sha256 %s, but the weights' tokenizer is %s%s%s: prepare the "
+                     "data with that tokenizer (llamac prep --tokenizer)", data_dir, data_sha, seen[0], n > 1 ? " or " : "",
+                     n > 1 ? seen[1] : "");
+    free(seen[0]);
+    free(seen[1]);
+    return rc;
 }

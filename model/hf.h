@@ -75,9 +75,9 @@ int hf_save(const struct llama *m, const char *dir, enum st_dtype dtype);
 int hf_save_opts(const struct llama *m, const char *dir, const struct hf_save_opts *o);
 
 // The tokenizer file a released-weights directory (Hugging Face or Meta) ships: DIR/tokenizer.model
-// (SentencePiece, or Llama 3's tiktoken file) when present, else DIR/tokenizer.json. 1 with its path in
-// out, 0 when it has neither.
-int hf_tokenizer_file(const char *dir, char *out, size_t n);
+// (SentencePiece, or Llama 3's tiktoken file) when present, else DIR/tokenizer.json: its path (heap, free
+// it), or NULL when it has neither.
+char *hf_tokenizer_file(const char *dir);
 // `[model] init = hf:DIR` (or meta:DIR) with prepared data: the data's tokenizer (DATA_DIR/tokenizer.model,
 // which prep copies there and the manifest fingerprints) must be the one DIR ships, compared by the
 // SHA-256 of DIR/tokenizer.model and of DIR/tokenizer.json (either may match: Hugging Face's Llama 2

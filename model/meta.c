@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "model/torch_pickle.h"
 
 #define META_MAX_SHARDS 256
@@ -58,9 +59,10 @@ static int ckpt_open(struct meta_ckpt *ck, const char *dir) {
         if (!have[k]) return err_set("%s: shard %d of %d is missing (shards must be numbered from 00 without gaps)", dir, k, count);
     ck->s = xcalloc((size_t)count, sizeof(*ck->s));
     for (int k = 0; k < count; k++) {
-        char path[1400];
-        snprintf(path, sizeof(path), "%s/%s", dir, names[k]);
-        if (pth_open(&ck->s[k], path) != 0) return ckpt_close(ck), -1;
+        char *path = fs_join(dir, names[k]);
+        int rc = pth_open(&ck->s[k], path);
+        free(path);
+        if (rc != 0) return ckpt_close(ck), -1;
         ck->n++;
     }
     return 0;
@@ -125,9 +127,16 @@ static int jposf(float *out, const cJSON *o, const char *key, const char *path) 
     return 0;
 }
 
+static int meta_read_params(struct llama_config *c, const char *dir, const char *path);
+
 int meta_read_config(struct llama_config *c, const char *dir) {
-    char path[1100];
-    snprintf(path, sizeof(path), "%s/params.json", dir);
+    char *path = fs_join(dir, "params.json");
+    int rc = meta_read_params(c, dir, path);
+    free(path);
+    return rc;
+}
+
+static int meta_read_params(struct llama_config *c, const char *dir, const char *path) {
     cJSON *o = hf_json_read(path);
     if (!o) return -1;
     memset(c, 0, sizeof(*c));

@@ -81,10 +81,9 @@ static int open_fail(struct st_file *f, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    char path[1024];
-    snprintf(path, sizeof(path), "%s", f->path);
+    err_set("%s: %s", f->path, msg);
     st_close(f);
-    return err_set("%s: %s", path, msg);
+    return -1;
 }
 
 // Strict UTF-8 (no overlong forms, surrogates or code points above U+10FFFF), and no control bytes
@@ -233,8 +232,8 @@ static int parse_entry(struct st_tensor *t, const cJSON *e, uint64_t data_len, c
 int st_open(struct st_file *f, const char *path) {
     memset(f, 0, sizeof(*f));
     f->fd = -1;
-    if (strlen(path) >= sizeof(f->path)) return err_set("%.200s...: path too long", path);
-    snprintf(f->path, sizeof(f->path), "%s", path);
+    f->path = strdup(path);
+    CHECK(f->path);
     f->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (f->fd < 0) return open_fail(f, "cannot open: %s", strerror(errno));
     struct stat st;
@@ -376,6 +375,7 @@ void st_close(struct st_file *f) {
     if (f->fd >= 0) close(f->fd);
     free(f->t);
     free(f->by_name);
+    free(f->path);
     if (f->metadata) cJSON_Delete(f->metadata);
     memset(f, 0, sizeof(*f));
     f->fd = -1;
@@ -548,15 +548,13 @@ int st_write(const char *path, const struct st_write_tensor *t, int n, enum st_d
         return err_set("%s: header of %zu bytes exceeds the safetensors limit", path, h.len);
     }
 
-    char tmp[1100];
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
-        free(h.s);
-        return err_set("%.200s...: path too long", path);
-    }
+    char *tmp = fs_printf("%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         free(h.s);
-        return err_set("%s: cannot create: %s", tmp, strerror(errno));
+        err_set("%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return -1;
     }
     unsigned char lenb[8];
     for (int i = 0; i < 8; i++) lenb[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
@@ -590,7 +588,10 @@ int st_write(const char *path, const struct st_write_tensor *t, int n, enum st_d
     }
     if (rc != 0) {
         unlink(tmp);
-        return err_set("%s: write failed: %s", tmp, strerror(saved));
+        err_set("%s: write failed: %s", tmp, strerror(saved));
+    } else {
+        rc = fs_publish(tmp, path);  // core/fs.h: rename, then the directory synced
     }
-    return fs_publish(tmp, path);  // core/fs.h: rename, then the directory synced
+    free(tmp);
+    return rc;
 }

@@ -34,7 +34,7 @@ struct st_tensor {
 };
 
 struct st_file {
-    char path[1024];
+    char *path;              // as opened (heap)
     int fd;
     uint64_t file_size;
     uint64_t data_start;     // 8 + N

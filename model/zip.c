@@ -41,14 +41,14 @@ static int pread_all(int fd, void *buf, size_t n, uint64_t off) {
 // Closes z and records "PATH: message".
 static int zfail(struct zip_file *z, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int zfail(struct zip_file *z, const char *fmt, ...) {
-    char msg[900], path[1024];
+    char msg[900];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    snprintf(path, sizeof(path), "%s", z->path);
+    err_set("%s: %s", z->path, msg);
     zip_close(z);
-    return err_set("%s: %s", path, msg);
+    return -1;
 }
 
 // Finds the end-of-central-directory record: the last signature within the final 22 + 65535 bytes
@@ -84,7 +84,8 @@ static int cmp_by_name(const void *a, const void *b) {
 
 int zip_open(struct zip_file *z, const char *path) {
     memset(z, 0, sizeof(*z));
-    snprintf(z->path, sizeof(z->path), "%s", path);
+    z->path = strdup(path);
+    CHECK(z->path);
     z->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (z->fd < 0) {
         int e = errno;
@@ -317,6 +318,7 @@ void zip_close(struct zip_file *z) {
     for (int i = 0; i < z->n; i++) free(z->e[i].name);
     free(z->e);
     free(z->by_name);
+    free(z->path);
     memset(z, 0, sizeof(*z));
     z->fd = -1;
 }

@@ -28,7 +28,7 @@ struct zip_entry {
 };
 
 struct zip_file {
-    char path[1024];
+    char *path;              // as opened (heap)
     int fd;
     uint64_t size;
     int n;

@@ -519,13 +519,11 @@ int ckpt_candidates(const char *run_dir, char ***paths, char *note, size_t nnote
 
 void ckpt_candidates_free(char **paths, int n) { free_names(paths, n); }
 
-int ckpt_latest(const char *run_dir, char *out, size_t n) {
+int ckpt_latest(const char *run_dir, char **out) {
     char **paths, note[1024];
     int k = ckpt_candidates(run_dir, &paths, note, sizeof(note));
-    if (k > 0 && (size_t)snprintf(out, n, "%s", paths[0]) >= n) {
-        ckpt_candidates_free(paths, k);
-        return err_set("%s: path too long", run_dir);
-    }
+    *out = k > 0 ? strdup(paths[0]) : NULL;
+    CHECK(k == 0 || *out);
     ckpt_candidates_free(paths, k);
     return k > 0;
 }

@@ -73,6 +73,6 @@ int ckpt_load(const struct ckpt_ctx *x, const char *path, struct llama *m, const
 // free with ckpt_candidates_free.
 int ckpt_candidates(const char *run_dir, char ***paths, char *note, size_t nnote);
 void ckpt_candidates_free(char **paths, int n);
-// Path of the first candidate into out: 1 found, 0 none, -1 (err_set) when the path does not fit.
-int ckpt_latest(const char *run_dir, char *out, size_t n);
+// The first candidate: 1 with its path in *out (heap; free it), 0 when run_dir has none.
+int ckpt_latest(const char *run_dir, char **out);
 void ckpt_meta_free(struct ckpt_meta *meta);

@@ -25,17 +25,18 @@ static void push(double **x, double **y, int *n, int *cap, double a, double b) {
 
 int metrics_open(struct metrics *mt, const char *run_dir, long keep_until) {
     memset(mt, 0, sizeof(*mt));
-    snprintf(mt->path, sizeof(mt->path), "%s/metrics.jsonl", run_dir);
-    snprintf(mt->png, sizeof(mt->png), "%s/loss.png", run_dir);
+    mt->path = fs_join(run_dir, "metrics.jsonl");
+    mt->png = fs_join(run_dir, "loss.png");
     // keep the rows up to keep_until: read them, then rewrite the file through a temporary
-    char tmp[1200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", mt->path);
+    char *tmp = fs_printf("%s.tmp", mt->path);
     FILE *in = fopen(mt->path, "r");
     FILE *out = fopen(tmp, "w");
     if (!out) {
         int e = errno;
         if (in) fclose(in);
-        return err_set("%s: cannot write: %s", tmp, strerror(e));
+        err_set("%s: cannot write: %s", tmp, strerror(e));
+        free(tmp);
+        return -1;
     }
     int ok = 1;
     if (in) {
@@ -58,11 +59,10 @@ int metrics_open(struct metrics *mt, const char *run_dir, long keep_until) {
     // the rows are only replaced once the copy is whole (a full disk must not cut the history short)
     int e = errno;
     if (fclose(out) != 0 && ok) ok = 0, e = errno;
-    if (!ok) {
-        unlink(tmp);
-        return err_set("%s: cannot rewrite: %s", mt->path, strerror(e));
-    }
-    if (fs_publish(tmp, mt->path) != 0) return -1;
+    if (!ok) unlink(tmp);
+    int rc = ok ? fs_publish(tmp, mt->path) : err_set("%s: cannot rewrite: %s", mt->path, strerror(e));
+    free(tmp);
+    if (rc != 0) return -1;
     mt->f = fopen(mt->path, "a");
     if (!mt->f) return err_set("%s: cannot append", mt->path);
     return 0;
@@ -74,6 +74,8 @@ void metrics_close(struct metrics *mt) {
     free(mt->train_y);
     free(mt->val_x);
     free(mt->val_y);
+    free(mt->path);
+    free(mt->png);
     memset(mt, 0, sizeof(*mt));
 }
 

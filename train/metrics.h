@@ -7,7 +7,7 @@
 
 struct metrics {
     FILE *f;
-    char path[1100], png[1100];
+    char *path, *png;  // run_dir/metrics.jsonl, run_dir/loss.png (heap)
     double *train_x, *train_y, *val_x, *val_y;
     int n_train, n_val, cap_train, cap_val;
 };

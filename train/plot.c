@@ -457,25 +457,27 @@ int png_write_rgb(const char *path, const unsigned char *pixels, int w, int h) {
     ihdr[12] = 0;  // no interlace
     static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
 
-    char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
-        free(z);
-        return err_set("%s: path too long", path);
-    }
+    char *tmp = fs_printf("%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
     if (!f) {
         int e = errno;
         free(z);
-        return err_set("%s: cannot write the plot: %s", tmp, strerror(e));
+        err_set("%s: cannot write the plot: %s", tmp, strerror(e));
+        free(tmp);
+        return -1;
     }
     int ok = fwrite(sig, 1, 8, f) == 8 && png_chunk(f, "IHDR", ihdr, 13) &&
              png_chunk(f, "IDAT", z, (uint32_t)z_n) && png_chunk(f, "IEND", NULL, 0);
     int e = errno;
     free(z);
     if (fclose(f) != 0 && ok) { ok = 0; e = errno; }
+    int rc;
     if (!ok) {
         remove(tmp);
-        return err_set("%s: cannot write the plot: %s", tmp, strerror(e));
+        rc = err_set("%s: cannot write the plot: %s", tmp, strerror(e));
+    } else {
+        rc = fs_publish(tmp, path);
     }
-    return fs_publish(tmp, path);
+    free(tmp);
+    return rc;
 }

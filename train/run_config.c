@@ -10,6 +10,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "model/hf.h"
 #include "model/meta.h"
 
@@ -39,21 +40,25 @@ static int parse_duration(const char *s, double *out) {
 // "en:0.4, ru:0.3" -> names and weights
 static int parse_weights(struct run_config *rc, const char *s, const char *origin) {
     rc->n_sources = 0;
-    char buf[1024];
-    snprintf(buf, sizeof(buf), "%s", s);
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    char *buf = fs_printf("%s", s);
+    int err = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok && !err; tok = strtok_r(NULL, ",", &save)) {
         while (isspace((unsigned char)*tok)) tok++;
         if (!*tok) continue;
         char *colon = strchr(tok, ':');
         char *end;
         double w = colon ? strtod(colon + 1, &end) : -1;
         if (!colon || colon == tok || end == colon + 1 || w < 0 || colon - tok >= 32)
-            return err_set("%s: data.weights: '%s' is not SOURCE:WEIGHT", origin, tok);
-        if (rc->n_sources == RUN_MAX_SOURCES) return err_set("%s: data.weights: at most %d sources", origin, RUN_MAX_SOURCES);
-        snprintf(rc->source_names[rc->n_sources], 32, "%.*s", (int)(colon - tok), tok);
-        rc->weights[rc->n_sources++] = w;
+            err = err_set("%s: data.weights: '%s' is not SOURCE:WEIGHT", origin, tok);
+        else if (rc->n_sources == RUN_MAX_SOURCES)
+            err = err_set("%s: data.weights: at most %d sources", origin, RUN_MAX_SOURCES);
+        else {
+            snprintf(rc->source_names[rc->n_sources], 32, "%.*s", (int)(colon - tok), tok);
+            rc->weights[rc->n_sources++] = w;
+        }
     }
-    return 0;
+    free(buf);
+    return err;
 }
 
 double run_cpu_peak_tflops(void) {
@@ -79,9 +84,10 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
     if (llama_config_read(&rc->model, c, "model") != 0) return -1;
     if (!rc->model.name[0]) snprintf(rc->model.name, sizeof(rc->model.name), "llama");
 
-    char def_dir[1100];
-    snprintf(def_dir, sizeof(def_dir), "runs/%s", rc->model.name);
-    if (copy_path(rc->run_dir, sizeof(rc->run_dir), cfg_str(c, "run.run_dir", def_dir), "run.run_dir", origin) != 0) return -1;
+    char *def_dir = fs_join("runs", rc->model.name);
+    int bad = copy_path(rc->run_dir, sizeof(rc->run_dir), cfg_str(c, "run.run_dir", def_dir), "run.run_dir", origin);
+    free(def_dir);
+    if (bad) return -1;
     snprintf(rc->backend, sizeof(rc->backend), "%s", cfg_str(c, "run.backend", "cpu"));
     snprintf(rc->precision, sizeof(rc->precision), "%s", cfg_str(c, "run.precision", "auto"));
     rc->seed = (uint64_t)cfg_int_in(c, "run.seed", 1234, 0, LONG_MAX);

@@ -8,6 +8,7 @@
 #include "core/comm.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/rng.h"
 #include "core/timer.h"
 #include "model/hf.h"
@@ -17,51 +18,60 @@
 #include "data/tokenizer.h"
 #include "model/ops/backends.h"
 
-int ckpt_open_model_on(struct llama *m, const struct backend *be, const char *path, char *run_dir, size_t n,
-                       struct ckpt_meta *meta_out) {
-    char file[1200];
-    // a run directory: its newest checkpoint
-    int found = ckpt_latest(path, file, sizeof(file));
-    if (found < 0) return -1;
-    if (found) {
-        snprintf(run_dir, n, "%s", path);
-    } else {
-        snprintf(file, sizeof(file), "%s", path);
-        // run_dir is the parent of ckpt/: .../RUN/ckpt/step_N.h5
-        char tmp[1200];
-        snprintf(tmp, sizeof(tmp), "%s", path);
-        char *slash = strrchr(tmp, '/');
-        if (slash) *slash = '\0';
-        else snprintf(tmp, sizeof(tmp), ".");
-        slash = strrchr(tmp, '/');
-        if (slash && !strcmp(slash + 1, "ckpt")) *slash = '\0';
-        else if (!strcmp(tmp, "ckpt")) snprintf(tmp, sizeof(tmp), ".");
-        snprintf(run_dir, n, "%s", tmp);
+// The run directory of a checkpoint file: the parent of ckpt/ in .../RUN/ckpt/step_N.h5 (heap).
+static char *run_dir_of(const char *file) {
+    char *d = strdup(file);
+    CHECK(d);
+    char *slash = strrchr(d, '/');
+    if (!slash) {
+        free(d);
+        return strdup(".");
     }
+    *slash = '\0';
+    slash = strrchr(d, '/');
+    if (slash && !strcmp(slash + 1, "ckpt")) *slash = '\0';
+    else if (!strcmp(d, "ckpt")) strcpy(d, ".");
+    return d;
+}
+
+int ckpt_open_model_on(struct llama *m, const struct backend *be, const char *path, char **run_dir_out,
+                       struct ckpt_meta *meta_out) {
+    if (run_dir_out) *run_dir_out = NULL;
+    // a run directory: its newest checkpoint
+    char *file = NULL;
+    int found = ckpt_latest(path, &file);
+    if (!found) file = strdup(path);
+    CHECK(file);
     struct ckpt_ctx x = {MPI_COMM_SELF, 0, 0};
     struct ckpt_meta meta;
-    if (ckpt_read_meta(&x, file, &meta) != 0) return -1;
-    struct llama_config c = {0};
-    int rc = llama_config_from_ini(&c, meta.model_ini, file);
-    if (rc == 0) rc = llama_init(m, &c, be, comm_self());
-    if (rc == 0) rc = ckpt_load(&x, file, m, NULL);
-    if (rc == 0 && meta_out) *meta_out = meta;
-    else ckpt_meta_free(&meta);
+    int rc = ckpt_read_meta(&x, file, &meta);
+    if (rc == 0) {
+        struct llama_config c = {0};
+        rc = llama_config_from_ini(&c, meta.model_ini, file);
+        if (rc == 0) rc = llama_init(m, &c, be, comm_self());
+        if (rc == 0) rc = ckpt_load(&x, file, m, NULL);
+        if (rc == 0 && meta_out) *meta_out = meta;
+        else ckpt_meta_free(&meta);
+    }
+    if (rc == 0 && run_dir_out) *run_dir_out = found ? strdup(path) : run_dir_of(file);
+    free(file);
     return rc;
 }
 
-int ckpt_open_model(struct llama *m, const char *path, char *run_dir, size_t n, struct ckpt_meta *meta_out) {
-    return ckpt_open_model_on(m, backend_cpu(), path, run_dir, n, meta_out);
+int ckpt_open_model(struct llama *m, const char *path, char **run_dir_out, struct ckpt_meta *meta_out) {
+    return ckpt_open_model_on(m, backend_cpu(), path, run_dir_out, meta_out);
 }
 
-int model_open(struct llama *m, const struct backend *be, const struct model_source *src, char *tok_path, size_t n,
+int model_open(struct llama *m, const struct backend *be, const struct model_source *src, char **tok_path,
                struct ckpt_meta *meta_out) {
+    *tok_path = NULL;
     int k = !!src->ckpt + !!src->hf + !!src->meta;
     if (k != 1) return err_set("give exactly one of --ckpt PATH|RUN_DIR, --hf DIR, --meta DIR");
     if (src->ckpt) {
-        char run_dir[1200];
-        if (ckpt_open_model_on(m, be, src->ckpt, run_dir, sizeof(run_dir), meta_out) != 0) return -1;
-        snprintf(tok_path, n, "%s/tokenizer.model", run_dir);
+        char *run_dir;
+        if (ckpt_open_model_on(m, be, src->ckpt, &run_dir, meta_out) != 0) return -1;
+        *tok_path = fs_join(run_dir, "tokenizer.model");
+        free(run_dir);
         return 0;
     }
     const char *dir = src->hf ? src->hf : src->meta;
@@ -69,7 +79,7 @@ int model_open(struct llama *m, const struct backend *be, const struct model_sou
     int rc = src->hf ? hf_read_config(&c, dir) : meta_read_config(&c, dir);
     if (rc == 0) rc = llama_init(m, &c, be, comm_self());
     if (rc == 0) rc = src->hf ? hf_load_weights(m, dir) : meta_load_weights(m, dir);
-    if (rc == 0 && !hf_tokenizer_file(dir, tok_path, n))
+    if (rc == 0 && !(*tok_path = hf_tokenizer_file(dir)))
         rc = err_set("%s: no tokenizer.model or tokenizer.json beside the weights", dir);
     return rc;
 }

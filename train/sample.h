@@ -11,10 +11,11 @@ struct loader_config;
 struct token_buf;
 
 // Resolves `path` (a checkpoint file, or a run directory whose newest checkpoint is used), reads it
-// and builds the model on the CPU backend with its parameters. run_dir_out receives the run directory
-// (where tokenizer.model lives); meta_out (may be NULL) the checkpoint's metadata (free it).
-int ckpt_open_model(struct llama *m, const char *path, char *run_dir_out, size_t n, struct ckpt_meta *meta_out);
-int ckpt_open_model_on(struct llama *m, const struct backend *be, const char *path, char *run_dir_out, size_t n,
+// and builds the model on the CPU backend with its parameters. *run_dir_out (may be NULL) receives the
+// run directory (where tokenizer.model lives; heap, free it); meta_out (may be NULL) the checkpoint's
+// metadata (free it).
+int ckpt_open_model(struct llama *m, const char *path, char **run_dir_out, struct ckpt_meta *meta_out);
+int ckpt_open_model_on(struct llama *m, const struct backend *be, const char *path, char **run_dir_out,
                        struct ckpt_meta *meta_out);
 
 // Where a model comes from: exactly one of a llamac checkpoint (file or run directory), a Hugging Face
@@ -22,10 +23,10 @@ int ckpt_open_model_on(struct llama *m, const struct backend *be, const char *pa
 struct model_source {
     const char *ckpt, *hf, *meta;
 };
-// Builds the model of src on be with its weights; tok_path receives the tokenizer that goes with it
-// (RUN_DIR/tokenizer.model, or the directory's tokenizer.model or tokenizer.json); meta_out (checkpoints
-// only, may be NULL) the checkpoint's metadata.
-int model_open(struct llama *m, const struct backend *be, const struct model_source *src, char *tok_path, size_t n,
+// Builds the model of src on be with its weights; *tok_path receives the tokenizer that goes with it
+// (RUN_DIR/tokenizer.model, or the directory's tokenizer.model or tokenizer.json; heap, free it, NULL on
+// failure); meta_out (checkpoints only, may be NULL) the checkpoint's metadata.
+int model_open(struct llama *m, const struct backend *be, const struct model_source *src, char **tok_path,
                struct ckpt_meta *meta_out);
 
 struct sample_opts {
