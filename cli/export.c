@@ -43,16 +43,16 @@ static const char *llama3_template =
     "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
 
+// DIR/NAME holds j's text and a newline, published whole (core/fs.h, fs_write_atomic).
 static int write_json(const char *dir, const char *name, cJSON *j) {
-    char path[1300];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    char *text = cJSON_Print(j);
-    FILE *f = fopen(path, "wb");
-    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    if (f && fclose(f) != 0) ok = 0;
+    char *path = fs_join(dir, name), *text = cJSON_Print(j);
+    char *line = fs_printf("%s\n", text);
+    int rc = fs_write_atomic(path, line, strlen(line));
+    free(line);
     free(text);
+    free(path);
     cJSON_Delete(j);
-    return ok ? 0 : err_set("%s: cannot write: %s", path, strerror(errno));
+    return rc;
 }
 
 // "5GB", "200MB", "10KiB", "123" (bytes) -> bytes; 0 on a malformed size.
@@ -81,9 +81,9 @@ static int export_tokenizer(const char *tok_path, const char *out, const struct 
     if (f) fclose(f);
     int is_json = got == 1 && head[0] == '{', llama3 = chat_is_llama3(tok, NULL);
     int bpe = llama3 || is_json;
-    char to[1300];
-    snprintf(to, sizeof(to), "%s/%s", out, is_json ? "tokenizer.json" : "tokenizer.model");
+    char *to = fs_join(out, is_json ? "tokenizer.json" : "tokenizer.model");
     int rc = fs_copy_file(tok_path, to);
+    free(to);
     const int bos = tokenizer_bos_id(tok), eos = tokenizer_eos_id(tok);
     o->bos_id = bos;
     o->eos_id = eos;
@@ -154,11 +154,15 @@ int cmd_export(int argc, char **argv) {
         return -1;
     }
     struct llama m = {0};
-    char run_dir[1200], tok_path[1300];
-    int rc = ckpt_open_model(&m, ckpt, run_dir, sizeof(run_dir), NULL);
+    char *run_dir = NULL;
+    int rc = ckpt_open_model(&m, ckpt, &run_dir, NULL);
     if (rc == 0) rc = fs_mkdir_p(out);
-    snprintf(tok_path, sizeof(tok_path), "%s/tokenizer.model", run_dir);
-    if (rc == 0) rc = export_tokenizer(tok_path, out, &m.cfg, &o);
+    if (rc == 0) {
+        char *tok_path = fs_join(run_dir, "tokenizer.model");
+        rc = export_tokenizer(tok_path, out, &m.cfg, &o);
+        free(tok_path);
+    }
+    free(run_dir);
     if (rc == 0) rc = hf_save_opts(&m, out, &o);
     if (rc == 0) printf("exported %s (%s) to %s\n", ckpt, dtype, out);
     if (m.be) llama_free(&m);

@@ -69,10 +69,10 @@ static int is_blank(const char *s, size_t n) {
 // Document readers
 // ---------------------------------------------------------------------------------------------------
 struct doc_reader {
-    char path[4096];
+    char *path;                // heap, as every string here
     gzFile gz;
     enum prep_format fmt;
-    char field[64];
+    char *field;
     char *buf;                 // decompressed input
     size_t buf_len, buf_pos;
     int eof;
@@ -157,8 +157,9 @@ int doc_reader_open(struct doc_reader **out, const char *path, enum prep_format 
     if (!gz) return err_set("%s: cannot open: %s", path, strerror(errno));
     gzbuffer(gz, 1 << 17);
     struct doc_reader *r = xcalloc(1, sizeof(*r));
-    snprintf(r->path, sizeof(r->path), "%s", path);
-    snprintf(r->field, sizeof(r->field), "%s", text_field ? text_field : "text");
+    r->path = strdup(path);
+    r->field = strdup(text_field ? text_field : "text");
+    CHECK(r->path && r->field);
     r->gz = gz;
     r->buf = xmalloc(READ_BUF);
     if (fill_buf(r) < 0) {
@@ -195,6 +196,8 @@ void doc_reader_close(struct doc_reader *r) {
     free(r->buf);
     free(r->line);
     free(r->doc);
+    free(r->path);
+    free(r->field);
     free(r);
 }
 
@@ -291,15 +294,16 @@ static void remove_prep_dir(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
-    char p[4096];
     while ((e = readdir(d)) != NULL) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        char *p = fs_join(dir, e->d_name);
         struct stat st;
-        if (lstat(p, &st) != 0) continue;
-        if (S_ISDIR(st.st_mode)) remove_prep_dir(p);
-        else if (ends_with(p, ".h5") || ends_with(p, ".model") || ends_with(p, ".json") || ends_with(p, ".tmp"))
-            remove(p);
+        if (lstat(p, &st) == 0) {
+            if (S_ISDIR(st.st_mode)) remove_prep_dir(p);
+            else if (ends_with(p, ".h5") || ends_with(p, ".model") || ends_with(p, ".json") || ends_with(p, ".tmp"))
+                remove(p);
+        }
+        free(p);
     }
     closedir(d);
     rmdir(dir);
@@ -310,15 +314,15 @@ static void remove_stale_dirs(const char *out) {
     DIR *d = opendir(out);
     if (!d) return;
     struct dirent *e;
-    char p[4500];
     while ((e = readdir(d)) != NULL) {
         const char *num = NULL;
         if (strncmp(e->d_name, ".prep-tmp-", 10) == 0 || strncmp(e->d_name, ".prep-old-", 10) == 0) num = e->d_name + 10;
         if (!num || !*num || strspn(num, "0123456789") != strlen(num)) continue;
         long pid = atol(num);
         if (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
-            snprintf(p, sizeof(p), "%s/%s", out, e->d_name);
+            char *p = fs_join(out, e->d_name);
             remove_prep_dir(p);
+            free(p);
         }
     }
     closedir(d);
@@ -463,7 +467,7 @@ struct shard_rec { char file[64]; int source, split; uint64_t tokens, docs; };
 struct prep_run {
     const struct prep_config *c;
     const struct tokenizer *tok;
-    char tmp[4096];
+    char *tmp;  // OUT/.prep-tmp-PID (heap)
     struct split_out (*out)[2];  // [source][split]
     struct shard_rec *shards;
     int n_shards, cap_shards;
@@ -503,10 +507,11 @@ static int write_doc(struct prep_run *r, int source, int split, const int *ids, 
         m.bos_id = tokenizer_bos_id(r->tok);
         m.eos_id = tokenizer_eos_id(r->tok);
         m.split = split;
-        char path[4300];
-        snprintf(path, sizeof(path), "%s/%s/%s_%05d.h5", r->tmp, split ? "val" : "shards", src->name, o->next_index++);
+        char *path = fs_printf("%s/%s/%s_%05d.h5", r->tmp, split ? "val" : "shards", src->name, o->next_index++);
         uint64_t chunk = r->shard_tokens < SHARD_CHUNK_TOKENS ? r->shard_tokens : SHARD_CHUNK_TOKENS;
-        if (shard_writer_open(&o->w, path, &m, chunk) != 0) return -1;
+        int rc = shard_writer_open(&o->w, path, &m, chunk);
+        free(path);
+        if (rc != 0) return -1;
     }
     if (shard_writer_add_doc(o->w, ids, n) != 0) return -1;
     o->docs++;
@@ -735,14 +740,12 @@ static int write_manifest(const struct prep_run *r, const char *path) {
         cJSON_AddNumberToObject(j, "documents", (double)s->docs);
         cJSON_AddItemToArray(sh, j);
     }
-    char *text = cJSON_Print(m);
+    char *text = cJSON_Print(m), *line = fs_printf("%s\n", text);
     cJSON_Delete(m);
-    FILE *f = fopen(path, "wb");
-    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    if (f && fclose(f) != 0) ok = 0;
+    int rc = fs_write_atomic(path, line, strlen(line));
+    free(line);
     free(text);
-    if (!ok) return err_set("%s: cannot write the manifest", path);
-    return 0;
+    return rc;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -778,34 +781,38 @@ static int check_config(const struct prep_config *c) {
 }
 
 // Moves tmp/{shards,val,tokenizer.model,manifest.json} into out, the manifest last; what they replace
-// goes to out/.prep-old-PID first and is deleted at the end.
+// goes to out/.prep-old-PID first and is deleted at the end. Each item is published with fs_publish
+// (core/fs.h): synced (a directory's sync makes its entries durable; the shards inside were synced when
+// written), renamed, then out synced, so after a crash out holds a manifest only with everything it lists.
 static int move_into_place(const char *tmp, const char *out) {
-    char old[4096], a[4300], b[4300];
-    snprintf(old, sizeof(old), "%s/.prep-old-%d", out, (int)getpid());
+    char *old = fs_printf("%s/.prep-old-%d", out, (int)getpid());
     const char *items[] = {"manifest.json", "shards", "val", "tokenizer.model"};
-    int made_old = 0;
-    for (int i = 0; i < 4; i++) {
-        snprintf(a, sizeof(a), "%s/%s", out, items[i]);
+    int made_old = 0, rc = 0;
+    for (int i = 0; i < 4 && rc == 0; i++) {
+        char *a = fs_join(out, items[i]), *b = fs_join(old, items[i]);
         struct stat st;
-        if (lstat(a, &st) != 0) continue;
-        if (!made_old && mkdir(old, 0755) != 0) return err_set("%s: cannot create: %s", old, strerror(errno));
-        made_old = 1;
-        snprintf(b, sizeof(b), "%s/%s", old, items[i]);
-        if (rename(a, b) != 0) return err_set("%s: cannot move aside: %s", a, strerror(errno));
+        if (lstat(a, &st) == 0) {
+            if (!made_old && mkdir(old, 0755) != 0) rc = err_set("%s: cannot create: %s", old, strerror(errno));
+            made_old = 1;
+            if (rc == 0 && rename(a, b) != 0) rc = err_set("%s: cannot move aside: %s", a, strerror(errno));
+        }
+        free(a);
+        free(b);
     }
-    for (int i = 3; i >= 0; i--) {
-        snprintf(a, sizeof(a), "%s/%s", tmp, items[i]);
-        snprintf(b, sizeof(b), "%s/%s", out, items[i]);
+    for (int i = 3; i >= 0 && rc == 0; i--) {
+        char *a = fs_join(tmp, items[i]), *b = fs_join(out, items[i]);
         struct stat st;
-        if (lstat(a, &st) != 0) continue;
-        if (rename(a, b) != 0) return err_set("%s: cannot move into place: %s", b, strerror(errno));
+        if (lstat(a, &st) == 0) rc = fs_publish(a, b);
+        free(a);
+        free(b);
     }
-    if (made_old) {
+    if (rc == 0 && made_old) {
         remove_prep_dir(old);
         struct stat st;
         if (stat(old, &st) == 0) log_warn("%s: left in place (it holds files prep did not write)", old);
     }
-    return 0;
+    free(old);
+    return rc;
 }
 
 int prep_run(const struct prep_config *c, struct prep_stats *stats) {
@@ -816,14 +823,16 @@ int prep_run(const struct prep_config *c, struct prep_stats *stats) {
     if (fs_mkdir_p(c->out_dir) != 0) return -1;
     struct prep_run r = {.c = c};
     r.shard_tokens = c->shard_tokens ? c->shard_tokens : (uint64_t)1 << 25;
-    snprintf(r.tmp, sizeof(r.tmp), "%s/.prep-tmp-%d", c->out_dir, (int)getpid());
+    r.tmp = fs_printf("%s/.prep-tmp-%d", c->out_dir, (int)getpid());
     remove_stale_dirs(c->out_dir);
     remove_prep_dir(r.tmp);
-    char p1[4300], p2[4300], model[4300];
-    snprintf(p1, sizeof(p1), "%s/shards", r.tmp);
-    snprintf(p2, sizeof(p2), "%s/val", r.tmp);
-    if (fs_mkdir_p(p1) != 0 || fs_mkdir_p(p2) != 0) return -1;
-    snprintf(model, sizeof(model), "%s/tokenizer.model", r.tmp);
+    char *p1 = fs_join(r.tmp, "shards"), *p2 = fs_join(r.tmp, "val"), *model = fs_join(r.tmp, "tokenizer.model");
+    char *manifest = fs_join(r.tmp, "manifest.json");
+    if (fs_mkdir_p(p1) != 0 || fs_mkdir_p(p2) != 0) {
+        remove_prep_dir(r.tmp);
+        free(p1), free(p2), free(model), free(manifest), free(r.tmp);
+        return -1;
+    }
 
     struct tokenizer *tok = NULL;
     int rc;
@@ -843,10 +852,7 @@ int prep_run(const struct prep_config *c, struct prep_stats *stats) {
         for (int s = 0; s < c->n_sources && rc == 0; s++)
             if (r.out[s][0].docs == 0)
                 rc = err_set("source '%s': every document went to the validation split (lower --val-fraction)", c->sources[s].name);
-        if (rc == 0) {
-            snprintf(p1, sizeof(p1), "%s/manifest.json", r.tmp);
-            rc = write_manifest(&r, p1);
-        }
+        if (rc == 0) rc = write_manifest(&r, manifest);
         if (rc == 0) rc = move_into_place(r.tmp, c->out_dir);
         if (rc == 0) {
             st->shards = r.n_shards;
@@ -859,5 +865,6 @@ int prep_run(const struct prep_config *c, struct prep_stats *stats) {
     }
     tokenizer_free(tok);
     remove_prep_dir(r.tmp);
+    free(p1), free(p2), free(model), free(manifest), free(r.tmp);
     return rc;
 }

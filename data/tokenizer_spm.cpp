@@ -22,6 +22,7 @@
 
 extern "C" {
 #include "core/error.h"
+#include "core/fs.h"
 #include "data/sha256.h"
 }
 
@@ -386,19 +387,7 @@ extern "C" int tokenizer_train(const char *model_path, const struct tokenizer_tr
             if (at != std::string::npos) msg = msg.substr(at + 3);
             return err_set("tokenizer training failed: %s", msg.c_str());
         }
-        std::string tmp = std::string(model_path) + ".tmp";
-        FILE *f = fopen(tmp.c_str(), "wb");
-        if (!f) return err_set("%s: cannot create: %s", tmp.c_str(), strerror(errno));
-        size_t w = fwrite(proto.data(), 1, proto.size(), f);
-        if (fclose(f) != 0 || w != proto.size()) {
-            remove(tmp.c_str());
-            return err_set("%s: write error", tmp.c_str());
-        }
-        if (rename(tmp.c_str(), model_path) != 0) {
-            remove(tmp.c_str());
-            return err_set("%s: cannot rename into place: %s", model_path, strerror(errno));
-        }
-        return 0;
+        return fs_write_atomic(model_path, proto.data(), proto.size());  // the whole file or none (core/fs.h)
     } catch (const std::exception &e) {
         return err_set("%s: tokenizer training failed: %s", model_path, e.what());
     }

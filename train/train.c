@@ -342,20 +342,18 @@ static void build_ranges(struct trainer *t) {
     free(all);
 }
 
+// RUN_DIR/DONE and RUN_DIR/STOPPED tell the batch scripts how the job ended (launch/README.md); written
+// through fs_publish like every file llamac writes.
 static void touch_marker(const char *run_dir, const char *name, const char *text) {
-    char p[1200];
-    snprintf(p, sizeof(p), "%s/%s", run_dir, name);
-    FILE *f = fopen(p, "w");
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
+    char *p = fs_join(run_dir, name);
+    if (fs_write_atomic(p, text, strlen(text)) != 0) log_warn("%s", err_msg());
+    free(p);
 }
 
 static void remove_marker(const char *run_dir, const char *name) {
-    char p[1200];
-    snprintf(p, sizeof(p), "%s/%s", run_dir, name);
+    char *p = fs_join(run_dir, name);
     unlink(p);
+    free(p);
 }
 
 static void progress_line(const struct trainer *t, const struct step_result *r, double tok_s, double mfu,
@@ -444,6 +442,23 @@ static int trainer_setup(struct trainer *t, const char *ini) {
     if ((rc = agree(t, setup_backend(t))) != 0) return -1;
     if (t->on_gpu) rc = gpu_comms_create(&t->gc, &t->g, t->be, t->rc.gpu_comm);
     if ((rc = agree(t, rc)) != 0) return -1;
+    // the data first, before the model and optimizer state are allocated (many GB for a large model): a
+    // bad data directory costs nothing. A run that already started keeps its tokenizer: the data must have
+    // been made with the same one.
+    struct loader_config lc;
+    run_config_loader(&lc, &t->rc, t->g.dp_rank, t->g.dp_size, 0);
+    char *run_tok = fs_join(t->rc.run_dir, "tokenizer.model");
+    rc = 0;
+    if (access(run_tok, R_OK) == 0) {
+        rc = sha256_file_hex(t->tokenizer_sha256, run_tok);
+        lc.tokenizer_sha256 = t->tokenizer_sha256;
+    }
+    free(run_tok);
+    if (agree(t, rc) != 0) return -1;
+    const char *init_dir = t->rc.init_hf[0] ? t->rc.init_hf : t->rc.init_meta[0] ? t->rc.init_meta : NULL;
+    if (init_dir && agree(t, hf_check_data_tokenizer(init_dir, t->rc.data_dir)) != 0)
+        return -1;  // released weights need data made with their own tokenizer
+    if (agree(t, loader_open(&t->loader, &lc)) != 0) return -1;
     rc = llama_init(&t->m, &t->rc.model, t->be, t->on_gpu ? t->gc.tp : t->g.tp);
     if ((rc = agree(t, rc)) != 0) return -1;
     const struct run_config *c = &t->rc;
@@ -477,20 +492,6 @@ static int trainer_setup(struct trainer *t, const char *ini) {
     t->m.master_n = n;
     build_ranges(t);
     if (t->g.dp_size > 1 && !c->zero1) t->dps = dp_sync_create(dp_grads(t), t->m.grads, total, c->dp_bucket_mb);
-
-    // a run that already started keeps its tokenizer: the data must have been made with the same one
-    struct loader_config lc;
-    run_config_loader(&lc, c, t->g.dp_rank, t->g.dp_size, 0);
-    char run_tok[1100];
-    snprintf(run_tok, sizeof(run_tok), "%s/tokenizer.model", c->run_dir);
-    if (access(run_tok, R_OK) == 0) {
-        if (agree(t, sha256_file_hex(t->tokenizer_sha256, run_tok)) != 0) return -1;
-        lc.tokenizer_sha256 = t->tokenizer_sha256;
-    }
-    const char *init_dir = c->init_hf[0] ? c->init_hf : c->init_meta[0] ? c->init_meta : NULL;
-    if (init_dir && agree(t, hf_check_data_tokenizer(init_dir, c->data_dir)) != 0)
-        return -1;  // released weights need data made with their own tokenizer
-    if (agree(t, loader_open(&t->loader, &lc)) != 0) return -1;
 
     // start: resume from the newest checkpoint in run_dir, else released weights, else random
     rng_seed(&t->rng, c->seed);
@@ -550,11 +551,11 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
     const struct run_config *c = &t->rc;
 
     if (log_is_main()) {
-        char tok_from[1100], tok_to[1100];
-        snprintf(tok_from, sizeof(tok_from), "%s/tokenizer.model", c->data_dir);
-        snprintf(tok_to, sizeof(tok_to), "%s/tokenizer.model", c->run_dir);
+        char *tok_from = fs_join(c->data_dir, "tokenizer.model"), *tok_to = fs_join(c->run_dir, "tokenizer.model");
         rc = fs_mkdir_p(c->run_dir);
         if (rc == 0) rc = fs_copy_file(tok_from, tok_to);
+        free(tok_from);
+        free(tok_to);
         if (rc == 0) rc = metrics_open(&t->mt, c->run_dir, t->step);
         remove_marker(c->run_dir, "DONE");
         remove_marker(c->run_dir, "STOPPED");
