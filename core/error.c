@@ -5,12 +5,20 @@
 
 static _Thread_local char err_buf[1024];
 
+// A message is one line whatever it quotes: a control byte (a newline in a file name a damaged manifest
+// lists, an escape sequence) becomes '?'. Bytes from 0x80 up (UTF-8) stay.
+static void one_line(char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) *s = '?';
+}
+
 int err_set(const char *fmt, ...) {
     char msg[sizeof(err_buf)];  // formatted aside first: an argument may be err_msg() itself
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    one_line(msg);
     memcpy(err_buf, msg, sizeof(err_buf));
     return -1;
 }
@@ -23,6 +31,7 @@ int err_prefix(const char *fmt, ...) {
     va_end(ap);
     memcpy(old, err_buf, sizeof(old));
     snprintf(err_buf, sizeof(err_buf), "%s: %s", head, old);
+    one_line(err_buf);
     return -1;
 }
 

@@ -11,7 +11,8 @@
 #include <stdlib.h>
 
 // Records a one-line error message (printf-style) and returns -1, so that `return err_set(...)` reads
-// naturally. The message is per thread.
+// naturally. The message is per thread, and one line even when it quotes untrusted text: control bytes
+// (newlines, escapes) become '?'.
 int err_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // Prefixes the current message with "CONTEXT: " (e.g. the file name a lower layer did not know).
 int err_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -6,7 +6,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-void h5_silence(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+void h5_silence(void) {
+    static int done;
+    if (done) return;
+    done = 1;
+    // No clean-up at exit: a checkpoint whose writes failed (EIO, a quota) cannot be closed, and HDF5's
+    // atexit handler would try again after MPI_Finalize, inside a finalized MPI, and crash. Every file
+    // llamac opens is closed explicitly, so the handler has nothing else to do. Must come before H5open.
+    H5dont_atexit();
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
 
 struct cause { char innermost[256]; char os[256]; int have; };
 

@@ -780,14 +780,24 @@ static int check_config(const struct prep_config *c) {
     return 0;
 }
 
+// Removes one item prep publishes: a file, or a directory of shards.
+static void remove_item(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return;
+    if (S_ISDIR(st.st_mode)) remove_prep_dir(path);
+    else remove(path);
+}
+
 // Moves tmp/{shards,val,tokenizer.model,manifest.json} into out, the manifest last; what they replace
 // goes to out/.prep-old-PID first and is deleted at the end. Each item is published with fs_publish
 // (core/fs.h): synced (a directory's sync makes its entries durable; the shards inside were synced when
 // written), renamed, then out synced, so after a crash out holds a manifest only with everything it lists.
+// A failure on the way (EIO, a quota) takes back what was published and puts the old items back: out is
+// then as it was.
 static int move_into_place(const char *tmp, const char *out) {
     char *old = fs_printf("%s/.prep-old-%d", out, (int)getpid());
     const char *items[] = {"manifest.json", "shards", "val", "tokenizer.model"};
-    int made_old = 0, rc = 0;
+    int made_old = 0, rc = 0, published[4] = {0};
     for (int i = 0; i < 4 && rc == 0; i++) {
         char *a = fs_join(out, items[i]), *b = fs_join(old, items[i]);
         struct stat st;
@@ -803,10 +813,24 @@ static int move_into_place(const char *tmp, const char *out) {
         char *a = fs_join(tmp, items[i]), *b = fs_join(out, items[i]);
         struct stat st;
         if (lstat(a, &st) == 0) rc = fs_publish(a, b);
+        published[i] = rc == 0;
         free(a);
         free(b);
     }
-    if (rc == 0 && made_old) {
+    int kept = 0;  // old items that could not be put back: they stay in old, named in the error
+    if (rc != 0) {  // back to the old output: the new items out, the old ones in
+        for (int i = 0; i < 4; i++) {
+            char *a = fs_join(out, items[i]), *b = fs_join(old, items[i]);
+            struct stat st;
+            if (published[i]) remove_item(a);
+            if (made_old && lstat(b, &st) == 0 && rename(b, a) != 0) kept = 1;
+            free(a);
+            free(b);
+        }
+        fs_fsync_path(out);
+        if (kept) err_set("%s; the previous output is in %s", err_msg(), old);
+    }
+    if (made_old && !kept) {
         remove_prep_dir(old);
         struct stat st;
         if (stat(old, &st) == 0) log_warn("%s: left in place (it holds files prep did not write)", old);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/h5err.h"
 
 #define DOC_CHUNK 8192  // chunk of `doc_offsets`
 
@@ -142,10 +143,13 @@ int shard_writer_open(struct shard_writer **out, const char *path, const struct 
     quiet_begin(&q);
     w->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (w->file < 0) {
+        char why[256];
+        h5_cause(why, sizeof(why));  // before any other HDF5 call clears the error stack
         quiet_end(&q);
         free(w->buf);
+        free(w->path);
         free(w);
-        return err_set("%s: cannot create shard file", path);
+        return err_set("%s: cannot create shard file: %s", path, why);
     }
     hsize_t dims = 0, maxdims = H5S_UNLIMITED, chunk = w->chunk;
     hid_t sp = H5Screate_simple(1, &dims, &maxdims);
@@ -162,6 +166,7 @@ int shard_writer_open(struct shard_writer **out, const char *path, const struct 
         H5Fclose(w->file);
         remove(path);
         free(w->buf);
+        free(w->path);
         free(w);
         return err_set("%s: cannot create the tokens dataset", path);
     }
@@ -175,15 +180,17 @@ static int writer_flush(struct shard_writer *w) {
     struct h5_quiet q;
     quiet_begin(&q);
     hsize_t size = w->written + w->fill, start = w->written, count = w->fill;
+    char why[256] = "";
     int ok = H5Dset_extent(w->tokens, &size) >= 0;
     hid_t fs = H5Dget_space(w->tokens), ms = H5Screate_simple(1, &count, NULL);
     ok = ok && H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL) >= 0;
     ok = ok && H5Dwrite(w->tokens, w->token_bytes == 2 ? H5T_NATIVE_UINT16 : H5T_NATIVE_UINT32, ms, fs,
                         H5P_DEFAULT, w->buf) >= 0;
+    if (!ok) h5_cause(why, sizeof(why));
     H5Sclose(ms);
     H5Sclose(fs);
     quiet_end(&q);
-    if (!ok) return err_set("%s: write failed", w->path);
+    if (!ok) return err_set("%s: write failed: %s", w->path, why);
     w->written += w->fill;
     w->fill = 0;
     return 0;
@@ -267,16 +274,21 @@ int shard_writer_close(struct shard_writer *w, uint64_t *n_tokens, uint64_t *n_d
     H5Pclose(dcpl);
     H5Sclose(sp);
     ok = H5Dclose(w->tokens) >= 0 && ok;
-    ok = H5Fclose(w->file) >= 0 && ok;
+    char why[256] = "";
+    if (H5Fclose(w->file) < 0) {  // where buffered data and metadata reach the disk: the usual place to fail
+        ok = 0;
+        h5_cause(why, sizeof(why));
+    }
     quiet_end(&q);
     if (ok) {  // durable before prep renames the output into place
         int fd = open(w->path, O_RDONLY);
         ok = fd >= 0 && fsync(fd) == 0;
+        if (!ok) snprintf(why, sizeof(why), "%s", strerror(errno));
         if (fd >= 0) close(fd);
     }
     if (!ok) {
         remove(w->path);
-        err_set("%s: write failed", w->path);
+        err_set("%s: write failed: %s", w->path, why[0] ? why : "unknown HDF5 error");
         writer_free(w);
         return -1;
     }

@@ -1,4 +1,5 @@
 // Checkpoint writer and reader over parallel HDF5 (format in ckpt.h).
+#define _GNU_SOURCE  // memfd_create
 #include "train/ckpt.h"
 
 #include <dirent.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -289,20 +291,88 @@ static void prune(const char *dir, const char *latest_name, int keep) {
     free_names(names, n);
 }
 
-// Why a write failed: MPI-IO reports a full disk as a generic I/O error, so the file system is asked.
-static void write_failure_cause(const char *dir, const char *tmp, double need, char *why, size_t n) {
+// The file asked directly: a page written at its end, then synced. 0, or the errno either gave.
+static int probe_write(const char *tmp) {
+    static const char page[4096];
+    int fd = open(tmp, O_WRONLY | O_CLOEXEC), e = 0;
+    if (fd < 0) return errno;
+    off_t end = lseek(fd, 0, SEEK_END);
+    if (end < 0 || pwrite(fd, page, sizeof(page), end) < 0) e = errno;
+    else if (fsync(fd) != 0) e = errno;
+    close(fd);
+    return e;
+}
+
+// errno just after a failing HDF5 call, when it is one an I/O system call sets for a sick disk; *seen is
+// set once (the first failure is the cause).
+static void os_cause(int *seen) {
+    int e = errno;
+    if (!*seen && (e == EIO || e == EDQUOT || e == ENOSPC || e == EFBIG || e == EROFS || e == ESTALE)) *seen = e;
+}
+
+// Why a write failed. MPI-IO reports a full disk, a quota (EDQUOT) or a failing disk (EIO) alike, as
+// MPI_ERR_OTHER, so the file system is asked: free space, the file size limit, then the errno the failing
+// call left (`seen`, from os_cause), then the file itself. 1 when the cause came from there (the operating
+// system's word), 0 when only HDF5's is known.
+static int write_failure_cause(const char *dir, const char *tmp, double need, int seen, char *why, size_t n) {
     struct statvfs vs;
     struct rlimit rl;
     struct stat st;
     double avail = statvfs(dir, &vs) == 0 ? (double)vs.f_bavail * (double)vs.f_frsize : -1;
+    int e;
     if (avail >= 0 && avail < need + (1 << 20)) {
         snprintf(why, n, "%s (%.0f KiB free)", strerror(ENOSPC), avail / 1024);
     } else if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && stat(tmp, &st) == 0 &&
                (double)st.st_size + (1 << 20) >= (double)rl.rlim_cur) {
         snprintf(why, n, "%s (the file size limit, ulimit -f, is %.0f KiB)", strerror(EFBIG), (double)rl.rlim_cur / 1024);
+    } else if (seen || (e = probe_write(tmp)) != 0) {
+        if (seen) e = seen;
+        snprintf(why, n, "%s", strerror(e));
     } else {
         h5_cause(why, n);
+        return 0;
     }
+    return 1;
+}
+
+// Open MPI's OMPIO prints a line on stderr for every write that fails ("mca_fbtl_posix_pwritev: error in
+// (p)write(v):Input/output error"), several per failed checkpoint and per rank, where llamac's report is
+// one line (README.md, "What can go wrong"). While a checkpoint is written, stderr goes to an anonymous
+// file; afterwards every line comes back except OMPIO's.
+struct stderr_hold {
+    int saved;  // the real stderr, or -1 when not held
+    FILE *f;
+};
+
+static void stderr_hold(struct stderr_hold *h) {
+    fflush(stderr);
+    int fd = memfd_create("llamac-stderr", MFD_CLOEXEC);
+    h->f = fd >= 0 ? fdopen(fd, "w+") : NULL;
+    h->saved = h->f ? dup(2) : -1;
+    if (h->saved >= 0 && dup2(fileno(h->f), 2) < 0) {
+        close(h->saved);
+        h->saved = -1;
+    }
+    if (h->saved < 0 && h->f) fclose(h->f);
+}
+
+static void stderr_release(struct stderr_hold *h) {
+    if (h->saved < 0) return;
+    fflush(stderr);
+    dup2(h->saved, 2);
+    close(h->saved);
+    rewind(h->f);
+    char *line = NULL;
+    size_t cap = 0;
+    static const char *ompio[] = {"mca_fbtl_", "mca_fcoll_", "mca_common_ompio", "mca_io_ompio", "mca_fs_"};
+    while (getline(&line, &cap, h->f) > 0) {
+        int theirs = 0;
+        for (size_t i = 0; i < sizeof(ompio) / sizeof(ompio[0]); i++) theirs |= strstr(line, ompio[i]) != NULL;
+        if (!theirs) fputs(line, stderr);
+    }
+    free(line);
+    fclose(h->f);
+    h->saved = -1;
 }
 
 // The bytes of tensor data a checkpoint holds (parameters and two moments): a lower bound of its size.
@@ -362,6 +432,7 @@ int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_m
               const struct ckpt_state *st, int keep) {
     int rank;
     MPI_Comm_rank(x->comm, &rank);
+    struct stderr_hold held = {-1, NULL};
     char name[64];
     snprintf(name, sizeof(name), "step_%07lld.h5", (long long)meta->step);
     char *dir = fs_join(run_dir, "ckpt"), *path = fs_join(dir, name), *tmp = fs_printf("%s.tmp", path);
@@ -377,6 +448,7 @@ int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_m
         goto done;
     }
 
+    stderr_hold(&held);
     char why[512] = "";
     hid_t f = open_file(x->comm, tmp, 1, why, sizeof(why));
     if (any_failed(x->comm, f < 0)) {
@@ -385,8 +457,9 @@ int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_m
         if (rank == 0) unlink(tmp);
         goto done;
     }
+    int seen = 0;  // the operating system's errno right after the first failing call, when it is an I/O one
     int failed = write_meta(f, meta) != 0;
-    if (failed) h5_cause(why, sizeof(why));
+    if (failed) os_cause(&seen), h5_cause(why, sizeof(why));
 
     float *host[3];  // master weights, m, v of this rank's range
     for (int g = 0; g < 3; g++) host[g] = xmalloc_aligned(sizeof(float) * (st->n ? st->n : 1));
@@ -424,7 +497,7 @@ int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_m
             float *src = host[g] + (ptrdiff_t)t->offset - (ptrdiff_t)st->offset;
             uint64_t sum = a < b ? range_checksum(t, src, a, b) : 0;
             MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_UINT64_T, MPI_SUM, x->comm);
-            if (transfer_range(ds, t, src, a, b, 1) != 0 && !failed) failed = 1, h5_cause(why, sizeof(why));
+            if (transfer_range(ds, t, src, a, b, 1) != 0 && !failed) failed = 1, os_cause(&seen), h5_cause(why, sizeof(why));
             if (attr_write(ds, "checksum", H5T_NATIVE_UINT64, &sum) != 0 && !failed) failed = 1, h5_cause(why, sizeof(why));
             H5Dclose(ds);
             if (g == 2 && i == pl->n / 2 && fault_kill_midway(meta->step) && rank == 0) {
@@ -435,15 +508,15 @@ int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_m
         H5Gclose(grp);
     }
     for (int g = 0; g < 3; g++) free(host[g]);
-    // HDF5 1.10 cannot take a failed H5Fclose back (the library then crashes when MPI_Finalize ends it), so
-    // metadata is flushed first; if that or any write failed, rank 0 empties the file, which gives a full
-    // disk back the space the close needs, and the .tmp is removed afterwards.
-    if (!any_failed(x->comm, failed) && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) failed = 1, h5_cause(why, sizeof(why));
+    // HDF5 1.10 cannot take a failed H5Fclose back: the file stays open in the library (whose clean-up at
+    // exit is off for that reason, core/h5err.h). So metadata is flushed first; if that or any write
+    // failed, rank 0 empties the file, which gives a full disk back the space the close needs, and the .tmp
+    // is removed afterwards.
+    if (!any_failed(x->comm, failed) && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) failed = 1, os_cause(&seen), h5_cause(why, sizeof(why));
     if (any_failed(x->comm, failed)) {
         if (rank == 0) {
             char cause[512];
-            write_failure_cause(dir, tmp, need, cause, sizeof(cause));
-            if (!failed || strstr(cause, strerror(ENOSPC)) || strstr(cause, strerror(EFBIG)) || !why[0])
+            if (write_failure_cause(dir, tmp, need, seen, cause, sizeof(cause)) || !failed || !why[0])
                 snprintf(why, sizeof(why), "%s", cause);
             if (truncate(tmp, 0) != 0) {
                 // nothing more to free; the close may still fail and is reported the same way
@@ -473,6 +546,7 @@ int ckpt_save(const struct ckpt_ctx *x, const char *run_dir, const struct ckpt_m
     MPI_Bcast(&rc, 1, MPI_INT, 0, x->comm);
     if (rc && rank != 0) err_set("checkpoint %s could not be published (see rank 0)", path);
 done:
+    stderr_release(&held);
     free(dir);
     free(path);
     free(tmp);

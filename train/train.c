@@ -342,12 +342,14 @@ static void build_ranges(struct trainer *t) {
     free(all);
 }
 
-// RUN_DIR/DONE and RUN_DIR/STOPPED tell the batch scripts how the job ended (launch/README.md); written
-// through fs_publish like every file llamac writes.
-static void touch_marker(const char *run_dir, const char *name, const char *text) {
+// RUN_DIR/DONE and RUN_DIR/STOPPED tell the batch scripts how the job ended (launch/README.md), so one
+// that cannot be written fails the job (the checkpoint is already safe); written through fs_publish like
+// every file llamac writes.
+static int touch_marker(const char *run_dir, const char *name, const char *text) {
     char *p = fs_join(run_dir, name);
-    if (fs_write_atomic(p, text, strlen(text)) != 0) log_warn("%s", err_msg());
+    int rc = fs_write_atomic(p, text, strlen(text));
     free(p);
+    return rc;
 }
 
 static void remove_marker(const char *run_dir, const char *name) {
@@ -564,7 +566,7 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
     log_banner(t, ini);
     if (t->step >= c->steps) {
         log_info("the run in %s is complete (step %ld of %ld)", c->run_dir, t->step, c->steps);
-        if (log_is_main()) touch_marker(c->run_dir, "DONE", "complete\n");
+        rc = agree(t, log_is_main() ? touch_marker(c->run_dir, "DONE", "complete\n") : 0);
         goto out;
     }
 
@@ -626,8 +628,9 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
         stop_last(&si);
         teardown = si.reason == STOP_SIGNAL && (si.signal == SIGTERM || si.signal == SIGINT);
     }
+    int marker = 0;
     if (rc == 0 && log_is_main()) {
-        if (metrics_plot(&t->mt, c->model.name) != 0) log_warn("%s", err_msg());
+        if (metrics_plot(&t->mt, c->model.name) != 0) log_warn("%s", err_msg());  // a picture: not worth a failure
         if (stopped) {
             char why[128];
             if (stopped == 2) {
@@ -638,12 +641,13 @@ int train_main(const char *ini, char **sets, int n_sets, int *argc, char ***argv
                 stop_describe(why, sizeof(why), &si);
             }
             log_info("stopped at step %ld (%s) after a checkpoint; run the same command to resume", t->step, why);
-            touch_marker(c->run_dir, "STOPPED", why);
+            marker = touch_marker(c->run_dir, "STOPPED", why);
         } else {
             log_info("done: %ld steps, %lld tokens; loss curve %s/loss.png", t->step, t->tokens_seen, c->run_dir);
-            touch_marker(c->run_dir, "DONE", "complete\n");
+            marker = touch_marker(c->run_dir, "DONE", "complete\n");
         }
     }
+    if (rc == 0) rc = agree(t, marker);  // every rank leaves the same way (grid_exit_now or grid_finalize)
 out:
     trainer_free(t);
     // After a SIGTERM/SIGINT stop, MPI_Finalize would outlast mpirun's grace period (grid.h): the

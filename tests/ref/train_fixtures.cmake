@@ -20,10 +20,19 @@ add_test(NAME harden_disk_full COMMAND bash ${CMAKE_SOURCE_DIR}/tests/harden/dis
   ${CMAKE_SOURCE_DIR}/tests/configs/tiny_run.ini ${LLAMAC_TRAIN_DATA}/data ${LLAMAC_TEST_TMP})
 set_tests_properties(harden_disk_full PROPERTIES FIXTURES_REQUIRED train_data SKIP_RETURN_CODE 77 TIMEOUT 600
   ENVIRONMENT "OMP_NUM_THREADS=2")
-# Seeded mutations of every untrusted input through the real binary (tests/harden/mutate.py): 40 per
-# kind here (about 2 minutes on 2 cores); `python3 tests/harden/mutate.py ... 300` for the full run.
+# Write and sync failures a full tmpfs cannot make (EIO, EDQUOT), injected by an LD_PRELOAD library built
+# for this test only (tests/harden/failio.c): checkpoints at many points and every fsync of a run, prep
+# over an existing output.
+add_library(failio MODULE ${CMAKE_SOURCE_DIR}/tests/harden/failio.c)
+target_link_libraries(failio PRIVATE ${CMAKE_DL_LIBS})
+set_target_properties(failio PROPERTIES PREFIX "")
+add_test(NAME harden_io_errors COMMAND bash ${CMAKE_SOURCE_DIR}/tests/harden/io_errors.sh $<TARGET_FILE:llamac>
+  $<TARGET_FILE:failio> ${CMAKE_SOURCE_DIR}/tests/configs/tiny_run.ini ${LLAMAC_TRAIN_DATA}/data ${LLAMAC_TEST_TMP})
+set_tests_properties(harden_io_errors PROPERTIES FIXTURES_REQUIRED train_data TIMEOUT 300)
+# Seeded mutations of every untrusted input through the real binary (tests/harden/mutate.py): 300 of each
+# of the 8 kinds, small inputs, two runs at a time (about 80 s on 2 idle cores).
 add_test(NAME harden_mutate COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/harden/mutate.py $<TARGET_FILE:llamac>
-  ${CMAKE_SOURCE_DIR} ${LLAMAC_TRAIN_DATA}/data ${LLAMAC_TEST_TMP} 40)
+  ${LLAMAC_TRAIN_DATA}/data ${LLAMAC_TEST_TMP} 300)
 set_tests_properties(harden_mutate PROPERTIES FIXTURES_REQUIRED train_data TIMEOUT 900)
 # launch/slurm.sbatch under a real single-node Slurm (slurm-wlm + munge started by the test): time limit,
 # --signal=B:USR1@30, checkpoint, requeue, bit-exact finish (about 4 minutes: Slurm delays a requeued job)
