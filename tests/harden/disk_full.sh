@@ -6,8 +6,8 @@
 # or 1 with exactly one stderr line naming the file and "No space left on device" -- never a signal --
 # and leave no .tmp file; when a previous checkpoint exists, it and `latest` stay byte-identical and the
 # run resumes from them once space is back. Levels run both through the up-front room check and, with
-# LLAMAC_CKPT_NO_ROOM_CHECK=1, through the real failing HDF5/MPI-IO writes. Then `ulimit -f` (EFBIG,
-# SIGXFSZ ignored) below and above the checkpoint's size.
+# LLAMAC_CKPT_NO_ROOM_CHECK=1, through the real failing HDF5/MPI-IO writes; one rank, then two under mpirun.
+# Then `ulimit -f` (EFBIG, SIGXFSZ ignored) below and above the checkpoint's size.
 #
 # usage: disk_full.sh LLAMAC INI DATA_DIR TMP
 set -u
@@ -97,7 +97,40 @@ train "$M/b" 4
 [ $st = 0 ] && grep -q "resumed from $M/b/ckpt/step_0000002.h5: step 2" "$W/out.txt" ||
     fail "resume once space is back: exit $st: $(cat "$W/err.txt")"
 
-# 3. A file size limit (ulimit -f): EFBIG, one line; a model whose checkpoint is 20.9 MB (Open MPI's own
+# 3. Two ranks (mpirun -np 2: dp 2, each rank writing its part of the checkpoint collectively): the same
+# at several fill levels, through the room check and through the failing MPI-IO writes. mpirun -q prints
+# none of its own lines, so stderr holds what llamac says: one line, from rank 0.
+mpirun=(mpirun --allow-run-as-root --oversubscribe -q -np 2 -x OMP_NUM_THREADS=1 -x LLAMAC_CKPT_NO_ROOM_CHECK)
+train2() {  # STEPS: llamac train on two ranks in $M/c
+    "${mpirun[@]}" "$LLAMAC" train "$INI" --set data.dir="$DATA" --set run.run_dir="$M/c" --set train.steps="$1" \
+        --set train.eval_every=0 --set train.ckpt_every=2 >"$W/out.txt" 2>"$W/err.txt"
+    st=$?
+    runs=$((runs + 1))
+}
+rm -rf "$M/a" "$M/b" "$M/c" "$M/filler"  # the 8 MB tmpfs to this run alone
+export LLAMAC_CKPT_NO_ROOM_CHECK=
+train2 2
+[ $st = 0 ] && grep -q "dp 2 x tp 1" "$W/out.txt" || fail "two ranks, the previous checkpoint: exit $st: $(cat "$W/err.txt")"
+before=$(md5sum "$M/c/ckpt/step_0000002.h5" "$M/c/ckpt/latest")
+for nrc in "" 1; do
+    for kib in 0 256 1024 1900; do
+        fill_to $kib
+        LLAMAC_CKPT_NO_ROOM_CHECK=$nrc train2 4
+        check_failure "two ranks, ${kib} KiB free, room check ${nrc:-on}"
+        [ $st = 1 ] || fail "two ranks, ${kib} KiB free: expected a failure, got exit $st"
+        grep -q "^llamac train: $M/c/" "$W/err.txt" || fail "two ranks, ${kib} KiB: the line names no file of the run: $(cat "$W/err.txt")"
+        [ "$(md5sum "$M/c/ckpt/step_0000002.h5" "$M/c/ckpt/latest")" = "$before" ] ||
+            fail "two ranks, ${kib} KiB: the previous checkpoint or latest changed"
+        [ ! -e "$M/c/ckpt/step_0000004.h5" ] || fail "two ranks, ${kib} KiB: a step 4 file was published"
+    done
+done
+rm -f "$M/filler"
+train2 4
+[ $st = 0 ] && grep -q "resumed from $M/c/ckpt/step_0000002.h5: step 2" "$W/out.txt" ||
+    fail "two ranks, resume once space is back: exit $st: $(cat "$W/err.txt")"
+rm -rf "$M/c"
+
+# 4. A file size limit (ulimit -f): EFBIG, one line; a model whose checkpoint is 20.9 MB (Open MPI's own
 # start-up needs limits above a few MB, so the tiny model's 2 MB checkpoint cannot be used here).
 big="--set model.dim=256 --set model.n_heads=8 --set model.n_kv_heads=4"
 for lim in 8000 20600 21500; do
