@@ -338,3 +338,37 @@ Test(harden, generic_openblas_core_is_replaced_and_the_header_says_so, .timeout 
     cr_assert_eq(r.status, 0, "%s", r.err);
     cr_expect(strstr(r.out, "OpenBLAS core Prescott: generic kernels, slow") != NULL, "a user's choice stands, with a word: %s", r.out);
 }
+
+// A checkpoint whose model has a max_seq_len below its run's train.seq_len (an older llamac's version-1
+// file, without checksums, whose model_config says 16 while its run trained on 32): `eval` runs the run's
+// windows, so it must refuse in one line, not abort on a CHECK inside attention (it used to).
+Test(harden, eval_of_a_checkpoint_whose_max_seq_len_is_below_its_seq_len_is_one_line, .timeout = 120) {
+    struct result r;
+    rm_run("msl");
+    train(&r, "msl", "--set train.steps=2");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    const char *file = TMP "/msl/ckpt/step_0000002.h5";
+    cr_assert(patch_bytes(file, "\nmax_seq_len = 64\n", "\nmax_seq_len = 16\n"), "max_seq_len found");
+    hid_t f = H5Fopen(file, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    int version = 1;  // version 1: no meta_sha256 and no tensor checksums to contradict the change
+    hid_t a = H5Aopen(f, "version", H5P_DEFAULT);
+    cr_assert(a >= 0 && H5Awrite(a, H5T_NATIVE_INT, &version) >= 0);
+    H5Aclose(a);
+    cr_assert(H5Adelete(f, "meta_sha256") >= 0);
+    // the patch landed in the model's config, not in the run's
+    a = H5Aopen(f, "model_config", H5P_DEFAULT);
+    hid_t t = H5Aget_type(a);
+    size_t n = H5Tget_size(t);
+    char *text = calloc(n + 1, 1);
+    cr_assert(H5Aread(a, t, text) >= 0);
+    cr_assert(strstr(text, "\nmax_seq_len = 16\n") != NULL, "%s", text);
+    free(text);
+    H5Tclose(t);
+    H5Aclose(a);
+    H5Fclose(f);
+    char args[1024];
+    snprintf(args, sizeof(args), "eval --ckpt %s --data %s", file, DATA);
+    run(&r, args);
+    expect_one_line_error(&r, "train.seq_len 32 of its run config exceeds its model's max_seq_len 16");
+}
