@@ -90,10 +90,10 @@ int cmd_eval(int argc, char **argv) {
     int rc = model_open(&m, be, &src, &tok_path, src.ckpt ? &meta : NULL);
     free(tok_path);
     struct loader_config lc;
+    struct run_config r;  // lc points into it (data_dir): it lives as long as lc
     double s[2];
     int dp = 1;
     if (rc == 0 && src.ckpt) {
-        struct run_config r;
         rc = cfg_load_string(&c, meta.run_ini, src.ckpt);
         if (rc == 0 && data) cfg_put(&c, "data.dir", data, "--data");
         if (rc == 0) rc = run_config_read(&r, &c, src.ckpt, meta.saved_dp);
