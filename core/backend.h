@@ -65,21 +65,28 @@ struct ops {
     void (*matmul_backward)(const struct backend *be, dbuf *dinp, dbuf *dweight, const dbuf *dout, const dbuf *inp,
                             const dbuf *weight, int BT, int C, int OC);
 
-    // In place on the first NR heads of each row of x (B,T,stride): HF rotate-half layout, positions
-    // 0..T-1; cos, sin (T,HS/2) fp32. Backward applies the inverse rotation to the gradient.
-    void (*rope_forward)(const struct backend *be, dbuf *x, const dbuf *cos, const dbuf *sin, int B, int T, int NR,
-                         int HS, int stride);
-    void (*rope_backward)(const struct backend *be, dbuf *dx, const dbuf *cos, const dbuf *sin, int B, int T, int NR,
-                          int HS, int stride);
+    // Packed windows: `docs` (B,T) BUF_INT, or NULL, gives for each token the index in its row of the first
+    // token of its document (docs[b,t] <= t, non-decreasing within a document). With it, attention lets
+    // query i see keys j in [docs[b,i], i] only and RoPE positions restart at each document (position
+    // t - docs[b,t]), so a window of packed examples computes exactly what the examples would one by one
+    // (as variable-length FlashAttention does). NULL: one document per row, positions 0..T-1.
 
-    // Causal self-attention with grouped-query heads. qkv (B,T,(NH+2KVH)*HS) holds q, k, v per row;
-    // out (B,T,NH*HS); lse (B,NH,T) fp32, the log-sum-exp of each softmax row (the score matrix is never
-    // stored).
-    void (*attention_forward)(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv, int B, int T, int NH,
-                              int KVH, int HS);
+    // In place on the first NR heads of each row of x (B,T,stride): HF rotate-half layout, positions
+    // 0..T-1 (or per docs); cos, sin (T,HS/2) fp32. Backward applies the inverse rotation to the gradient.
+    void (*rope_forward)(const struct backend *be, dbuf *x, const dbuf *cos, const dbuf *sin, const dbuf *docs,
+                         int B, int T, int NR, int HS, int stride);
+    void (*rope_backward)(const struct backend *be, dbuf *dx, const dbuf *cos, const dbuf *sin, const dbuf *docs,
+                          int B, int T, int NR, int HS, int stride);
+
+    // Causal self-attention with grouped-query heads (within documents when docs is not NULL). qkv
+    // (B,T,(NH+2KVH)*HS) holds q, k, v per row; out (B,T,NH*HS); lse (B,NH,T) fp32, the log-sum-exp of
+    // each softmax row (the score matrix is never stored).
+    void (*attention_forward)(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv, const dbuf *docs,
+                              int B, int T, int NH, int KVH, int HS);
     // dqkv (B,T,(NH+2KVH)*HS) =
     void (*attention_backward)(const struct backend *be, dbuf *dqkv, const dbuf *dout, const dbuf *qkv,
-                               const dbuf *out, const dbuf *lse, int B, int T, int NH, int KVH, int HS);
+                               const dbuf *out, const dbuf *lse, const dbuf *docs, int B, int T, int NH, int KVH,
+                               int HS);
 
     // out (BT,F) = silu(gate) * up where gateup (BT,2F) holds [gate | up] per row
     void (*swiglu_forward)(const struct backend *be, dbuf *out, const dbuf *gateup, int BT, int F);

@@ -68,9 +68,11 @@ static void llama_free_acts(struct llama *m) {
     if (m->acts32) be->free(be, m->acts32);
     if (m->tokens) be->free(be, m->tokens);
     if (m->targets) be->free(be, m->targets);
+    if (m->docs) be->free(be, m->docs);
     free(m->layers);
     free(m->host_losses);
-    m->acts = m->acts32 = m->tokens = m->targets = NULL;
+    m->acts = m->acts32 = m->tokens = m->targets = m->docs = NULL;
+    m->docs_on = 0;
     m->layers = NULL;
     m->host_losses = NULL;
 }
@@ -177,6 +179,7 @@ void llama_alloc_acts(struct llama *m, int B, int T, int recompute) {
     act_plan(&cv, m, &m->cfg, &m->layout, B, T, recompute);
     m->tokens = m->be->alloc(m->be, BUF_INT, (size_t)B * T);
     m->targets = m->be->alloc(m->be, BUF_INT, (size_t)B * T);
+    m->docs = m->be->alloc(m->be, BUF_INT, (size_t)B * T);
     m->host_losses = xmalloc(sizeof(float) * (size_t)B * T);
 }
 
@@ -233,8 +236,8 @@ static void block_forward(struct llama *m, int l, const struct llama_layer_acts 
 
     op->rmsnorm_forward(be, a->xn1, a->rstd1, a->x, W(PARAM_ATTN_NORM, l), BT, C, m->cfg.norm_eps);
     op->matmul_forward(be, a->qkv, a->xn1, W(PARAM_WQ, l), BT, C, QKV);  // q, k, v weights are adjacent
-    op->rope_forward(be, a->qkv, m->rope_cos, m->rope_sin, B, T, NH + KVH, HS, QKV);
-    op->attention_forward(be, a->att, a->lse, a->qkv, B, T, NH, KVH, HS);
+    op->rope_forward(be, a->qkv, m->rope_cos, m->rope_sin, m->docs_on ? m->docs : NULL, B, T, NH + KVH, HS, QKV);
+    op->attention_forward(be, a->att, a->lse, a->qkv, m->docs_on ? m->docs : NULL, B, T, NH, KVH, HS);
     op->matmul_forward(be, m->y, a->att, W(PARAM_WO, l), BT, NH * HS, C);
     tp_sum(m, m->y, (size_t)BT * C);
     op->residual_forward(be, a->xmid, a->x, m->y, (size_t)BT * C);
@@ -246,6 +249,20 @@ static void block_forward(struct llama *m, int l, const struct llama_layer_acts 
     op->matmul_forward(be, m->y, a->h, W(PARAM_WDOWN, l), BT, F, C);
     tp_sum(m, m->y, (size_t)BT * C);
     op->residual_forward(be, out, a->xmid, m->y, (size_t)BT * C);
+}
+
+void llama_set_docs(struct llama *m, const int *docs, int B, int T) {
+    m->docs_on = docs != NULL;
+    if (!docs) return;
+    CHECKF(m->layers && B <= m->cap_B && T <= m->cap_T, "docs B=%d T=%d exceed the activations (B=%d T=%d)", B, T,
+           m->cap_B, m->cap_T);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {  // a document starts at t, or continues the previous token's
+            int d = docs[(size_t)b * T + t];
+            CHECKF(d == t || (t > 0 && d == docs[(size_t)b * T + t - 1]), "docs[%d,%d] = %d is not a document start", b,
+                   t, d);
+        }
+    m->be->ints_from_host(m->be, m->docs, docs, (size_t)B * T);
 }
 
 static dbuf *lm_head_weight(struct llama *m) {
@@ -329,8 +346,8 @@ static void block_backward(struct llama *m, int l, int B, int T) {
 
     // xmid = x + o(attention(rope(qkv(norm(x)))))
     op->matmul_backward(be, m->datt, DW(PARAM_WO, l), m->dres, a->att, W(PARAM_WO, l), BT, NH * HS, C);
-    op->attention_backward(be, m->dqkv, m->datt, a->qkv, a->att, a->lse, B, T, NH, KVH, HS);
-    op->rope_backward(be, m->dqkv, m->rope_cos, m->rope_sin, B, T, NH + KVH, HS, QKV);
+    op->attention_backward(be, m->dqkv, m->datt, a->qkv, a->att, a->lse, m->docs_on ? m->docs : NULL, B, T, NH, KVH, HS);
+    op->rope_backward(be, m->dqkv, m->rope_cos, m->rope_sin, m->docs_on ? m->docs : NULL, B, T, NH + KVH, HS, QKV);
     op->matmul_backward(be, m->dxn, DW(PARAM_WQ, l), m->dqkv, a->xn1, W(PARAM_WQ, l), BT, C, QKV);
     tp_sum(m, m->dxn, (size_t)BT * C);
     op->rmsnorm_backward(be, m->dres, DW(PARAM_ATTN_NORM, l), m->dxn, a->x, W(PARAM_ATTN_NORM, l), a->rstd1, BT, C);

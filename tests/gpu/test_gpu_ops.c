@@ -185,16 +185,26 @@ static void rope_case(const struct backend *cpu, const struct backend *be, const
     struct oc_pair c = oc_pair_of(cpu, be, BUF_STATE, hc, (size_t)T * half);
     struct oc_pair sn = oc_pair_of(cpu, be, BUF_STATE, hs, (size_t)T * half);
     size_t n = (size_t)B * T * stride;
-    struct oc_pair x = oc_random(cpu, be, BUF_ACT, n, -1, 1, r);
-    cpu->ops->rope_forward(cpu, x.ref, c.ref, sn.ref, B, T, NR, HS, stride);
-    be->ops->rope_forward(be, x.dut, c.dut, sn.dut, B, T, NR, HS, stride);
-    expect_close(cpu, be, &x, "rope_forward", shape);
-    struct oc_pair dx = oc_random(cpu, be, BUF_ACT, n, -1, 1, r);
-    cpu->ops->rope_backward(cpu, dx.ref, c.ref, sn.ref, B, T, NR, HS, stride);
-    be->ops->rope_backward(be, dx.dut, c.dut, sn.dut, B, T, NR, HS, stride);
-    expect_close(cpu, be, &dx, "rope_backward", shape);
-    struct oc_pair *all[] = {&c, &sn, &x, &dx};
-    for (int i = 0; i < 4; i++) oc_free(cpu, be, all[i]);
+    // packed windows: documents start at t = 0 and at every third position, positions restart there
+    int *hd = malloc(sizeof(int) * (size_t)B * T);
+    for (int i = 0; i < B * T; i++) hd[i] = (i % T) - (i % T) % 3;
+    struct oc_pair docs = oc_ints(cpu, be, hd, (size_t)B * T);
+    free(hd);
+    for (int packed = 0; packed < 2; packed++) {
+        const dbuf *dr = packed ? docs.ref : NULL, *dd = packed ? docs.dut : NULL;
+        struct oc_pair x = oc_random(cpu, be, BUF_ACT, n, -1, 1, r);
+        cpu->ops->rope_forward(cpu, x.ref, c.ref, sn.ref, dr, B, T, NR, HS, stride);
+        be->ops->rope_forward(be, x.dut, c.dut, sn.dut, dd, B, T, NR, HS, stride);
+        expect_close(cpu, be, &x, packed ? "rope_forward (packed)" : "rope_forward", shape);
+        struct oc_pair dx = oc_random(cpu, be, BUF_ACT, n, -1, 1, r);
+        cpu->ops->rope_backward(cpu, dx.ref, c.ref, sn.ref, dr, B, T, NR, HS, stride);
+        be->ops->rope_backward(be, dx.dut, c.dut, sn.dut, dd, B, T, NR, HS, stride);
+        expect_close(cpu, be, &dx, packed ? "rope_backward (packed)" : "rope_backward", shape);
+        oc_free(cpu, be, &x);
+        oc_free(cpu, be, &dx);
+    }
+    struct oc_pair *all[] = {&c, &sn, &docs};
+    for (int i = 0; i < 3; i++) oc_free(cpu, be, all[i]);
     free(hc);
     free(hs);
 }

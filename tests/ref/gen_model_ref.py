@@ -5,6 +5,10 @@ that both sides start from exactly the same numbers), written as a Hugging Face 
 model.safetensors), and run on fixed tokens; the loss and every parameter's gradient are written to
 ref.safetensors and tokens.txt. tests/test_model_ref.c loads the directory with llamac and compares.
 
+The "packed" case is a window of several documents with a block-diagonal causal mask and positions that
+restart at each document (docs, a fourth line of tokens.txt); before writing it, this script checks that
+PyTorch's packed loss sum equals the sum of the documents run one by one (each alone, plain causal).
+
 usage: /usr/bin/python3 gen_model_ref.py OUTDIR
 """
 import json
@@ -22,7 +26,33 @@ CASES = {
     "theta500k": (dict(rope_theta=500000.0, num_key_value_heads=4), 2, 12, 0.0),
     "tied": (dict(tie_word_embeddings=True, num_key_value_heads=1), 2, 10, 0.0),
     "masked": (dict(num_key_value_heads=2), 3, 9, 0.35),
+    "packed": (dict(num_key_value_heads=2), 2, 16, 0.4),
 }
+
+
+def random_docs(B, T):
+    """Document starts of each position: a new document at t = 0 and where a coin of 1/4 says so."""
+    docs = torch.zeros(B, T, dtype=torch.long)
+    for b in range(B):
+        for t in range(1, T):
+            docs[b, t] = t if torch.rand(()) < 0.25 else docs[b, t - 1]
+    return docs
+
+
+def check_one_by_one(m, tokens, targets, docs):
+    """The packed window's loss sum against each document run alone."""
+    with torch.no_grad():
+        packed = m(tokens, targets, docs, reduction="sum").item()
+        alone = 0.0
+        B, T = tokens.shape
+        for b in range(B):
+            for s in sorted(set(docs[b].tolist())):
+                e = s
+                while e < T and docs[b, e] == s:
+                    e += 1
+                alone += m(tokens[b:b + 1, s:e], targets[b:b + 1, s:e], reduction="sum").item()
+    assert abs(packed - alone) <= 1e-9 * abs(alone), (packed, alone)
+    return packed, alone
 
 
 def main(out):
@@ -42,7 +72,11 @@ def main(out):
         targets = torch.randint(0, c["vocab_size"], (B, T))
         if masked:
             targets[torch.rand(B, T) < masked] = -1
-        loss = m(tokens, targets)
+        docs = random_docs(B, T) if name == "packed" else None
+        if docs is not None:
+            packed, alone = check_one_by_one(m, tokens, targets, docs)
+            print(f"{name}: packed loss sum {packed:.12f}, documents one by one {alone:.12f}")
+        loss = m(tokens, targets, docs)
         loss.backward()
         d = os.path.join(out, name)
         os.makedirs(d, exist_ok=True)
@@ -57,6 +91,8 @@ def main(out):
             f.write(f"{B} {T} {loss.item():.17g}\n")
             f.write(" ".join(str(int(x)) for x in tokens.flatten()) + "\n")
             f.write(" ".join(str(int(x)) for x in targets.flatten()) + "\n")
+            if docs is not None:
+                f.write(" ".join(str(int(x)) for x in docs.flatten()) + "\n")
         print(f"{name}: loss {loss.item():.9f}, {len(state)} tensors -> {d}")
 
 

@@ -36,7 +36,8 @@
 //
 // The two inner tile products (mm_abt: a fragment of A B^T; mm_ab: accumulate A B) are the only places
 // that do the O(T^2 HS) arithmetic: a later version replaces them with mma.sync tensor-core fragments.
-// Masking is in one function, visible(i, j), so that document boundaries can be added there.
+// Masking is in one function, visible(i, j, ds): ds is the document start of query row i (docs[b,i] for
+// packed windows, core/backend.h; 0 without docs), so a row sees keys j in [ds, i] only.
 #include <math.h>
 
 #include "model/ops/cuda/common.cuh"
@@ -58,13 +59,18 @@
 
 struct attn_shape {
     int B, T, NH, KVH, HS;
+    const int *docs;  // (B,T) document start of each position, or NULL (one document per row)
 };
 
-// Whether query position i may attend to key position j (both in [0,T)). Causal today; per-document
-// masks will add a test on the document start of i here.
-__device__ __forceinline__ bool visible(int i, int j) { return j <= i; }
+// The document start of query position i of row b (0 without docs, or past the end of the row).
+__device__ __forceinline__ int doc_start(const struct attn_shape &sh, int b, int i) {
+    return sh.docs && i < sh.T ? sh.docs[(size_t)b * sh.T + i] : 0;
+}
 
-__device__ __forceinline__ bool allowed(int i, int j, int T) { return i < T && j < T && visible(i, j); }
+// Whether query position i, whose document starts at ds, may attend to key position j (both in [0,T)).
+__device__ __forceinline__ bool visible(int i, int j, int ds) { return j <= i && j >= ds; }
+
+__device__ __forceinline__ bool allowed(int i, int j, int T, int ds) { return i < T && j < T && visible(i, j, ds); }
 
 // Max and sum over the TPR lanes of one tile row (the whole warp calls it).
 __device__ __forceinline__ float row_max(float v) {
@@ -137,6 +143,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     const floatX *base = qkv + (size_t)b * T * S;
     const int r = threadIdx.x / ATTN_TPR, c = threadIdx.x % ATTN_TPR, i = q0 + r;
     const float sc = ATTN_LOG2E / sqrtf((float)HS);  // scores in the log2 domain: exp2f is cheaper
+    const int ds = doc_start(sh, b, i);
 
     load_tile<floatX, HSP>(sQ, QP, base + (size_t)h * HS, S, q0, FWD_BR, T, HS);
     float o[NO], m = -INFINITY, l = 0.0f;
@@ -156,7 +163,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
         float mx = -INFINITY;
         ATTN_UNROLL
         for (int t = 0; t < NS; t++) {
-            s[t] = allowed(i, j0 + c + ATTN_TPR * t, T) ? s[t] * sc : -INFINITY;
+            s[t] = allowed(i, j0 + c + ATTN_TPR * t, T, ds) ? s[t] * sc : -INFINITY;
             mx = fmaxf(mx, s[t]);
         }
         const float m_new = fmaxf(m, row_max(mx));
@@ -255,7 +262,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dkdv_kernel(floatX *dqk
             ATTN_UNROLL
             for (int t = 0; t < NS; t++) {
                 const int k = c + ATTN_TPR * t;
-                const float p = allowed(i0 + k, j, T) ? exp2f(s[t] * sc - sL[k]) : 0.0f;
+                const float p = allowed(i0 + k, j, T, doc_start(sh, b, i0 + k)) ? exp2f(s[t] * sc - sL[k]) : 0.0f;
                 sP[r * PP + k] = p;
                 sdS[r * PP + k] = p * (dp[t] - sD[k]);
             }
@@ -304,6 +311,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_kernel(floatX *dqkv,
     const float scale = 1.0f / sqrtf((float)HS), sc = ATTN_LOG2E * scale;
     const float L = i < T ? lse[((size_t)b * NH + h) * T + i] * ATTN_LOG2E : 0.0f;
     const float Di = i < T ? D[((size_t)b * NH + h) * T + i] : 0.0f;
+    const int ds = doc_start(sh, b, i);
 
     load_tile<floatX, HSP>(sQ, KP, base + (size_t)h * HS, S, q0, BQ_BR, T, HS);
     load_tile<floatX, HSP>(sdO, KP, dout + (size_t)b * T * NH * HS + (size_t)h * HS, (size_t)NH * HS, q0, BQ_BR,
@@ -326,7 +334,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_kernel(floatX *dqkv,
         ATTN_UNROLL
         for (int t = 0; t < NS; t++) {
             const int k = c + ATTN_TPR * t;
-            const float p = allowed(i, j0 + k, T) ? exp2f(s[t] * sc - L) : 0.0f;
+            const float p = allowed(i, j0 + k, T, ds) ? exp2f(s[t] * sc - L) : 0.0f;
             sdS[r * SP + k] = p * (dp[t] - Di);
         }
         __syncwarp();  // the row's dS is written by its TPR lanes, all in this warp
@@ -376,9 +384,9 @@ static void fwd_launch(const struct backend *be, dbuf *out, dbuf *lse, const dbu
     LAUNCH(k, grid, ATTN_THREADS, smem, cuda_stream(be), (floatX *)out, (float *)lse, (const floatX *)qkv, sh);
 }
 
-extern "C" void attention_forward_cuda(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv, int B,
-                                       int T, int NH, int KVH, int HS) {
-    const struct attn_shape sh = {B, T, NH, KVH, HS};
+extern "C" void attention_forward_cuda(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv,
+                                       const dbuf *docs, int B, int T, int NH, int KVH, int HS) {
+    const struct attn_shape sh = {B, T, NH, KVH, HS, (const int *)docs};
     check_shape("attention_forward", sh);
     const int hsp = padded_head_size(HS);
     DISPATCH_PRECISION(be, {
@@ -436,8 +444,9 @@ static void bwd_launch(const struct backend *be, dbuf *dqkv, const dbuf *dout, c
 }
 
 extern "C" void attention_backward_cuda(const struct backend *be, dbuf *dqkv, const dbuf *dout, const dbuf *qkv,
-                                        const dbuf *out, const dbuf *lse, int B, int T, int NH, int KVH, int HS) {
-    const struct attn_shape sh = {B, T, NH, KVH, HS};
+                                        const dbuf *out, const dbuf *lse, const dbuf *docs, int B, int T, int NH,
+                                        int KVH, int HS) {
+    const struct attn_shape sh = {B, T, NH, KVH, HS, (const int *)docs};
     check_shape("attention_backward", sh);
     float *D = attn_scratch(be, (size_t)B * NH * T);
     const int hsp = padded_head_size(HS);
