@@ -1,7 +1,9 @@
 // The whole model on the CUDA backend against the CPU backend: the same random weights and tokens, the
 // loss and every parameter gradient (fp32 precision within 1e-5 relative, bf16 within 2e-2 with no NaN),
 // with and without activation recomputation; and an optimizer step that keeps fp32 master weights while
-// the compute parameters are bf16. Runs on a GPU, and on the CPU emulation of CUDA in CI.
+// the compute parameters are bf16. Packed windows (llama_set_docs): the same against the CPU, and the
+// window's loss sum on the CUDA backend against its documents run one by one there. Runs on a GPU, and on
+// the CPU emulation of CUDA in CI.
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -35,13 +37,13 @@ static void small_config(struct llama_config *c) {
 }
 
 struct run {
-    double loss;
+    double loss, sum, alone;  // mean loss, loss sum; with docs: the sum of the documents run one by one
     float *grads;
     size_t n;
 };
 
-static void run_model(struct run *out, const struct backend *be, int recompute, const int *tok, const int *tgt, int B,
-                      int T) {
+static void run_model_docs(struct run *out, const struct backend *be, int recompute, const int *tok, const int *tgt,
+                           const int *docs, int B, int T) {
     struct llama_config c;
     small_config(&c);
     struct llama m;
@@ -50,19 +52,38 @@ static void run_model(struct run *out, const struct backend *be, int recompute, 
     llama_alloc_acts(&m, B, T, recompute);
     llama_zero_grads(&m);
     long n;
-    out->loss = llama_forward(&m, tok, tgt, B, T, &n) / (double)n;
+    llama_set_docs(&m, docs, B, T);
+    out->sum = llama_forward(&m, tok, tgt, B, T, &n);
+    out->loss = out->sum / (double)n;
     llama_backward(&m, 1.0f / (float)n);
     out->n = m.layout.total;
     out->grads = malloc(sizeof(float) * out->n);
     llama_grads_to_host(&m, out->grads);
+    out->alone = 0;
+    llama_set_docs(&m, NULL, 0, 0);
+    for (int b = 0; docs && b < B; b++)
+        for (int s = 0; s < T;) {
+            int e = s;
+            while (e < T && docs[b * T + e] == s) e++;
+            long k;
+            out->alone += llama_forward(&m, tok + b * T + s, tgt + b * T + s, 1, e - s, &k);
+            s = e;
+        }
     llama_free(&m);
 }
 
-static void compare_with_cpu(enum precision p, int recompute, double tol) {
+static void run_model(struct run *out, const struct backend *be, int recompute, const int *tok, const int *tgt, int B,
+                      int T) {
+    run_model_docs(out, be, recompute, tok, tgt, NULL, B, T);
+}
+
+static void compare_with_cpu_docs(enum precision p, int recompute, double tol, int packed) {
     const struct backend *gpu = backend_cuda(p);
     cr_assert(gpu, "%s", err_msg());
     enum { B = 2, T = 13 };
     int tok[B * T], tgt[B * T];
+    // packed: row 0 holds documents [0,4), [4,9), [9,13); row 1 [0,1), [1,13)
+    int docs[B * T] = {0, 0, 0, 0, 4, 4, 4, 4, 4, 9, 9, 9, 9, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     struct rng r;
     rng_seed(&r, 3);
     for (int i = 0; i < B * T; i++) {
@@ -70,8 +91,15 @@ static void compare_with_cpu(enum precision p, int recompute, double tol) {
         tgt[i] = i % 5 == 4 ? -1 : (int)(rng_u64(&r) % 997);  // some targets ignored
     }
     struct run ref, got;
-    run_model(&ref, backend_cpu(), 0, tok, tgt, B, T);
-    run_model(&got, gpu, recompute, tok, tgt, B, T);
+    run_model_docs(&ref, backend_cpu(), 0, tok, tgt, packed ? docs : NULL, B, T);
+    run_model_docs(&got, gpu, recompute, tok, tgt, packed ? docs : NULL, B, T);
+    if (packed) {
+        double e = fabs(got.sum - got.alone) / fabs(got.alone);
+        cr_expect(e < tol, "%s: packed loss sum %.9f vs documents one by one %.9f (relative error %.3g)",
+                  p == PRECISION_BF16 ? "bf16" : "fp32", got.sum, got.alone, e);
+        printf("gpu model packed %s: loss sum %.9f, documents one by one %.9f\n",
+               p == PRECISION_BF16 ? "bf16" : "fp32", got.sum, got.alone);
+    }
 
     const char *pname = p == PRECISION_BF16 ? "bf16" : "fp32";
     double lerr = fabs(got.loss - ref.loss) / fabs(ref.loss);
@@ -100,7 +128,11 @@ static void compare_with_cpu(enum precision p, int recompute, double tol) {
     free(got.grads);
 }
 
+static void compare_with_cpu(enum precision p, int recompute, double tol) { compare_with_cpu_docs(p, recompute, tol, 0); }
+
 Test(gpu_model, fp32_loss_and_gradients_match_the_cpu) { compare_with_cpu(PRECISION_FP32, 0, 1e-5); }
+Test(gpu_model, fp32_packed_documents_match_the_cpu) { compare_with_cpu_docs(PRECISION_FP32, 0, 1e-5, 1); }
+Test(gpu_model, bf16_packed_documents_match_the_cpu) { compare_with_cpu_docs(PRECISION_BF16, 0, 2e-2, 1); }
 Test(gpu_model, fp32_with_recomputation) { compare_with_cpu(PRECISION_FP32, 1, 1e-5); }
 Test(gpu_model, bf16_loss_and_gradients_match_the_cpu) { compare_with_cpu(PRECISION_BF16, 0, 2e-2); }
 
