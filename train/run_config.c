@@ -88,6 +88,8 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
     if (!dd) return err_set("%s: data.dir is required (a directory written by llamac prep)", origin);
     snprintf(rc->data_dir, sizeof(rc->data_dir), "%s", dd);
     if (parse_weights(rc, cfg_str(c, "data.weights", ""), origin) != 0) return -1;
+    rc->doc_mask = cfg_bool(c, "data.doc_mask", 0);
+    rc->drop_long = cfg_bool(c, "data.drop_long", 0);
 
     rc->batch_size = (int)cfg_int(c, "train.batch_size", 8);
     rc->seq_len = (int)cfg_int(c, "train.seq_len", 256);
@@ -144,6 +146,8 @@ void run_config_loader(struct loader_config *lc, const struct run_config *rc, in
         lc->weights[i] = rc->weights[i];
     }
     lc->vocab_size = rc->model.vocab_size;
+    lc->doc_mask = rc->doc_mask;
+    lc->drop_long = rc->drop_long;
 }
 
 double run_flops_per_token(const struct llama_config *c, int T) {

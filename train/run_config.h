@@ -6,7 +6,10 @@
 //              stop_after (0 = none: steps this job runs before it checkpoints and stops, as on a signal),
 //              recompute (false), peak_tflops (estimated from the CPU), log_every (1)
 //   [model]    preset or fields (model/config.h), init (random | hf:DIR | meta:DIR)
-//   [data]     dir (required), weights ("en:0.4, ru:0.3, de:0.3"; empty = proportional to tokens)
+//   [data]     dir (required), weights ("en:0.4, ru:0.3, de:0.3"; empty = proportional to tokens),
+//              doc_mask (false: plain data attends across documents in a window; true: within each, as
+//              packed fine-tuning data always does), drop_long (false: fine-tuning examples longer than
+//              seq_len + 1 tokens are cut; true: dropped)
 //   [train]    batch_size (8, per rank), seq_len (256), steps (required), global_batch_tokens
 //              (batch_size * seq_len * dp: no accumulation), eval_every (100), eval_batches (10),
 //              ckpt_every (100), keep_ckpts (3)
@@ -36,6 +39,7 @@ struct run_config {
     int n_sources;
     char source_names[RUN_MAX_SOURCES][32];
     double weights[RUN_MAX_SOURCES];
+    int doc_mask, drop_long;
     int batch_size, seq_len, grad_accum, eval_every, eval_batches, ckpt_every, keep_ckpts;
     long steps;
     long long global_batch_tokens;

@@ -143,13 +143,17 @@ int eval_loss_sums(struct llama *m, const struct loader_config *lc, int batches,
     struct loader *l = NULL;
     sums[0] = sums[1] = 0;
     int rc = loader_open(&l, lc);
+    int *docs = rc == 0 && loader_has_docs(l) ? xmalloc(sizeof(int) * (size_t)lc->B * lc->T) : NULL;
     for (int b = 0; rc == 0 && b < batches; b++) {
-        rc = loader_next(l, inputs, targets);
+        rc = docs ? loader_next_docs(l, inputs, targets, docs) : loader_next(l, inputs, targets);
         if (rc) break;
         long n;
+        llama_set_docs(m, docs, lc->B, lc->T);  // packed examples: attention within each (NULL: plain rows)
         sums[0] += llama_forward(m, inputs, targets, lc->B, lc->T, &n);
         sums[1] += n;
     }
+    llama_set_docs(m, NULL, 0, 0);
+    free(docs);
     if (l) loader_close(l);
     return rc;
 }

@@ -50,6 +50,7 @@ struct trainer {
     struct loader *loader;
     int grad_accum;
     int *inputs, *targets;        // (grad_accum, B, T) host batches of this step
+    int *docs;                    // (grad_accum, B, T) document starts (packed data or doc_mask), or NULL
 
     // Optimizer state (fp32 master weights and moments) covers [opt.off, opt.off + opt.n) of the local
     // parameter block: all of it, or this data-parallel rank's shard under ZeRO-1.
@@ -109,7 +110,9 @@ static int train_step(struct trainer *t, struct step_result *out) {
     long counted = 0;
     int err = 0;
     for (int k = 0; k < t->grad_accum && err == 0; k++) {
-        err = loader_next(t->loader, t->inputs + (size_t)k * BT, t->targets + (size_t)k * BT);
+        err = t->docs ? loader_next_docs(t->loader, t->inputs + (size_t)k * BT, t->targets + (size_t)k * BT,
+                                         t->docs + (size_t)k * BT)
+                      : loader_next(t->loader, t->inputs + (size_t)k * BT, t->targets + (size_t)k * BT);
         for (int i = 0; i < BT; i++) counted += t->targets[(size_t)k * BT + i] >= 0;
     }
     if (agree(t, err) != 0) return -1;
@@ -130,6 +133,7 @@ static int train_step(struct trainer *t, struct step_result *out) {
             m->on_grads_ready = NULL;
         }
         long n;
+        llama_set_docs(m, t->docs ? t->docs + (size_t)k * BT : NULL, B, T);
         loss_sum += llama_forward(m, t->inputs + (size_t)k * BT, t->targets + (size_t)k * BT, B, T, &n);
         llama_backward(m, (float)(1.0 / n_global));
     }
@@ -325,6 +329,7 @@ static void trainer_free(struct trainer *t) {
     llama_free(&t->m);
     free(t->inputs);
     free(t->targets);
+    free(t->docs);
     free(t->ranges);
     free(t->norm_ranges);
     if (log_is_main()) metrics_close(&t->mt);
@@ -372,6 +377,24 @@ static int trainer_setup(struct trainer *t, const char *ini) {
         lc.tokenizer_sha256 = t->tokenizer_sha256;
     }
     if (agree(t, loader_open(&t->loader, &lc)) != 0) return -1;
+    if (loader_has_docs(t->loader)) t->docs = xmalloc(sizeof(int) * (size_t)t->grad_accum * micro);
+    struct loader_info li;
+    loader_get_info(t->loader, &li);
+    if (li.packed)
+        log_info("fine-tuning data: %llu examples packed whole into %llu windows of %d (%.1f%% of positions are "
+                 "targets); %llu cut to seq_len + 1 tokens, %llu dropped; attention and positions restart per example",
+                 (unsigned long long)li.examples, (unsigned long long)(li.positions / (uint64_t)c->seq_len), c->seq_len,
+                 li.positions ? 100.0 * li.targets / li.positions : 0, (unsigned long long)li.truncated,
+                 (unsigned long long)li.dropped);
+    if (c->eval_every) {  // a small task set may hold out nothing: evaluation off, said once
+        int has = 0;
+        if (agree(t, loader_split_has_data(c->data_dir, 1, c->seq_len, &has)) != 0) return -1;
+        if (!has) {
+            log_warn("evaluation off: %s has no validation data for seq_len %d (prep holds out --val-fraction of the "
+                     "documents; fine-tuning sets hold out at least one record of two or more)", c->data_dir, c->seq_len);
+            t->rc.eval_every = 0;
+        }
+    }
 
     // start: resume from the newest checkpoint in run_dir, else released weights, else random
     rng_seed(&t->rng, c->seed);
