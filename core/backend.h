@@ -42,7 +42,8 @@ struct backend;
 
 // Ops, the backend first, then outputs, inputs and sizes. Letters: B batch, T time, C dim, NH/KVH heads of
 // this rank, HS head size, F ffn hidden of this rank, V vocab, Vl vocab slice of this rank.
-// Parameter gradients accumulate (+=); activation gradients are written (=) unless noted.
+// Parameter gradients accumulate (+=); activation gradients are written (=) unless noted. A NULL parameter
+// gradient (dweight) means the weight is frozen: only the input gradient is computed.
 struct ops {
     // out (BT,C) = wte[tok - vstart] when vstart <= tok < vstart+Vl, else 0; wte (Vl,C), tok (BT)
     void (*embedding_forward)(const struct backend *be, dbuf *out, const dbuf *tok, const dbuf *wte, int BT, int C,
@@ -96,6 +97,13 @@ struct ops {
     // out (N) = a + b (activations). Its backward hands dout unchanged to both inputs, so the model needs
     // no call for it (see model/llama.c).
     void (*residual_forward)(const struct backend *be, dbuf *out, const dbuf *a, const dbuf *b, size_t N);
+
+    // LoRA (model/lora.c): out (BT,ld) columns [col0, col0+n) += alpha * x (BT,n); backward dx (BT,n) =
+    // alpha * dout (BT,ld) columns [col0, col0+n).
+    void (*lora_scale_forward)(const struct backend *be, dbuf *out, const dbuf *x, float alpha, int BT, int n, int ld,
+                               int col0);
+    void (*lora_scale_backward)(const struct backend *be, dbuf *dx, const dbuf *dout, float alpha, int BT, int n,
+                                int ld, int col0);
 
     // Cross-entropy over the vocabulary slice [vstart, vstart+Vl) of logits (BT,Vl); columns whose global
     // id is >= V are padding and never count; targets < 0 are ignored (loss 0, no gradient). In three

@@ -36,7 +36,9 @@ struct llama {
     const struct backend *be;
     struct comm *tp;          // tensor-parallel group
     dbuf *params;             // BUF_PARAM, layout.total elements
-    dbuf *grads;              // BUF_GRAD, same layout
+    dbuf *grads;              // BUF_GRAD, same layout; NULL with LoRA adapters (model/lora.h)
+    struct lora *lora;        // LoRA adapters, or NULL
+    unsigned char *frozen;    // per layout tensor: 1 = frozen (no weight gradient), or NULL (llama_freeze)
     // Optional fp32 master weights (BUF_STATE) of the range [master_off, master_off + master_n) of the
     // block: the optimizer's (optim/adamw.h), attached by the trainer. Every loader of weights (random
     // init, Hugging Face, checkpoints) writes them beside the compute parameters, so they are exact even

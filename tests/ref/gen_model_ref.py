@@ -18,7 +18,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_llama import Llama, write_safetensors  # noqa: E402
+from torch_llama import Llama, add_lora, write_safetensors  # noqa: E402
 
 CASES = {
     # name: (config overrides, B, T, masked fraction)
@@ -27,7 +27,14 @@ CASES = {
     "tied": (dict(tie_word_embeddings=True, num_key_value_heads=1), 2, 10, 0.0),
     "masked": (dict(num_key_value_heads=2), 3, 9, 0.35),
     "packed": (dict(num_key_value_heads=2), 2, 16, 0.4),
+    "lora": (dict(num_key_value_heads=2), 2, 12, 0.3),
 }
+
+# The "lora" case: adapters of rank 4, alpha 8 on q, v, o, up and down (PEFT's layout: adapter_model.safetensors
+# and adapter_config.json beside the base weights); A and B random (B nonzero so that A gets gradients),
+# every base weight frozen; ref.safetensors holds the loss and the gradients of the adapters only.
+LORA_TARGETS = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
+LORA_R, LORA_ALPHA = 4, 8.0
 
 
 def random_docs(B, T):
@@ -76,14 +83,24 @@ def main(out):
         if docs is not None:
             packed, alone = check_one_by_one(m, tokens, targets, docs)
             print(f"{name}: packed loss sum {packed:.12f}, documents one by one {alone:.12f}")
-        loss = m(tokens, targets, docs)
-        loss.backward()
         d = os.path.join(out, name)
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "config.json"), "w") as f:
             json.dump(c, f, indent=1)
         state = m.hf_state()
         write_safetensors(os.path.join(d, "model.safetensors"), state)
+        if name == "lora":
+            adapters = add_lora(m, LORA_TARGETS, LORA_R, LORA_ALPHA)
+            with torch.no_grad():
+                for p in adapters.values():
+                    p.copy_((0.3 * torch.randn_like(p)).to(torch.float32).to(torch.float64))
+            write_safetensors(os.path.join(d, "adapter_model.safetensors"), adapters)
+            with open(os.path.join(d, "adapter_config.json"), "w") as f:
+                json.dump(dict(peft_type="LORA", task_type="CAUSAL_LM", r=LORA_R, lora_alpha=LORA_ALPHA,
+                               lora_dropout=0.0, target_modules=LORA_TARGETS, bias="none"), f, indent=1)
+            state = adapters
+        loss = m(tokens, targets, docs)
+        loss.backward()
         grads = {"grad." + k: v.grad for k, v in state.items()}
         grads["loss"] = loss.detach().reshape(1)
         write_safetensors(os.path.join(d, "ref.safetensors"), grads)

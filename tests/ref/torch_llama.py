@@ -120,6 +120,39 @@ class Llama(torch.nn.Module):
         return out
 
 
+class LoRALinear(torch.nn.Module):
+    """A frozen Linear plus a LoRA update, as PEFT computes it: y = x W^T + (alpha / r) (x A^T) B^T."""
+
+    def __init__(self, base, r, alpha):
+        super().__init__()
+        self.base = base
+        self.base.weight.requires_grad_(False)
+        dtype = base.weight.dtype
+        self.lora_A = torch.nn.Parameter(torch.zeros(r, base.in_features, dtype=dtype))
+        self.lora_B = torch.nn.Parameter(torch.zeros(base.out_features, r, dtype=dtype))
+        self.scale = alpha / r
+
+    def forward(self, x):
+        return self.base(x) + self.scale * ((x @ self.lora_A.t()) @ self.lora_B.t())
+
+
+def add_lora(model, targets, r, alpha):
+    """Wraps the projections named in targets (q_proj, ...) of every block; freezes everything else.
+    Returns {PEFT tensor name: parameter}."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    out = {}
+    for i, layer in enumerate(model.layers):
+        for name in targets:
+            lin = LoRALinear(getattr(layer, name), r, alpha)
+            setattr(layer, name, lin)
+            group = "self_attn" if name in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+            prefix = f"base_model.model.model.layers.{i}.{group}.{name}"
+            out[prefix + ".lora_A.weight"] = lin.lora_A
+            out[prefix + ".lora_B.weight"] = lin.lora_B
+    return out
+
+
 def write_safetensors(path, tensors):
     """tensors: name -> torch tensor (stored as F32). The format: 8-byte LE header size, JSON header, data."""
     header, blobs, off = {}, [], 0

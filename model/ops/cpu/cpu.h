@@ -26,6 +26,8 @@ void attention_backward_cpu(const struct backend *be, dbuf *dqkv, const dbuf *do
 void swiglu_forward_cpu(const struct backend *be, dbuf *out, const dbuf *gateup, int BT, int F);
 void swiglu_backward_cpu(const struct backend *be, dbuf *dgateup, const dbuf *dout, const dbuf *gateup, int BT, int F);
 void residual_forward_cpu(const struct backend *be, dbuf *out, const dbuf *a, const dbuf *b, size_t N);
+void lora_scale_forward_cpu(const struct backend *be, dbuf *out, const dbuf *x, float alpha, int BT, int n, int ld, int col0);
+void lora_scale_backward_cpu(const struct backend *be, dbuf *dx, const dbuf *dout, float alpha, int BT, int n, int ld, int col0);
 void crossentropy_max_cpu(const struct backend *be, dbuf *rowmax, const dbuf *logits, int BT, int Vl, int vstart, int V);
 void crossentropy_sums_cpu(const struct backend *be, dbuf *sums, const dbuf *logits, const dbuf *rowmax, const dbuf *targets, int BT,
                            int Vl, int vstart, int V);

@@ -27,6 +27,10 @@ void attention_forward_cuda(const struct backend *be, dbuf *out, dbuf *lse, cons
                             int T, int NH, int KVH, int HS);
 void attention_backward_cuda(const struct backend *be, dbuf *dqkv, const dbuf *dout, const dbuf *qkv,
                              const dbuf *out, const dbuf *lse, const dbuf *docs, int B, int T, int NH, int KVH, int HS);
+void lora_scale_forward_cuda(const struct backend *be, dbuf *out, const dbuf *x, float alpha, int BT, int n, int ld,
+                             int col0);
+void lora_scale_backward_cuda(const struct backend *be, dbuf *dx, const dbuf *dout, float alpha, int BT, int n, int ld,
+                              int col0);
 void swiglu_forward_cuda(const struct backend *be, dbuf *out, const dbuf *gateup, int BT, int F);
 void swiglu_backward_cuda(const struct backend *be, dbuf *dgateup, const dbuf *dout, const dbuf *gateup, int BT,
                           int F);
