@@ -123,22 +123,27 @@ int lora_attach(struct llama *m, const struct lora_config *lc, uint64_t seed) {
     const struct backend *be = m->be;
     a->params = be->alloc(be, BUF_PARAM, off);
     a->grads = be->alloc(be, BUF_GRAD, off);
-    float *host = xcalloc(off, sizeof(float));
-    for (int i = 0; i < a->n; i++) {  // A uniform in +-1/sqrt(in) (PEFT's kaiming_uniform_(a=sqrt(5))); B zero
-        const struct param_tensor *p = a->ad[i].A;
-        const uint64_t key = rng_hash_str(p->name, seed);
-        const double bound = 1.0 / sqrt((double)a->ad[i].in);
-        for (size_t e = 0; e < p->numel; e++) host[p->offset + e] = (float)(bound * (2 * rng_uniform_at(key, e) - 1));
-    }
     m->lora = a;
-    lora_params_from_host(m, host);
-    free(host);
+    lora_init_values(m, seed);
     if (m->grads) {  // the base gets no gradients
         be->free(be, m->grads);
         m->grads = NULL;
     }
     lora_alloc_acts(m);
     return 0;
+}
+
+void lora_init_values(struct llama *m, uint64_t seed) {
+    struct lora *a = m->lora;
+    float *host = xcalloc(a->layout.total, sizeof(float));
+    for (int i = 0; i < a->n; i++) {  // A uniform in +-1/sqrt(in) (PEFT's kaiming_uniform_(a=sqrt(5))); B zero
+        const struct param_tensor *p = a->ad[i].A;
+        const uint64_t key = rng_hash_str(p->name, seed);
+        const double bound = 1.0 / sqrt((double)a->ad[i].in);
+        for (size_t e = 0; e < p->numel; e++) host[p->offset + e] = (float)(bound * (2 * rng_uniform_at(key, e) - 1));
+    }
+    lora_params_from_host(m, host);
+    free(host);
 }
 
 void lora_alloc_acts(struct llama *m) {
@@ -281,6 +286,17 @@ int lora_save_peft(const struct llama *m, const char *dir, const char *base) {
     if (f && fclose(f) != 0) ok = 0;
     free(text);
     return ok ? 0 : err_set("%s: cannot write", path);
+}
+
+int lora_export(struct llama *m, const char *dir, const char *mode, enum st_dtype dtype, const char *base) {
+    if (!strcmp(mode, "peft")) return lora_save_peft(m, dir, base);
+    if (strcmp(mode, "merge") != 0) return err_set("--lora %s: expected merge or peft", mode);
+    float *merged = xmalloc(sizeof(float) * m->layout.total);
+    lora_merge_to_host(m, merged);
+    lora_free(m);  // a plain model with the merged weights
+    llama_params_from_host(m, merged);
+    free(merged);
+    return hf_save(m, dir, dtype);
 }
 
 int lora_read_peft_config(const char *dir, struct lora_config *lc) {

@@ -23,6 +23,7 @@
 
 #include "model/llama.h"
 #include "model/params.h"
+#include "model/safetensors.h"
 
 enum lora_target { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA_NT };
 
@@ -62,6 +63,9 @@ long long lora_param_count(const struct llama_config *c, const struct lora_confi
 // Attaches adapters to m (after llama_init and llama_alloc_acts; tp = 1): the adapter block, A from a
 // generator keyed by (seed, name), B zero; frees the base gradient block (m->grads = NULL). -1 with err_set.
 int lora_attach(struct llama *m, const struct lora_config *lc, uint64_t seed);
+// (Re)writes the adapters' starting values: A from a generator keyed by (seed, name), B zero (and the
+// master weights when the trainer has set them).
+void lora_init_values(struct llama *m, uint64_t seed);
 // Sizes the adapters' activations for the model's cap_B x cap_T (llama_alloc_acts calls it).
 void lora_alloc_acts(struct llama *m);
 void lora_free(struct llama *m);
@@ -80,6 +84,9 @@ void lora_grads_to_host(const struct llama *m, float *host);
 void lora_merge_to_host(const struct llama *m, float *host);
 // PEFT's layout in dir: adapter_model.safetensors + adapter_config.json (base_model_name_or_path = base).
 int lora_save_peft(const struct llama *m, const char *dir, const char *base);
+// `llamac export` of a model with adapters: mode "merge" writes a Hugging Face directory of the merged
+// weights (hf_save), "peft" the adapters in PEFT's layout (base: the base model's path, for the config).
+int lora_export(struct llama *m, const char *dir, const char *mode, enum st_dtype dtype, const char *base);
 // Reads adapter_config.json and adapter_model.safetensors of dir into a lora_config (lora_read_peft_config)
 // and into attached adapters (lora_load_peft: same rank and targets). -1 with err_set naming the file.
 int lora_read_peft_config(const char *dir, struct lora_config *lc);

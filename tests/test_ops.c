@@ -199,6 +199,30 @@ Test(ops, attention_with_documents_matches_finite_differences_and_each_document_
     }
 }
 
+// lora_scale: y = out0 + alpha * x placed in columns [col0, col0+n) of rows of ld; L = sum R y
+struct ls { int BT, n, ld, col0; float alpha; float *out, *out0, *x, *r; };
+static double ls_loss(void *p) {
+    struct ls *c = p;
+    memcpy(c->out, c->out0, sizeof(float) * (size_t)c->BT * c->ld);
+    OPS->lora_scale_forward(CPU, D(c->out), D(c->x), c->alpha, c->BT, c->n, c->ld, c->col0);
+    return weighted_sum(c->out, c->r, (size_t)c->BT * c->ld);
+}
+
+Test(ops, lora_scale_backward_matches_finite_differences) {
+    struct rng r;
+    rng_seed(&r, 21);
+    struct ls c = {3, 4, 10, 5, 1.75f};
+    c.out = malloc(30 * 4); c.out0 = malloc(30 * 4); c.x = malloc(12 * 4); c.r = malloc(30 * 4);
+    fill_normal(c.out0, 30, 1, &r); fill_normal(c.x, 12, 1, &r); fill_normal(c.r, 30, 1, &r);
+    float *dx = malloc(12 * 4);
+    memset(dx, 0x7f, 12 * 4);  // written (=)
+    OPS->lora_scale_backward(CPU, D(dx), D(c.r), c.alpha, 3, 4, 10, 5);
+    expect_grad("lora_scale dx", dx, c.x, 12, 1e-2f, ls_loss, &c, 1e-3);
+    ls_loss(&c);
+    cr_expect(c.out[4] == c.out0[4] && c.out[9] == c.out0[9], "columns outside [col0, col0+n) are untouched");
+    cr_expect_float_eq(c.out[10 + 6], c.out0[10 + 6] + 1.75f * c.x[4 + 1], 1e-6);
+}
+
 struct sw { int BT, F; float *out, *gu, *r; };
 static double sw_loss(void *p) {
     struct sw *c = p;

@@ -101,6 +101,12 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
     rc->ckpt_every = (int)cfg_int(c, "train.ckpt_every", 100);
     rc->keep_ckpts = (int)cfg_int(c, "train.keep_ckpts", 3);
 
+    rc->lora.rank = (int)cfg_int(c, "lora.rank", 0);
+    rc->lora.alpha = (float)cfg_float(c, "lora.alpha", 16);
+    rc->lora.dropout = (float)cfg_float(c, "lora.dropout", 0);
+    const char *targets = cfg_str(c, "lora.targets", "q,v");
+    if (lora_parse_targets(targets, &rc->lora.targets) != 0) return err_prefix("%s: lora.targets", origin);
+    snprintf(rc->freeze, sizeof(rc->freeze), "%s", cfg_str(c, "train.freeze", ""));
     rc->tp = (int)cfg_int(c, "parallel.tp", 1);
     rc->zero1 = cfg_bool(c, "parallel.zero1", 0);
     rc->dp_bucket_mb = cfg_float(c, "parallel.bucket_mb", 25);
@@ -124,6 +130,14 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
     struct stat st;
     if (stat(rc->data_dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return err_set("%s: data.dir '%s' is not a directory (write one with llamac prep)", origin, rc->data_dir);
+    if (rc->lora.rank < 0 || rc->lora.rank > 4096) return err_set("%s: lora.rank %d: 0 (off) .. 4096", origin, rc->lora.rank);
+    if (rc->lora.rank && rc->lora.dropout != 0)
+        return err_set("%s: lora.dropout = %g: only 0 is supported", origin, rc->lora.dropout);
+    if (rc->lora.rank && !(rc->lora.alpha > 0)) return err_set("%s: lora.alpha must be positive", origin);
+    if (rc->lora.rank && (rc->tp != 1 || rc->zero1))
+        return err_set("%s: LoRA (lora.rank > 0) runs with parallel.tp = 1 and without ZeRO-1", origin);
+    if (rc->lora.rank && rc->freeze[0])
+        return err_set("%s: train.freeze with LoRA: the base is frozen already (drop one of them)", origin);
     if (strcmp(rc->backend, "cpu") && strcmp(rc->backend, "cuda"))
         return err_set("%s: run.backend = '%s': expected cpu or cuda", origin, rc->backend);
     if (strcmp(rc->precision, "auto") && strcmp(rc->precision, "bf16") && strcmp(rc->precision, "fp32"))

@@ -16,11 +16,15 @@
 //   [optim]    schedule, lr, min_lr, warmup, decay_frac, decay_shape (optim/schedule.h),
 //              betas, eps, weight_decay, clip (optim/adamw.h)
 //   [parallel] tp (1), zero1 (false), bucket_mb (25)
+//   [lora]     rank (0: no adapters, full fine-tuning), alpha (16), dropout (0; only 0), targets ("q,v";
+//              any of q,k,v,o,gate,up,down or all): adapters with the base frozen (model/lora.h)
+//   [train]    freeze ("": e.g. "embeddings, layers 0-11, norm, lm_head"; without LoRA)
 #pragma once
 #include <stdint.h>
 
 #include "data/loader.h"
 #include "model/config.h"
+#include "model/lora.h"
 #include "optim/adamw.h"
 #include "optim/schedule.h"
 
@@ -47,6 +51,8 @@ struct run_config {
     struct adamw_config adamw;
     int tp, zero1;
     double dp_bucket_mb;
+    struct lora_config lora;  // rank 0: none
+    char freeze[256];         // train.freeze, or ""
 };
 
 // Reads and checks every key (unknown keys are errors); dp is the data-parallel size the run has.

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "data/loader.h"
+#include "train/lora_ckpt.h"
 #include "data/tokenizer.h"
 #include "model/ops/backends.h"
 
@@ -37,9 +38,16 @@ int ckpt_open_model(struct llama *m, const char *path, char *run_dir, size_t n, 
     struct ckpt_meta meta;
     if (ckpt_read_meta(&x, file, &meta) != 0) return -1;
     struct llama_config c = {0};
-    int rc = llama_config_from_ini(&c, meta.model_ini, file);
-    if (rc == 0) rc = llama_init(m, &c, backend_cpu(), comm_self());
-    if (rc == 0) rc = ckpt_load(&x, file, m, NULL);
+    struct lora_config lc;
+    char init[1100];
+    int rc = lora_ckpt_settings(&meta, file, &lc, init, sizeof(init));
+    if (rc == 0 && lc.rank > 0) {  // adapters only: the base comes from model.init (train/lora_ckpt.h)
+        rc = lora_ckpt_open(m, file, &meta);
+    } else if (rc == 0) {
+        rc = llama_config_from_ini(&c, meta.model_ini, file);
+        if (rc == 0) rc = llama_init(m, &c, backend_cpu(), comm_self());
+        if (rc == 0) rc = ckpt_load(&x, file, m, NULL);
+    }
     if (rc == 0 && meta_out) *meta_out = meta;
     else ckpt_meta_free(&meta);
     return rc;

@@ -251,6 +251,35 @@ Test(gpu_ops, swiglu) {
         for (size_t i = 0; i < sizeof(swi_shapes) / sizeof(swi_shapes[0]); i++) swi_case(cpu, gpu(precisions[p]), swi_shapes[i], &r);
 }
 
+// ---- lora_scale: {BT, n, ld, col0}: an adapter's columns inside a fused output
+static const int ls_shapes[][4] = {{1, 1, 1, 0}, {7, 16, 48, 16}, {33, 24, 80, 56}, {130, 64, 192, 0}};
+
+Test(gpu_ops, lora_scale) {
+    const struct backend *cpu = backend_cpu();
+    struct rng r;
+    rng_seed(&r, 19);
+    for (int p = 0; p < NPREC; p++)
+        for (size_t i = 0; i < sizeof(ls_shapes) / sizeof(ls_shapes[0]); i++) {
+            const struct backend *be = gpu(precisions[p]);
+            const int BT = ls_shapes[i][0], n = ls_shapes[i][1], ld = ls_shapes[i][2], col0 = ls_shapes[i][3];
+            char shape[64];
+            snprintf(shape, sizeof(shape), "BT=%d n=%d ld=%d col0=%d", BT, n, ld, col0);
+            // forward accumulates into the wide output (same start on both sides); backward writes dx (poisoned)
+            struct oc_pair wide = oc_random(cpu, be, BUF_ACT, (size_t)BT * ld, -1, 1, &r);
+            struct oc_pair x = oc_random(cpu, be, BUF_ACT, (size_t)BT * n, -1, 1, &r);
+            cpu->ops->lora_scale_forward(cpu, wide.ref, x.ref, 2.5f, BT, n, ld, col0);
+            be->ops->lora_scale_forward(be, wide.dut, x.dut, 2.5f, BT, n, ld, col0);
+            expect_close(cpu, be, &wide, "lora_scale_forward", shape);
+            struct oc_pair dx = oc_output(cpu, be, BUF_ACT, (size_t)BT * n);
+            cpu->ops->lora_scale_backward(cpu, dx.ref, wide.ref, 0.5f, BT, n, ld, col0);
+            be->ops->lora_scale_backward(be, dx.dut, wide.dut, 0.5f, BT, n, ld, col0);
+            expect_close(cpu, be, &dx, "lora_scale_backward", shape);
+            oc_free(cpu, be, &wide);
+            oc_free(cpu, be, &x);
+            oc_free(cpu, be, &dx);
+        }
+}
+
 // ---- residual: N
 static const size_t res_sizes[] = {1, 33, 1000, 70001};
 
