@@ -9,6 +9,9 @@
 // loading it into a model would (hf_check_weights), so that a bad checkpoint fails here with the same
 // one-line error a training run would give, without the memory of a model. --meta does the same for
 // Meta's original checkpoints (params.json + consolidated.NN.pth, model/meta.h).
+// --lora R [--lora-targets q,v] adds the same step with LoRA adapters of rank R beside full fine-tuning
+// (model/lora.h, as train/train.c allocates it: the base parameters without gradients, master weights or
+// moments; the adapters with all four; the adapters' activations).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +23,7 @@
 #include "model/config.h"
 #include "model/hf.h"
 #include "model/llama.h"
+#include "model/lora.h"
 #include "model/meta.h"
 
 static void fmt_count(char *out, size_t n, long long v) {
@@ -108,6 +112,49 @@ static int print_report(const struct llama_config *c, const char *label, int B, 
     return 0;
 }
 
+// The LoRA step beside full fine-tuning (one rank, tp 1).
+static int print_lora(const struct llama_config *c, int B, int T, int recompute, const struct lora_config *lc) {
+    if (T <= 0) T = c->max_seq_len;
+    struct param_layout pl;
+    if (param_layout_init(&pl, c, 1, 0) != 0) return -1;
+    size_t act, act32;
+    llama_act_sizes(c, &pl, B, T, recompute, &act, &act32);
+    const double BT = (double)B * T, r = lc->rank;
+    const long long na = lora_param_count(c, lc);
+    int nt = 0, max_in = c->dim, max_out = c->dim;
+    for (int t = 0; t < LORA_NT; t++) nt += (lc->targets >> t) & 1;
+    if (c->ffn_hidden > max_in) max_in = max_out = c->ffn_hidden;
+    if (c->n_heads * c->head_dim > max_in) max_in = max_out = c->n_heads * c->head_dim;
+    const double P = (double)pl.total * 4, A = (double)(act + act32) * 4;
+    const double full[5] = {P, P, P, 2 * P, A};
+    const double lora_act = 4 * (BT * r * nt * c->n_layers + BT * (max_in + max_out + r));
+    const double ad[5] = {P + 4.0 * na, 4.0 * na, 4.0 * na, 8.0 * na, A + lora_act};
+    const char *rows[5] = {"parameters", "gradients", "master weights", "AdamW moments", "activations"};
+    const char *notes[5] = {"(the base, and the adapters)", "(adapters only: none for the frozen base)",
+                            "(adapters only)", "(adapters only)", "(plus x A^T of every adapter)"};
+    char tg[64], cnt[64];
+    lora_targets_str(lc->targets, tg, sizeof(tg));
+    fmt_count(cnt, sizeof(cnt), na);
+    printf("LoRA rank %d on %s: %s trainable parameters (%.3f%% of the model); per rank (tp 1, fp32):\n", lc->rank, tg,
+           cnt, 100.0 * (double)na / (double)llama_param_count(c));
+    printf("                 %14s  %14s\n", "full", "LoRA");
+    double tf = 0, tl = 0;
+    for (int i = 0; i < 5; i++) {
+        char a[32], b[32];
+        fmt_bytes(a, sizeof(a), full[i]);
+        fmt_bytes(b, sizeof(b), ad[i]);
+        printf("  %-14s %14s  %14s  %s\n", rows[i], a, b, notes[i]);
+        tf += full[i];
+        tl += ad[i];
+    }
+    char a[32], b[32];
+    fmt_bytes(a, sizeof(a), tf);
+    fmt_bytes(b, sizeof(b), tl);
+    printf("  %-14s %14s  %14s\n", "total", a, b);
+    param_layout_free(&pl);
+    return 0;
+}
+
 // Reads and checks every weight of DIR as loading it into a model would (names, shapes, dtypes, data).
 static int check_weights(const struct llama_config *c, const char *dir, int meta) {
     struct hf_weights_info info;
@@ -118,8 +165,8 @@ static int check_weights(const struct llama_config *c, const char *dir, int meta
 }
 
 int cmd_inspect(int argc, char **argv) {
-    const char *model = NULL, *hf = NULL, *meta = NULL, *v;
-    int B = 1, T = 0, dp = 1, tp = 1, zero1 = 0, recompute = 0;
+    const char *model = NULL, *hf = NULL, *meta = NULL, *v, *targets = "q,v";
+    int B = 1, T = 0, dp = 1, tp = 1, zero1 = 0, recompute = 0, lora_rank = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_opt(argc, argv, &i, "--model", &v)) model = v;
         else if (cli_opt(argc, argv, &i, "--hf", &v)) hf = v;
@@ -130,6 +177,8 @@ int cmd_inspect(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--tp", &v)) tp = atoi(v);
         else if (!strcmp(argv[i], "--zero1")) zero1 = 1;
         else if (!strcmp(argv[i], "--recompute")) recompute = 1;
+        else if (cli_opt(argc, argv, &i, "--lora", &v)) lora_rank = atoi(v);
+        else if (cli_opt(argc, argv, &i, "--lora-targets", &v)) targets = v;
         else if (!strcmp(argv[i], "--help")) {
             printf("usage: llamac inspect (--model PRESET|FILE.ini | --hf DIR | --meta DIR) [--batch B] [--seq T] [--dp N]\n"
                    "                      [--tp K] [--zero1] [--recompute]\n"
@@ -137,7 +186,9 @@ int cmd_inspect(int argc, char **argv) {
                    "             every weight is read and checked as a load would\n"
                    "  --meta DIR Meta's original checkpoint (params.json + consolidated.NN.pth), checked the same way\n"
                    "  --dp N --tp K --zero1   memory per rank of a run on N x K ranks (parallel.tp = K), with\n"
-                   "             AdamW's moments sharded over the N data-parallel ranks (parallel.zero1)\n");
+                   "             AdamW's moments sharded over the N data-parallel ranks (parallel.zero1)\n"
+                   "  --lora R [--lora-targets q,v]   the same step with LoRA adapters of rank R beside full\n"
+                   "             fine-tuning (targets: q,k,v,o,gate,up,down or all)\n");
             return 0;
         } else return err_set("unknown option '%s' (see llamac inspect --help)", argv[i]);
     }
@@ -155,6 +206,12 @@ int cmd_inspect(int argc, char **argv) {
     }
     const char *dir = hf ? hf : meta;
     if (print_report(&c, dir ? dir : model, B, T, dp, tp, zero1, recompute) != 0) return -1;
+    if (lora_rank) {
+        struct lora_config lc = {lora_rank, 16, 0, 0};
+        if (lora_rank < 1 || lora_parse_targets(targets, &lc.targets) != 0)
+            return lora_rank < 1 ? err_set("--lora %d: a rank >= 1", lora_rank) : -1;
+        if (print_lora(&c, B, T, recompute, &lc) != 0) return -1;
+    }
     fflush(stdout);
     return dir ? check_weights(&c, dir, meta != NULL) : 0;
 }
