@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "model/llama.h"
+#include "model/lora.h"
 #include "model/ops/backends.h"
 #include "optim/adamw.h"
 #include "testutil.h"
@@ -72,10 +73,6 @@ static void run_model_docs(struct run *out, const struct backend *be, int recomp
     llama_free(&m);
 }
 
-static void run_model(struct run *out, const struct backend *be, int recompute, const int *tok, const int *tgt, int B,
-                      int T) {
-    run_model_docs(out, be, recompute, tok, tgt, NULL, B, T);
-}
 
 static void compare_with_cpu_docs(enum precision p, int recompute, double tol, int packed) {
     const struct backend *gpu = backend_cuda(p);
@@ -184,3 +181,60 @@ Test(gpu_model, bf16_compute_parameters_follow_fp32_master_weights) {
     free(g);
     free(pc);
 }
+
+// LoRA adapters (model/lora.h) on every projection: the loss and every adapter gradient on the CUDA
+// backend against the CPU backend, from the same random adapters (B nonzero so that A gets gradients).
+static void lora_run(const struct backend *be, const int *tok, const int *tgt, int B, int T, double *loss, float **g,
+                     size_t *n) {
+    struct llama_config c;
+    small_config(&c);
+    struct llama m;
+    cr_assert(llama_init(&m, &c, be, comm_self()) == 0, "%s", err_msg());
+    llama_init_random(&m, 7);
+    llama_alloc_acts(&m, B, T, 0);
+    struct lora_config lc = {4, 8.0f, 0, (1u << LORA_NT) - 1};
+    cr_assert(lora_attach(&m, &lc, 1) == 0, "%s", err_msg());
+    *n = m.lora->layout.total;
+    float *h = malloc(sizeof(float) * *n);
+    struct rng r;
+    rng_seed(&r, 5);
+    fill_normal(h, *n, 0.1f, &r);
+    lora_params_from_host(&m, h);
+    free(h);
+    llama_zero_grads(&m);
+    long k;
+    *loss = llama_forward(&m, tok, tgt, B, T, &k) / (double)k;
+    llama_backward(&m, 1.0f / (float)k);
+    *g = malloc(sizeof(float) * *n);
+    lora_grads_to_host(&m, *g);
+    llama_free(&m);
+}
+
+static void lora_compare(enum precision p, double tol) {
+    const struct backend *gpu = backend_cuda(p);
+    cr_assert(gpu, "%s", err_msg());
+    enum { B = 2, T = 13 };
+    int tok[B * T], tgt[B * T];
+    struct rng r;
+    rng_seed(&r, 9);
+    for (int i = 0; i < B * T; i++) {
+        tok[i] = (int)(rng_u64(&r) % 997);
+        tgt[i] = i % 3 == 0 ? -1 : (int)(rng_u64(&r) % 997);
+    }
+    double l1, l2;
+    float *g1, *g2;
+    size_t n1, n2;
+    lora_run(backend_cpu(), tok, tgt, B, T, &l1, &g1, &n1);
+    lora_run(gpu, tok, tgt, B, T, &l2, &g2, &n2);
+    cr_assert_eq(n1, n2);
+    double lerr = fabs(l2 - l1) / fabs(l1), gerr = rel_err(g2, g1, n1);
+    cr_expect(lerr < tol && gerr < tol, "LoRA: loss %.9f vs CPU %.9f (%.3g), adapter gradients relative error %.3g", l2,
+              l1, lerr, gerr);
+    printf("gpu model LoRA %s: loss relative error %.2g, adapter gradients %.2g\n",
+           p == PRECISION_BF16 ? "bf16" : "fp32", lerr, gerr);
+    free(g1);
+    free(g2);
+}
+
+Test(gpu_model, fp32_lora_adapters_match_the_cpu) { lora_compare(PRECISION_FP32, 1e-5); }
+Test(gpu_model, bf16_lora_adapters_match_the_cpu) { lora_compare(PRECISION_BF16, 2e-2); }
