@@ -289,3 +289,35 @@ Test(sft, prep_stores_the_mask_and_the_loader_packs_whole_examples) {
     cr_expect(has, "a two-record set keeps a validation record");
     tokenizer_free(tok);
 }
+
+// Plain (pretraining) data with doc_mask: each position's document start is the last BOS at or before it.
+Test(sft, doc_mask_takes_document_starts_from_bos_in_plain_windows) {
+    train_tokenizer();
+    const char *txt = DIR "/plain.txt";
+    FILE *f = fopen(txt, "w");
+    cr_assert(f);
+    for (int i = 0; i < 60; i++) fprintf(f, "what is the answer to question %d\n\n", i);
+    fclose(f);
+    struct prep_source src = {.name = "en", .language = "en", .format = PREP_BLANK, .n_paths = 1};
+    char *paths[1] = {(char *)txt};
+    src.paths = paths;
+    struct prep_config pc = {.out_dir = DIR "/plain", .tokenizer = DIR "/tokenizer.model", .sources = &src,
+                             .n_sources = 1, .val_fraction = 0, .seed = 1, .threads = 1};
+    cr_assert(prep_run(&pc, NULL) == 0, "%s", err_msg());
+    struct loader_config c = {.data_dir = DIR "/plain", .B = 2, .T = 40, .seed = 1, .dp_size = 1, .doc_mask = 1};
+    struct loader *l;
+    cr_assert(loader_open(&l, &c) == 0, "%s", err_msg());
+    cr_expect(loader_has_docs(l));
+    int in[80], tg[80], docs[80], starts = 0;
+    cr_assert(loader_next_docs(l, in, tg, docs) == 0, "%s", err_msg());
+    for (int b = 0; b < 2; b++) {
+        int last = 0;
+        for (int t = 0; t < 40; t++) {
+            if (in[b * 40 + t] == tokenizer_bos_id(tok)) last = t, starts++;
+            cr_expect_eq(docs[b * 40 + t], last, "row %d position %d", b, t);
+        }
+    }
+    cr_expect(starts >= 2, "the windows cross documents (%d BOS)", starts);
+    loader_close(l);
+    tokenizer_free(tok);
+}
