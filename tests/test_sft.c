@@ -321,3 +321,48 @@ Test(sft, doc_mask_takes_document_starts_from_bos_in_plain_windows) {
     loader_close(l);
     tokenizer_free(tok);
 }
+
+// Llama 3 with Meta's tokenizer (the ref_llama3_tok fixture writes it; without it the test is skipped): the
+// record's tokens equal the whole documented prompt format encoded at once (special-token strings become
+// their ids), followed by <|end_of_text|>; targets are the assistant contents and their <|eot_id|>.
+Test(sft, llama3_tokens_are_the_documented_format) {
+    const char *model = LLAMAC_TEST_TMP "/llama3_tok/tokenizer.model";
+    FILE *probe = fopen(model, "rb");
+    if (!probe) cr_skip_test("no %s (the ref_llama3_tok fixture needs nodejs and npm)", model);
+    fclose(probe);
+    cr_assert(tokenizer_load(&tok, model) == 0, "%s", err_msg());
+    cr_assert(sft_check_tokenizer(tok, SFT_LLAMA3) == 0, "%s", err_msg());
+    struct sft_record r;
+    parse(&r, conv);
+    struct token_buf ids = {0}, mask = {0}, want = {0};
+    cr_assert(sft_render(tok, SFT_LLAMA3, &r, 0, &ids, &mask) == 0, "%s", err_msg());
+    const char *doc = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+                      "<|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>"
+                      "<|start_header_id|>assistant<|end_header_id|>\n\n4<|eot_id|>"
+                      "<|start_header_id|>user<|end_header_id|>\n\nAnd 3+3?<|eot_id|>"
+                      "<|start_header_id|>assistant<|end_header_id|>\n\n6<|eot_id|><|end_of_text|>";
+    encode(&want, doc);
+    cr_assert_eq(ids.n, want.n, "%zu tokens, the documented format %zu", ids.n, want.n);
+    cr_expect(memcmp(ids.ids, want.ids, sizeof(int) * ids.n) == 0, "the tokens differ from the documented format");
+    cr_expect(ids.ids[0] == 128000 && ids.ids[ids.n - 1] == 128001, "<|begin_of_text|> .. <|end_of_text|>");
+    // targets: "4", <|eot_id|>, "6", <|eot_id|> (single tokens each)
+    struct token_buf four = {0}, six = {0};
+    encode(&four, "4");
+    encode(&six, "6");
+    cr_assert(four.n == 1 && six.n == 1);
+    const int want_targets[4] = {four.ids[0], 128009, six.ids[0], 128009};
+    int targets = 0;
+    for (size_t i = 0; i < ids.n; i++)
+        if (mask.ids[i]) {
+            cr_expect(targets < 4 && ids.ids[i] == want_targets[targets], "target %d is id %d", targets, ids.ids[i]);
+            targets++;
+        }
+    cr_expect_eq(targets, 4, "assistant contents and their <|eot_id|> (%d targets)", targets);
+    free(four.ids);
+    free(six.ids);
+    free(ids.ids);
+    free(mask.ids);
+    free(want.ids);
+    sft_record_free(&r);
+    tokenizer_free(tok);
+}
