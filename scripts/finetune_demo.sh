@@ -30,7 +30,7 @@ for f in $(ls "$mandir" | grep -v '^gcloud' | LC_ALL=C sort); do
       desc = substr($0, n + 3); gsub(/^ +| +$/, "", desc); gsub(/"/, "", desc)
       if (cmd ~ /^[A-Za-z0-9._+-]+$/ && length(desc) > 3 && length(desc) <= 60 && desc ~ /^[ -~]+$/)
         printf "%s\t%s\n", cmd, desc
-      exit }'
+      exit }' || true  # awk leaves at the NAME line: zcat may die of SIGPIPE
 done | awk -F'\t' '!seen[$1]++' > demo/ft/names.tsv
 awk -F'\t' '{ rec = sprintf("{\"prompt\": \"What does the command %s do?\", \"response\": \"%s\"}", $1, $2)
   if (NR % 10 == 0) print rec > "demo/ft/heldout.jsonl"; else print rec > "demo/ft/train.jsonl" }' demo/ft/names.tsv
