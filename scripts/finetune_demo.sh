@@ -32,6 +32,11 @@ for f in $(ls "$mandir" | grep -v '^gcloud' | LC_ALL=C sort); do
         printf "%s\t%s\n", cmd, desc
       exit }' || true  # awk leaves at the NAME line: zcat may die of SIGPIPE
 done | awk -F'\t' '!seen[$1]++' > demo/ft/names.tsv
+if [ "$(wc -l < demo/ft/names.tsv)" -lt 100 ]; then
+  echo "finetune_demo: only $(wc -l < demo/ft/names.tsv) commands with a NAME line in $mandir (an image without" \
+    "manual pages? install man-db and reinstall the packages, or remove dpkg's path-exclude for /usr/share/man)" >&2
+  exit 1
+fi
 awk -F'\t' '{ rec = sprintf("{\"prompt\": \"What does the command %s do?\", \"response\": \"%s\"}", $1, $2)
   if (NR % 10 == 0) print rec > "demo/ft/heldout.jsonl"; else print rec > "demo/ft/train.jsonl" }' demo/ft/names.tsv
 echo "instruction set: $(wc -l < demo/ft/train.jsonl) records to train on, $(wc -l < demo/ft/heldout.jsonl) held out (from $mandir)"
