@@ -234,3 +234,60 @@ Test(train, data_made_with_another_tokenizer_is_refused_on_resume, .timeout = 12
     run(&r, "", args);
     expect_one_line_error(&r, "tokenizer");
 }
+
+// LoRA fine-tuning of exported weights (model/lora.h): a run stopped and resumed gives the same losses, the
+// checkpoint holds the adapters and their moments only, the merged export equals the base plus the
+// exported PEFT adapters' (alpha/r) B A, and full fine-tuning's checkpoint is refused by a LoRA run.
+Test(train, lora_run_resumes_exactly_and_exports_merged_and_peft, .timeout = 300) {
+    struct result r;
+    const char *runs[] = {"lpre", "lhf", "lwhole", "lhalves", "lmerged", "lpeft"};
+    for (int i = 0; i < 6; i++) rm_run(runs[i]);
+    train(&r, "", "lpre", "--set train.steps=2 --set train.eval_every=0");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    run(&r, "", "export --ckpt " TMP "/lpre --out " TMP "/lhf --dtype f32");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    const char *lora = "--set model.init=hf:" TMP "/lhf --set lora.rank=4 --set lora.alpha=8 --set lora.targets=q,v,down "
+                       "--set optim.lr=1e-2";
+    char sets[1024];
+    snprintf(sets, sizeof(sets), "%s", lora);
+    train(&r, "", "lwhole", sets);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "LoRA: rank 4") != NULL, "%s", r.out);
+    snprintf(sets, sizeof(sets), "%s --set run.stop_after=3", lora);
+    train(&r, "", "lhalves", sets);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    train(&r, "", "lhalves", lora);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    char la[16][40], lb[16][40];
+    int na = losses("lwhole", la, 16), nb = losses("lhalves", lb, 16);
+    cr_assert(na == 6 && nb == 6, "%d and %d losses", na, nb);
+    for (int i = 0; i < 6; i++) cr_expect_str_eq(la[i], lb[i], "LoRA loss of step %d differs after resume", i + 1);
+    cr_expect(same_tensors("lwhole/ckpt/step_0000006.h5", "lhalves/ckpt/step_0000006.h5"));
+
+    // the checkpoint: adapters only (3 targets x 2 layers x A, B), no base tensor
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "h5ls %s/lwhole/ckpt/step_0000006.h5/params > %s/lora_ls.txt", TMP, TMP);
+    cr_assert(system(cmd) == 0);
+    char ls[8192];
+    slurp(TMP "/lora_ls.txt", ls, sizeof(ls));
+    int lines = 0;
+    for (char *p = ls; *p; p++) lines += *p == '\n';
+    cr_expect(lines == 12 && strstr(ls, "lora_A") && !strstr(ls, "embed_tokens"), "checkpoint params: %s", ls);
+
+    run(&r, "", "export --ckpt " TMP "/lwhole --out " TMP "/lmerged --dtype f32");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    run(&r, "", "export --ckpt " TMP "/lwhole --out " TMP "/lpeft --lora peft");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    snprintf(cmd, sizeof(cmd), "%s %s/tests/ref/lora_merge_check.py %s/lhf %s/lpeft %s/lmerged", LLAMAC_PYTHON,
+             LLAMAC_TEST_SOURCE_DIR, TMP, TMP, TMP);
+    cr_expect(system(cmd) == 0, "the merged export is base + (alpha/r) B A of the PEFT export (%s)", cmd);
+
+    // a LoRA run refuses a full fine-tuning checkpoint in its run_dir
+    rm_run("lhalves_full");
+    snprintf(cmd, sizeof(cmd), "cp -r %s/lpre %s/lhalves_full", TMP, TMP);
+    cr_assert(system(cmd) == 0);
+    char args[2048];
+    snprintf(args, sizeof(args), "train %s --set data.dir=%s --set run.run_dir=%s/lhalves_full %s", INI, DATA, TMP, lora);
+    run(&r, "", args);
+    expect_one_line_error(&r, "full fine-tuning checkpoint");
+}

@@ -185,16 +185,26 @@ static void rope_case(const struct backend *cpu, const struct backend *be, const
     struct oc_pair c = oc_pair_of(cpu, be, BUF_STATE, hc, (size_t)T * half);
     struct oc_pair sn = oc_pair_of(cpu, be, BUF_STATE, hs, (size_t)T * half);
     size_t n = (size_t)B * T * stride;
-    struct oc_pair x = oc_random(cpu, be, BUF_ACT, n, -1, 1, r);
-    cpu->ops->rope_forward(cpu, x.ref, c.ref, sn.ref, B, T, NR, HS, stride);
-    be->ops->rope_forward(be, x.dut, c.dut, sn.dut, B, T, NR, HS, stride);
-    expect_close(cpu, be, &x, "rope_forward", shape);
-    struct oc_pair dx = oc_random(cpu, be, BUF_ACT, n, -1, 1, r);
-    cpu->ops->rope_backward(cpu, dx.ref, c.ref, sn.ref, B, T, NR, HS, stride);
-    be->ops->rope_backward(be, dx.dut, c.dut, sn.dut, B, T, NR, HS, stride);
-    expect_close(cpu, be, &dx, "rope_backward", shape);
-    struct oc_pair *all[] = {&c, &sn, &x, &dx};
-    for (int i = 0; i < 4; i++) oc_free(cpu, be, all[i]);
+    // packed windows: documents start at t = 0 and at every third position, positions restart there
+    int *hd = malloc(sizeof(int) * (size_t)B * T);
+    for (int i = 0; i < B * T; i++) hd[i] = (i % T) - (i % T) % 3;
+    struct oc_pair docs = oc_ints(cpu, be, hd, (size_t)B * T);
+    free(hd);
+    for (int packed = 0; packed < 2; packed++) {
+        const dbuf *dr = packed ? docs.ref : NULL, *dd = packed ? docs.dut : NULL;
+        struct oc_pair x = oc_random(cpu, be, BUF_ACT, n, -1, 1, r);
+        cpu->ops->rope_forward(cpu, x.ref, c.ref, sn.ref, dr, B, T, NR, HS, stride);
+        be->ops->rope_forward(be, x.dut, c.dut, sn.dut, dd, B, T, NR, HS, stride);
+        expect_close(cpu, be, &x, packed ? "rope_forward (packed)" : "rope_forward", shape);
+        struct oc_pair dx = oc_random(cpu, be, BUF_ACT, n, -1, 1, r);
+        cpu->ops->rope_backward(cpu, dx.ref, c.ref, sn.ref, dr, B, T, NR, HS, stride);
+        be->ops->rope_backward(be, dx.dut, c.dut, sn.dut, dd, B, T, NR, HS, stride);
+        expect_close(cpu, be, &dx, packed ? "rope_backward (packed)" : "rope_backward", shape);
+        oc_free(cpu, be, &x);
+        oc_free(cpu, be, &dx);
+    }
+    struct oc_pair *all[] = {&c, &sn, &docs};
+    for (int i = 0; i < 3; i++) oc_free(cpu, be, all[i]);
     free(hc);
     free(hs);
 }
@@ -268,6 +278,35 @@ Test(gpu_ops, residual_rmsnorm) {
     for (int p = 0; p < NPREC; p++)
         for (size_t i = 0; i < sizeof(rms_shapes) / sizeof(rms_shapes[0]); i++)
             resrms_case(cpu, gpu(precisions[p]), rms_shapes[i], (int)(i % 2), &r);
+}
+
+// ---- lora_scale: {BT, n, ld, col0}: an adapter's columns inside a fused output
+static const int ls_shapes[][4] = {{1, 1, 1, 0}, {7, 16, 48, 16}, {33, 24, 80, 56}, {130, 64, 192, 0}};
+
+Test(gpu_ops, lora_scale) {
+    const struct backend *cpu = backend_cpu();
+    struct rng r;
+    rng_seed(&r, 19);
+    for (int p = 0; p < NPREC; p++)
+        for (size_t i = 0; i < sizeof(ls_shapes) / sizeof(ls_shapes[0]); i++) {
+            const struct backend *be = gpu(precisions[p]);
+            const int BT = ls_shapes[i][0], n = ls_shapes[i][1], ld = ls_shapes[i][2], col0 = ls_shapes[i][3];
+            char shape[64];
+            snprintf(shape, sizeof(shape), "BT=%d n=%d ld=%d col0=%d", BT, n, ld, col0);
+            // forward accumulates into the wide output (same start on both sides); backward writes dx (poisoned)
+            struct oc_pair wide = oc_random(cpu, be, BUF_ACT, (size_t)BT * ld, -1, 1, &r);
+            struct oc_pair x = oc_random(cpu, be, BUF_ACT, (size_t)BT * n, -1, 1, &r);
+            cpu->ops->lora_scale_forward(cpu, wide.ref, x.ref, 2.5f, BT, n, ld, col0);
+            be->ops->lora_scale_forward(be, wide.dut, x.dut, 2.5f, BT, n, ld, col0);
+            expect_close(cpu, be, &wide, "lora_scale_forward", shape);
+            struct oc_pair dx = oc_output(cpu, be, BUF_ACT, (size_t)BT * n);
+            cpu->ops->lora_scale_backward(cpu, dx.ref, wide.ref, 0.5f, BT, n, ld, col0);
+            be->ops->lora_scale_backward(be, dx.dut, wide.dut, 0.5f, BT, n, ld, col0);
+            expect_close(cpu, be, &dx, "lora_scale_backward", shape);
+            oc_free(cpu, be, &wide);
+            oc_free(cpu, be, &x);
+            oc_free(cpu, be, &dx);
+        }
 }
 
 // ---- residual: N
