@@ -287,6 +287,16 @@ void lora_merge_to_host(const struct llama *m, float *host) {
     free(ad_host);
 }
 
+// The shortest decimal that reads back as the float v (0.1f as 0.1, not 0.10000000149011612), for JSON.
+static double float_decimal(float v) {
+    char buf[32];
+    for (int digits = 6; digits < 9; digits++) {
+        snprintf(buf, sizeof(buf), "%.*g", digits, v);
+        if ((float)strtod(buf, NULL) == v) return strtod(buf, NULL);
+    }
+    return v;
+}
+
 int lora_save_peft(const struct llama *m, const char *dir, const char *base) {
     const struct lora *a = m->lora;
     if (fs_mkdir_p(dir) != 0) return -1;
@@ -308,8 +318,8 @@ int lora_save_peft(const struct llama *m, const char *dir, const char *base) {
     cJSON_AddStringToObject(c, "task_type", "CAUSAL_LM");
     cJSON_AddStringToObject(c, "base_model_name_or_path", base ? base : "");
     cJSON_AddNumberToObject(c, "r", a->c.rank);
-    cJSON_AddNumberToObject(c, "lora_alpha", a->c.alpha);
-    cJSON_AddNumberToObject(c, "lora_dropout", a->c.dropout);
+    cJSON_AddNumberToObject(c, "lora_alpha", float_decimal(a->c.alpha));
+    cJSON_AddNumberToObject(c, "lora_dropout", float_decimal(a->c.dropout));
     cJSON_AddStringToObject(c, "bias", "none");
     cJSON_AddBoolToObject(c, "fan_in_fan_out", 0);
     cJSON_AddBoolToObject(c, "inference_mode", 1);

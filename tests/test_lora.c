@@ -464,6 +464,18 @@ Test(lora, dropout_off_is_p0_and_masks_follow_the_key) {
     lora_set_dropout(&m, 0, 0);
     cr_expect(dropout_pass(&m, tok, tgt, NULL) == off, "turned off again: back to the p = 0 loss");
     printf("lora dropout p 0.3: loss off %.9f (= p 0), key 42 %.9f, key 43 %.9f\n", off, on1, other);
+    // PEFT's layout keeps lora_dropout (as written: 0.3, not the float's 0.30000001192092896)
+    const char *dir = LLAMAC_TEST_TMP "/lora_dropout_peft";
+    cr_assert(lora_save_peft(&m, dir, NULL) == 0, "%s", err_msg());
+    struct lora_config back;
+    cr_assert(lora_read_peft_config(dir, &back) == 0, "%s", err_msg());
+    cr_expect(back.dropout == 0.3f && back.rank == 4 && back.alpha == 8.0f, "read back: dropout %g", back.dropout);
+    char json[4096] = {0};
+    FILE *f = fopen(LLAMAC_TEST_TMP "/lora_dropout_peft/adapter_config.json", "r");
+    cr_assert(f);
+    cr_assert(fread(json, 1, sizeof(json) - 1, f) > 0);
+    fclose(f);
+    cr_expect(strstr(json, "\"lora_dropout\":\t0.3,") != NULL, "%s", json);
     // the keys of the trainer differ in every coordinate
     const uint64_t k0 = lora_dropout_key(1, 5, 0, 0);
     cr_expect(k0 == lora_dropout_key(1, 5, 0, 0) && k0 != lora_dropout_key(2, 5, 0, 0) &&

@@ -336,6 +336,14 @@ Test(train, lora_dropout_run_resumes_exactly_and_differs_from_no_dropout, .timeo
               "dropout 0.1 and 0 end with different adapters");
     printf("lora dropout run: step 6 loss %s with dropout 0.1 (resumed: %s), %s without\n", la[5], lb[5], l0[5]);
 
+    // the checkpoint's run config carries the dropout into PEFT's adapter_config.json
+    rm_run("dpeft");
+    run(&r, "", "export --ckpt " TMP "/dwhole --out " TMP "/dpeft --lora peft");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    char json[4096];
+    slurp(TMP "/dpeft/adapter_config.json", json, sizeof(json));
+    cr_expect(strstr(json, "\"lora_dropout\":\t0.1,") != NULL, "%s", json);
+
     snprintf(sets, sizeof(sets), "%s --set lora.dropout=1", lora);
     train(&r, "", "dbad", sets);
     expect_one_line_error(&r, "lora.dropout = 1 is out of range");
