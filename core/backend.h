@@ -21,6 +21,7 @@
 //      table of tests/ops_cases.h, which tests/gpu/test_gpu_ops.c runs on every other backend of the build.
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct dbuf dbuf;  // an opaque device buffer; only the backend knows its element type
 
@@ -117,6 +118,11 @@ struct ops {
                                int col0);
     void (*lora_scale_backward)(const struct backend *be, dbuf *dx, const dbuf *dout, float alpha, int BT, int n,
                                 int ld, int col0);
+    // Inverted dropout (LoRA's dropout on an adapter's input, model/lora.c): out (BT,n) = x * keep / (1 - p),
+    // keep 0 or 1 per element from the stream `key` with the flat index i*n + j as its counter (the mask
+    // of model/ops/dropout_mask.h, the same bits on every backend); 0 <= p < 1 (p = 0: out = x). out may
+    // not alias x. Its backward is the same op with the same key on the gradient (the mask is linear).
+    void (*dropout_forward)(const struct backend *be, dbuf *out, const dbuf *x, float p, uint64_t key, int BT, int n);
 
     // Cross-entropy over the vocabulary slice [vstart, vstart+Vl) of logits (BT,Vl); columns whose global
     // id is >= V are padding and never count; targets < 0 are ignored (loss 0, no gradient). In three

@@ -302,7 +302,8 @@ static dbuf *lm_head_weight(struct llama *m) {
 // A region of device work for be->run_region (core/backend.h): called directly when the backend has none,
 // in a tensor-parallel group (its all-reduces leave the device) or when asked to. The key covers what
 // the captured work depends on besides the contents of device memory: every buffer address, the shapes
-// of the config and the batch, and the caller's scalars (the loss scale).
+// of the config and the batch, and the caller's scalars (the loss scale; LoRA dropout's key, which changes
+// every micro-batch, so that training with dropout runs its regions directly).
 static void run_region(struct llama *m, int slot, unsigned long long key, int direct, void (*fn)(void *), void *arg) {
     if (m->be->run_region && m->tp->size == 1 && !direct) m->be->run_region(m->be, slot, key, fn, arg);
     else fn(arg);
@@ -319,7 +320,10 @@ static unsigned long long region_key(const struct llama *m, unsigned long long e
                                     (unsigned long long)c->head_dim, (unsigned long long)c->ffn_hidden,
                                     (unsigned long long)c->vocab_size, (unsigned long long)c->tie_embeddings,
                                     (unsigned long long)(c->norm_eps * 1e9), (unsigned long long)m->docs_on,
-                                    (uintptr_t)m->docs, (uintptr_t)m->lora, (uintptr_t)m->frozen, extra};
+                                    (uintptr_t)m->docs, (uintptr_t)m->lora, (uintptr_t)m->frozen,
+                                    // LoRA dropout's key is a kernel argument: a new key is new work
+                                    m->lora ? (unsigned long long)m->lora->drop_on : 0,
+                                    m->lora ? (unsigned long long)m->lora->drop_key : 0, extra};
     unsigned long long h = 1469598103934665603ull;  // FNV-1a over the words
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) h = (h ^ v[i]) * 1099511628211ull;
     return h;

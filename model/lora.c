@@ -76,7 +76,7 @@ int lora_attach(struct llama *m, const struct lora_config *lc, uint64_t seed) {
     if (m->tp->size != 1) return err_set("LoRA adapters need one tensor-parallel rank (parallel.tp = 1)");
     if (lc->rank < 1 || lc->rank > 4096) return err_set("lora.rank %d: must be in 1..4096", lc->rank);
     if (!(lc->alpha > 0)) return err_set("lora.alpha %g: must be positive", lc->alpha);
-    if (lc->dropout != 0) return err_set("lora.dropout %g: only 0 is supported", lc->dropout);
+    if (!(lc->dropout >= 0 && lc->dropout < 1)) return err_set("lora.dropout %g: must be in [0, 1)", lc->dropout);
     if (!lc->targets) return err_set("lora.targets: no projection chosen");
     CHECKF(m->layers, "lora_attach before llama_alloc_acts");
     struct lora *a = xcalloc(1, sizeof(*a));
@@ -153,6 +153,7 @@ void lora_alloc_acts(struct llama *m) {
     if (a->tmp) be->free(be, a->tmp);
     if (a->du) be->free(be, a->du);
     if (a->dx) be->free(be, a->dx);
+    if (a->xd) be->free(be, a->xd);
     const size_t BT = (size_t)m->cap_B * m->cap_T, r = (size_t)a->c.rank;
     int max_in = 1, max_out = 1;
     for (int i = 0; i < a->n; i++) {
@@ -164,6 +165,7 @@ void lora_alloc_acts(struct llama *m) {
     a->tmp = be->alloc(be, BUF_ACT, BT * (size_t)max_out);
     a->du = be->alloc(be, BUF_ACT, BT * r);
     a->dx = be->alloc(be, BUF_ACT, BT * (size_t)max_in);
+    a->xd = a->c.dropout > 0 ? be->alloc(be, BUF_ACT, BT * (size_t)max_in) : NULL;
     a->cap_BT = (int)BT;
 }
 
@@ -171,8 +173,8 @@ void lora_free(struct llama *m) {
     struct lora *a = m->lora;
     if (!a) return;
     const struct backend *be = m->be;
-    dbuf *bufs[] = {a->params, a->grads, a->acts, a->tmp, a->du, a->dx};
-    for (int i = 0; i < 6; i++)
+    dbuf *bufs[] = {a->params, a->grads, a->acts, a->tmp, a->du, a->dx, a->xd};
+    for (int i = 0; i < 7; i++)
         if (bufs[i]) be->free(be, bufs[i]);
     param_layout_free(&a->layout);
     free(a->ad);
@@ -183,7 +185,35 @@ void lora_free(struct llama *m) {
 #define AW(p) be_at(be, BUF_PARAM, a->params, (p)->offset)
 #define AG(p) be_at(be, BUF_GRAD, a->grads, (p)->offset)
 
-// y (BT,OCg) columns of each adapter of the group += scale * (x A^T) B^T
+void lora_set_dropout(struct llama *m, int on, uint64_t key) {
+    m->lora->drop_on = on != 0;
+    m->lora->drop_key = on ? key : 0;
+}
+
+uint64_t lora_dropout_key(uint64_t seed, long step, int micro, int dp_rank) {
+    uint64_t k = rng_mix(seed ^ 0x6C6F72615F64726FULL);  // "lora_dro": apart from the other streams of the seed
+    k = rng_mix(k + (uint64_t)step);
+    k = rng_mix(k + (uint64_t)micro);
+    return rng_mix(k + (uint64_t)dp_rank);
+}
+
+// Whether adapters drop now (training with lora.dropout > 0), and the mask stream of one adapter: the
+// micro-batch key mixed with (layer, target), so every adapter has its own mask.
+static int dropping(const struct lora *a) { return a->drop_on && a->c.dropout > 0; }
+
+static uint64_t adapter_key(const struct lora *a, const struct lora_adapter *ad) {
+    return rng_mix(a->drop_key ^ rng_mix((uint64_t)ad->layer * LORA_NT + (uint64_t)ad->target + 1));
+}
+
+// The adapter's input: x, or dropout(x) written into the scratch xd when dropping.
+static const dbuf *adapter_input(struct lora *a, const struct backend *be, const struct lora_adapter *ad,
+                                 const dbuf *x, int BT) {
+    if (!dropping(a)) return x;
+    be->ops->dropout_forward(be, a->xd, x, a->c.dropout, adapter_key(a, ad), BT, ad->in);
+    return a->xd;
+}
+
+// y (BT,OCg) columns of each adapter of the group += scale * (xin A^T) B^T, xin = x or dropout(x)
 void lora_forward_group(struct llama *m, int l, int g, const dbuf *x, dbuf *y, int BT, int OCg) {
     struct lora *a = m->lora;
     const struct backend *be = m->be;
@@ -191,13 +221,15 @@ void lora_forward_group(struct llama *m, int l, int g, const dbuf *x, dbuf *y, i
     for (int i = 0; i < a->n; i++) {
         const struct lora_adapter *ad = &a->ad[i];
         if (ad->layer != l || ad->group != g) continue;
-        be->ops->matmul_forward(be, ad->u, x, AW(ad->A), BT, ad->in, r);         // u (BT,r) = x A^T
+        const dbuf *xin = adapter_input(a, be, ad, x, BT);
+        be->ops->matmul_forward(be, ad->u, xin, AW(ad->A), BT, ad->in, r);       // u (BT,r) = xin A^T
         be->ops->matmul_forward(be, a->tmp, ad->u, AW(ad->B), BT, r, ad->out);   // (BT,out) = u B^T
         be->ops->lora_scale_forward(be, y, a->tmp, a->scale, BT, ad->out, OCg, ad->col0);
     }
 }
 
-// dB += dv^T u, dA += du^T x, dx += du A, with dv = scale * dy[:, cols] and du = dv B
+// dB += dv^T u, dA += du^T xin, dx += du A (dropout(du A) when dropping: the same mask and scale), with
+// dv = scale * dy[:, cols] and du = dv B
 void lora_backward_group(struct llama *m, int l, int g, const dbuf *dy, const dbuf *x, dbuf *dx, int BT, int OCg) {
     struct lora *a = m->lora;
     const struct backend *be = m->be;
@@ -207,8 +239,14 @@ void lora_backward_group(struct llama *m, int l, int g, const dbuf *dy, const db
         if (ad->layer != l || ad->group != g) continue;
         be->ops->lora_scale_backward(be, a->tmp, dy, a->scale, BT, ad->out, OCg, ad->col0);
         be->ops->matmul_backward(be, a->du, AG(ad->B), a->tmp, ad->u, AW(ad->B), BT, r, ad->out);
-        be->ops->matmul_backward(be, a->dx, AG(ad->A), a->du, x, AW(ad->A), BT, ad->in, r);
-        be->ops->residual_forward(be, dx, dx, a->dx, (size_t)BT * ad->in);
+        const dbuf *xin = adapter_input(a, be, ad, x, BT);  // dropout(x) again, from the same key
+        be->ops->matmul_backward(be, a->dx, AG(ad->A), a->du, xin, AW(ad->A), BT, ad->in, r);
+        if (dropping(a)) {  // xd is free again: it takes the masked input gradient
+            be->ops->dropout_forward(be, a->xd, a->dx, a->c.dropout, adapter_key(a, ad), BT, ad->in);
+            be->ops->residual_forward(be, dx, dx, a->xd, (size_t)BT * ad->in);
+        } else {
+            be->ops->residual_forward(be, dx, dx, a->dx, (size_t)BT * ad->in);
+        }
     }
 }
 
@@ -249,6 +287,16 @@ void lora_merge_to_host(const struct llama *m, float *host) {
     free(ad_host);
 }
 
+// The shortest decimal that reads back as the float v (0.1f as 0.1, not 0.10000000149011612), for JSON.
+static double float_decimal(float v) {
+    char buf[32];
+    for (int digits = 6; digits < 9; digits++) {
+        snprintf(buf, sizeof(buf), "%.*g", digits, v);
+        if ((float)strtod(buf, NULL) == v) return strtod(buf, NULL);
+    }
+    return v;
+}
+
 int lora_save_peft(const struct llama *m, const char *dir, const char *base) {
     const struct lora *a = m->lora;
     if (fs_mkdir_p(dir) != 0) return -1;
@@ -270,8 +318,8 @@ int lora_save_peft(const struct llama *m, const char *dir, const char *base) {
     cJSON_AddStringToObject(c, "task_type", "CAUSAL_LM");
     cJSON_AddStringToObject(c, "base_model_name_or_path", base ? base : "");
     cJSON_AddNumberToObject(c, "r", a->c.rank);
-    cJSON_AddNumberToObject(c, "lora_alpha", a->c.alpha);
-    cJSON_AddNumberToObject(c, "lora_dropout", a->c.dropout);
+    cJSON_AddNumberToObject(c, "lora_alpha", float_decimal(a->c.alpha));
+    cJSON_AddNumberToObject(c, "lora_dropout", float_decimal(a->c.dropout));
     cJSON_AddStringToObject(c, "bias", "none");
     cJSON_AddBoolToObject(c, "fan_in_fan_out", 0);
     cJSON_AddBoolToObject(c, "inference_mode", 1);

@@ -14,12 +14,25 @@
 // adapters only. Plain freezing (llama_freeze) keeps the gradient block but marks tensors frozen: their
 // weight gradients are skipped and the trainer leaves them out of AdamW and the gradient norm.
 //
+// Dropout (PEFT's lora_dropout, one nn.Dropout per adapted module): in training an adapter computes
+// y += (alpha / r) dropout(x) A^T B^T, with dropout on the adapter's input only (the base matmul sees x
+// unchanged), inverted scaling 1 / (1 - p), and an independent mask per adapter. The mask is never stored:
+// it is the counter-based hash of model/ops/dropout_mask.h (op dropout_forward) keyed by the micro-batch's
+// key (lora_set_dropout; the trainer derives it from the run seed, the step, the micro-batch and the
+// data-parallel rank: lora_dropout_key) mixed with the adapter's layer and target, so backward (and the
+// forward recomputed under run.recompute) draws the same mask again, and a resumed run draws the same
+// masks as an uninterrupted one. Backward: dA += du^T dropout(x) (dropout(x) recomputed into the scratch
+// xd) and dx += dropout(du A) with the same key and scale, the exact gradient of the forward. Dropout is
+// off unless the trainer turns it on for a micro-batch (evaluation, sampling and export never drop);
+// off, or with p = 0, an adapter computes exactly what it computes without dropout.
+//
 // Merging: W' = W + (alpha / r) B A (lora_merge_to_host); PEFT's layout: adapter_model.safetensors with
 // "base_model.model.model.layers.L.self_attn.q_proj.lora_A.weight" (r, in) and "...lora_B.weight"
 // (out, r), and adapter_config.json (r, lora_alpha, lora_dropout, target_modules, peft_type "LORA").
-// Limits: one tensor-parallel rank (tp = 1), no ZeRO-1, dropout 0 (refused otherwise).
+// Limits: one tensor-parallel rank (tp = 1), no ZeRO-1.
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 
 #include "model/hf.h"
 #include "model/llama.h"
@@ -31,7 +44,7 @@ enum lora_target { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN
 struct lora_config {
     int rank;            // r (0: no adapters)
     float alpha;         // the update is scaled by alpha / r
-    float dropout;       // on the adapter's input (PEFT's lora_dropout); only 0 is supported
+    float dropout;       // p in [0, 1) on the adapter's input in training (PEFT's lora_dropout)
     unsigned targets;    // bit (1 << enum lora_target) per adapted projection
 };
 
@@ -51,7 +64,10 @@ struct lora {
     dbuf *params, *grads;      // BUF_PARAM, BUF_GRAD: layout.total each
     dbuf *master;              // the optimizer's fp32 master weights of the block (set by the trainer), or NULL
     dbuf *acts, *tmp, *du, *dx;  // u of every adapter; scratch (BT, max out), (BT, r), (BT, max in)
+    dbuf *xd;                  // scratch (BT, max in): dropout(x) of the adapter at hand (NULL when dropout 0)
     int cap_BT;
+    int drop_on;               // dropout active for the next forward/backward (lora_set_dropout)
+    uint64_t drop_key;         // the micro-batch's dropout key
 };
 
 // "q,k,v,o,gate,up,down" (also q_proj, ..., and "all"); -1 with err_set naming the unknown one.
@@ -70,6 +86,13 @@ void lora_init_values(struct llama *m, uint64_t seed);
 // Sizes the adapters' activations for the model's cap_B x cap_T (llama_alloc_acts calls it).
 void lora_alloc_acts(struct llama *m);
 void lora_free(struct llama *m);
+
+// Dropout in training (see above): on = 1 makes the following forward and backward drop with the
+// micro-batch key `key` (a no-op when lora.dropout is 0); on = 0 turns it off (the state after attach).
+void lora_set_dropout(struct llama *m, int on, uint64_t key);
+// The key of micro-batch `micro` of optimizer step `step` (0-based) on data-parallel rank dp_rank of the
+// run seeded `seed`: a function of these alone, so a resumed run draws the same masks.
+uint64_t lora_dropout_key(uint64_t seed, long step, int micro, int dp_rank);
 
 // Forward/backward hooks of model/llama.c: after the base matmul of group g of layer l (x (BT,in) its
 // input, y (BT,OCg) its output), and after the base matmul_backward (dy the gradient of y, dx += the

@@ -231,3 +231,265 @@ Test(lora, training_moves_the_adapters_and_leaves_the_base_bit_identical) {
     free(before); free(after); free(a0); free(a1);
     llama_free(&m);
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Dropout (model/lora.h): a small random model on the CPU with adapters on every projection, p = 0.3.
+// ---------------------------------------------------------------------------------------------------
+
+enum { DB = 2, DT = 13 };
+
+static void dropout_model(struct llama *m, float p, int recompute) {
+    struct llama_config c;
+    memset(&c, 0, sizeof(c));
+    snprintf(c.name, sizeof(c.name), "dropout-test");
+    c.dim = 64, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 16, c.ffn_hidden = 96;
+    c.vocab_size = 97, c.norm_eps = 1e-5f, c.rope_theta = 10000.0f, c.max_seq_len = 32;
+    cr_assert(llama_init(m, &c, backend_cpu(), comm_self()) == 0, "%s", err_msg());
+    llama_init_random(m, 7);
+    llama_alloc_acts(m, DB, DT, recompute);
+    struct lora_config lc = {4, 8.0f, p, (1u << LORA_NT) - 1};
+    cr_assert(lora_attach(m, &lc, 1) == 0, "%s", err_msg());
+    const size_t n = m->lora->layout.total;  // B nonzero, so that A and the input get gradients
+    float *h = malloc(sizeof(float) * n);
+    struct rng r;
+    rng_seed(&r, 5);
+    fill_normal(h, n, 0.2f, &r);
+    lora_params_from_host(m, h);
+    free(h);
+}
+
+static void dropout_tokens(int *tok, int *tgt) {
+    struct rng r;
+    rng_seed(&r, 9);
+    for (int i = 0; i < DB * DT; i++) tok[i] = (int)(rng_u64(&r) % 97), tgt[i] = i % 4 == 3 ? -1 : (int)(rng_u64(&r) % 97);
+}
+
+// Mean loss of one forward, and (when g is not NULL) the adapter gradients of the backward after it.
+static double dropout_pass(struct llama *m, const int *tok, const int *tgt, float *g) {
+    llama_zero_grads(m);
+    long n;
+    double loss = llama_forward(m, tok, tgt, DB, DT, &n) / (double)n;
+    if (g) {
+        llama_backward(m, 1.0f / (float)n);
+        lora_grads_to_host(m, g);
+    }
+    return loss;
+}
+
+// The mask is core/rng.h's counter-based hash: dropped exactly where rng_uniform_at(key, i) < thr / 2^32;
+// it drops a fraction p, scales the rest by 1 / (1 - p), and p = 0 is the identity.
+Test(lora, dropout_mask_is_the_rng_stream_and_drops_a_fraction_p) {
+    const struct backend *be = backend_cpu();
+    const int BT = 400, n = 500;
+    const size_t N = (size_t)BT * n;
+    float *x = malloc(sizeof(float) * N), *y = malloc(sizeof(float) * N), *y2 = malloc(sizeof(float) * N);
+    struct rng r;
+    rng_seed(&r, 3);
+    for (size_t i = 0; i < N; i++) x[i] = 0.5f + (float)rng_uniform(&r);  // never 0
+    const float p = 0.3f;
+    const uint64_t key = 0x1234567890abcdefULL;
+    be->ops->dropout_forward(be, (dbuf *)y, (dbuf *)x, p, key, BT, n);
+    const double cut = (double)(uint32_t)((double)p * 4294967296.0) / 4294967296.0;
+    size_t dropped = 0, agree = 0, scaled = 0;
+    for (size_t i = 0; i < N; i++) {
+        dropped += y[i] == 0;
+        agree += (y[i] == 0) == (rng_uniform_at(key, i) < cut);
+        scaled += y[i] == 0 || y[i] == x[i] * (1.0f / (1.0f - p));
+    }
+    const double frac = (double)dropped / N;
+    printf("lora dropout op: p %.2f, dropped %.5f of %zu elements\n", p, frac, N);
+    cr_expect(fabs(frac - p) < 5e-3, "dropped %.5f of the elements, p = %.2f", frac, p);  // sigma 1e-3
+    cr_expect_eq(agree, N, "the mask is rng_uniform_at(key, i) < p at %zu of %zu elements", agree, N);
+    cr_expect_eq(scaled, N, "kept elements are x / (1 - p) (%zu of %zu)", scaled, N);
+    be->ops->dropout_forward(be, (dbuf *)y2, (dbuf *)x, p, key, BT, n);
+    cr_expect(memcmp(y, y2, sizeof(float) * N) == 0, "the same key gives the same output");
+    be->ops->dropout_forward(be, (dbuf *)y2, (dbuf *)x, p, key + 1, BT, n);
+    size_t differ = 0;
+    for (size_t i = 0; i < N; i++) differ += (y[i] == 0) != (y2[i] == 0);
+    cr_expect(differ > N / 3, "another key gives another mask (%zu of %zu elements differ; 2p(1-p) expected)", differ, N);
+    be->ops->dropout_forward(be, (dbuf *)y2, (dbuf *)x, 0.0f, key, BT, n);
+    cr_expect(memcmp(x, y2, sizeof(float) * N) == 0, "p = 0 is the identity");
+    free(x); free(y); free(y2);
+}
+
+// One group hook (q,k,v; o; gate,up; down) of layer 1 alone: L = sum R * (y after lora_forward_group),
+// a linear function of A, B and x for a fixed mask, so central differences are exact up to rounding.
+struct group_fd {
+    struct llama *m;
+    int g, in, OCg, BT;
+    float *x, *y, *R;
+};
+
+static double group_loss(void *p) {
+    struct group_fd *c = p;
+    memset(c->y, 0, sizeof(float) * (size_t)c->BT * c->OCg);
+    lora_forward_group(c->m, 1, c->g, (dbuf *)c->x, (dbuf *)c->y, c->BT, c->OCg);
+    double s = 0;
+    for (size_t i = 0; i < (size_t)c->BT * c->OCg; i++) s += (double)c->y[i] * c->R[i];
+    return s;
+}
+
+// Relative error of the analytic gradient g (n) of group_loss against central differences in v (n).
+static double fd_error(struct group_fd *c, float *v, const float *g, size_t n, float eps) {
+    double d = 0, s = 0;
+    for (size_t k = 0; k < n; k++) {
+        const float keep = v[k];
+        v[k] = keep + eps;
+        const double lp = group_loss(c);
+        v[k] = keep - eps;
+        const double lm = group_loss(c);
+        v[k] = keep;
+        const double fd = (lp - lm) / (2.0 * eps);
+        d += (g[k] - fd) * (g[k] - fd);
+        s += fd * fd;
+    }
+    return sqrt(d / s);
+}
+
+Test(lora, dropout_gradients_of_a_b_and_the_input_match_finite_differences) {
+    struct llama m;
+    dropout_model(&m, 0.3f, 0);
+    struct lora *a = m.lora;
+    const int BT = DB * DT, C = m.cfg.dim, F = m.cfg.ffn_hidden, QKV = (4 + 2 * 2) * 16;
+    const int ins[4] = {C, 4 * 16, C, F}, outs[4] = {QKV, C, 2 * F, C};
+    float *pa = (float *)a->params;  // the CPU backend's buffers are host memory
+    struct rng r;
+    rng_seed(&r, 17);
+    double worst = 0;
+    for (int g = 0; g < 4; g++) {
+        struct group_fd c = {&m, g, ins[g], outs[g], BT, NULL, NULL, NULL};
+        c.x = malloc(sizeof(float) * BT * c.in);
+        c.y = malloc(sizeof(float) * BT * c.OCg);
+        c.R = malloc(sizeof(float) * BT * c.OCg);
+        float *dx = calloc((size_t)BT * c.in, sizeof(float)), *grads = malloc(sizeof(float) * a->layout.total);
+        fill_normal(c.x, (size_t)BT * c.in, 1, &r);
+        fill_normal(c.R, (size_t)BT * c.OCg, 1, &r);
+        lora_set_dropout(&m, 1, 0xfeedULL + (uint64_t)g);
+        llama_zero_grads(&m);
+        group_loss(&c);  // forward (keeps u), then backward: dy = R
+        lora_backward_group(&m, 1, g, (dbuf *)c.R, (dbuf *)c.x, (dbuf *)dx, BT, c.OCg);
+        lora_grads_to_host(&m, grads);
+        // the scratch holds the last adapter's dropout(x) after a forward: the fraction dropped is near p
+        group_loss(&c);
+        const struct lora_adapter *last = NULL;
+        for (int i = 0; i < a->n; i++)
+            if (a->ad[i].layer == 1 && a->ad[i].group == g) last = &a->ad[i];
+        size_t zeros = 0, ne = (size_t)BT * last->in;
+        for (size_t i = 0; i < ne; i++) zeros += ((float *)a->xd)[i] == 0;
+        const double frac = (double)zeros / ne;
+        cr_expect(fabs(frac - 0.3) < 0.06, "group %d: dropped %.3f of the adapter's input, p = 0.3", g, frac);
+        const double ex = fd_error(&c, c.x, dx, (size_t)BT * c.in, 5e-2f);
+        cr_expect(ex < 1e-4, "group %d: input gradient vs finite differences: relative error %.3g", g, ex);
+        if (ex > worst) worst = ex;
+        for (int i = 0; i < a->n; i++) {
+            const struct lora_adapter *ad = &a->ad[i];
+            if (ad->layer != 1 || ad->group != g) continue;
+            const struct param_tensor *ps[2] = {ad->A, ad->B};
+            for (int w = 0; w < 2; w++) {
+                const double e = fd_error(&c, pa + ps[w]->offset, grads + ps[w]->offset, ps[w]->numel, 5e-2f);
+                cr_expect(e < 1e-4, "%s: gradient vs finite differences: relative error %.3g", ps[w]->name, e);
+                if (e > worst) worst = e;
+            }
+        }
+        printf("lora dropout p 0.3, group %d: dropped %.3f of the last adapter's input; input gradient FD error %.2g\n",
+               g, frac, ex);
+        free(c.x); free(c.y); free(c.R); free(dx); free(grads);
+    }
+    printf("lora dropout p 0.3: worst relative error of A, B and input gradients vs finite differences %.2g\n", worst);
+    llama_free(&m);
+}
+
+// The whole model: the loss's gradient with respect to adapter weights against central differences of the
+// loss (a nonlinear function: spot checks of the largest entries), with and without recomputation.
+Test(lora, dropout_model_gradients_match_finite_differences_and_recomputation) {
+    int tok[DB * DT], tgt[DB * DT];
+    dropout_tokens(tok, tgt);
+    struct llama m, mr;
+    dropout_model(&m, 0.3f, 0);
+    dropout_model(&mr, 0.3f, 1);
+    const size_t n = m.lora->layout.total;
+    float *g = malloc(sizeof(float) * n), *gr = malloc(sizeof(float) * n);
+    lora_set_dropout(&m, 1, 42);
+    lora_set_dropout(&mr, 1, 42);
+    dropout_pass(&m, tok, tgt, g);
+    dropout_pass(&mr, tok, tgt, gr);
+    cr_expect(memcmp(g, gr, sizeof(float) * n) == 0, "recomputation redraws the same masks: the same gradients");
+    float *pa = (float *)m.lora->params;
+    double worst = 0;
+    for (int k = 0; k < 12; k++) {  // the largest gradient entry in each of 12 slices of the block
+        size_t lo = n * k / 12, hi = n * (k + 1) / 12, best = lo;
+        for (size_t i = lo; i < hi; i++)
+            if (fabsf(g[i]) > fabsf(g[best])) best = i;
+        const float keep = pa[best], eps = 2e-3f;
+        pa[best] = keep + eps;
+        const double lp = dropout_pass(&m, tok, tgt, NULL);
+        pa[best] = keep - eps;
+        const double lm = dropout_pass(&m, tok, tgt, NULL);
+        pa[best] = keep;
+        const double fd = (lp - lm) / (2.0 * eps), e = fabs(g[best] - fd) / fabs(fd);
+        cr_expect(e < 1e-2, "element %zu: gradient %.6g vs finite differences %.6g (relative error %.3g)", best, g[best],
+                  fd, e);
+        if (e > worst) worst = e;
+    }
+    printf("lora dropout p 0.3, whole model: worst relative error of 12 adapter gradients vs finite differences %.2g\n",
+           worst);
+    free(g); free(gr);
+    llama_free(&m);
+    llama_free(&mr);
+}
+
+// Off (evaluation, sampling) the adapters compute exactly what they compute with p = 0; on, the same key
+// gives the same loss and gradients bit for bit and another key another loss.
+Test(lora, dropout_off_is_p0_and_masks_follow_the_key) {
+    int tok[DB * DT], tgt[DB * DT];
+    dropout_tokens(tok, tgt);
+    struct llama m, m0;
+    dropout_model(&m, 0.3f, 0);
+    dropout_model(&m0, 0.0f, 0);
+    const size_t n = m.lora->layout.total;
+    float *g = malloc(sizeof(float) * n), *g0 = malloc(sizeof(float) * n), *g1 = malloc(sizeof(float) * n);
+    const double off = dropout_pass(&m, tok, tgt, g), p0 = dropout_pass(&m0, tok, tgt, g0);
+    cr_expect(off == p0 && memcmp(g, g0, sizeof(float) * n) == 0,
+              "dropout off: loss %.17g and gradients must equal p = 0's (%.17g)", off, p0);
+    lora_set_dropout(&m0, 1, 42);  // p = 0 with the training flag on: still the identity
+    cr_expect(dropout_pass(&m0, tok, tgt, NULL) == p0, "p = 0 drops nothing");
+    lora_set_dropout(&m, 1, 42);
+    const double on1 = dropout_pass(&m, tok, tgt, g);
+    const double on2 = dropout_pass(&m, tok, tgt, g1);
+    cr_expect(on1 == on2 && memcmp(g, g1, sizeof(float) * n) == 0, "the same key: %.17g vs %.17g", on1, on2);
+    cr_expect(on1 != off, "dropout on changes the loss (%.17g, off %.17g)", on1, off);
+    lora_set_dropout(&m, 1, 43);
+    const double other = dropout_pass(&m, tok, tgt, g1);
+    cr_expect(other != on1 && memcmp(g, g1, sizeof(float) * n) != 0, "another key: %.17g vs %.17g", other, on1);
+    lora_set_dropout(&m, 0, 0);
+    cr_expect(dropout_pass(&m, tok, tgt, NULL) == off, "turned off again: back to the p = 0 loss");
+    printf("lora dropout p 0.3: loss off %.9f (= p 0), key 42 %.9f, key 43 %.9f\n", off, on1, other);
+    // PEFT's layout keeps lora_dropout (as written: 0.3, not the float's 0.30000001192092896)
+    const char *dir = LLAMAC_TEST_TMP "/lora_dropout_peft";
+    cr_assert(lora_save_peft(&m, dir, NULL) == 0, "%s", err_msg());
+    struct lora_config back;
+    cr_assert(lora_read_peft_config(dir, &back) == 0, "%s", err_msg());
+    cr_expect(back.dropout == 0.3f && back.rank == 4 && back.alpha == 8.0f, "read back: dropout %g", back.dropout);
+    char json[4096] = {0};
+    FILE *f = fopen(LLAMAC_TEST_TMP "/lora_dropout_peft/adapter_config.json", "r");
+    cr_assert(f);
+    cr_assert(fread(json, 1, sizeof(json) - 1, f) > 0);
+    fclose(f);
+    cr_expect(strstr(json, "\"lora_dropout\":\t0.3,") != NULL, "%s", json);
+    // the keys of the trainer differ in every coordinate
+    const uint64_t k0 = lora_dropout_key(1, 5, 0, 0);
+    cr_expect(k0 == lora_dropout_key(1, 5, 0, 0) && k0 != lora_dropout_key(2, 5, 0, 0) &&
+              k0 != lora_dropout_key(1, 6, 0, 0) && k0 != lora_dropout_key(1, 5, 1, 0) &&
+              k0 != lora_dropout_key(1, 5, 0, 1));
+    // out of range: refused by name
+    struct llama bad;
+    struct lora_config lc = {4, 8.0f, 1.0f, 1u << LORA_Q};
+    struct llama_config c = m.cfg;
+    cr_assert(llama_init(&bad, &c, backend_cpu(), comm_self()) == 0);
+    llama_alloc_acts(&bad, 1, 4, 0);
+    cr_expect(lora_attach(&bad, &lc, 1) != 0 && strstr(err_msg(), "lora.dropout"), "%s", err_msg());
+    llama_free(&bad);
+    free(g); free(g0); free(g1);
+    llama_free(&m);
+    llama_free(&m0);
+}

@@ -246,6 +246,30 @@ Test(ops, lora_scale_backward_matches_finite_differences) {
     cr_expect_float_eq(c.out[10 + 6], c.out0[10 + 6] + 1.75f * c.x[4 + 1], 1e-6);
 }
 
+// dropout: y = x * mask / (1 - p) for a fixed key, L = sum R y; its backward is the same op on R
+struct dr { int BT, n; float p; uint64_t key; float *out, *x, *r; };
+static double dr_loss(void *p) {
+    struct dr *c = p;
+    OPS->dropout_forward(CPU, D(c->out), D(c->x), c->p, c->key, c->BT, c->n);
+    return weighted_sum(c->out, c->r, (size_t)c->BT * c->n);
+}
+
+Test(ops, dropout_backward_matches_finite_differences) {
+    struct rng r;
+    rng_seed(&r, 22);
+    struct dr c = {5, 7, 0.4f, 99};
+    c.out = malloc(35 * 4); c.x = malloc(35 * 4); c.r = malloc(35 * 4);
+    fill_normal(c.x, 35, 1, &r); fill_normal(c.r, 35, 1, &r);
+    float *dx = malloc(35 * 4);
+    memset(dx, 0x7f, 35 * 4);  // written (=)
+    OPS->dropout_forward(CPU, D(dx), D(c.r), c.p, c.key, 5, 7);
+    expect_grad("dropout dx", dx, c.x, 35, 1e-2f, dr_loss, &c, 1e-3);
+    dr_loss(&c);
+    int zeros = 0;
+    for (int i = 0; i < 35; i++) zeros += c.out[i] == 0;
+    cr_expect(zeros > 0 && zeros < 35, "some elements dropped, some kept (%d of 35 dropped)", zeros);
+}
+
 struct sw { int BT, F; float *out, *gu, *r; };
 static double sw_loss(void *p) {
     struct sw *c = p;

@@ -112,7 +112,8 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
 
     rc->lora.rank = (int)cfg_int_in(c, "lora.rank", 0, 0, 4096);
     rc->lora.alpha = (float)cfg_float_in(c, "lora.alpha", 16, 1e-6, 1e6);
-    rc->lora.dropout = (float)cfg_float_in(c, "lora.dropout", 0, 0, 0.999);
+    // [0, 1): the largest float below 1 is the top, so that no accepted value rounds to 1.0f (all dropped)
+    rc->lora.dropout = (float)cfg_float_in(c, "lora.dropout", 0, 0, 1.0 - 0x1p-24);
     const char *targets = cfg_str(c, "lora.targets", "q,v");
     if (lora_parse_targets(targets, &rc->lora.targets) != 0) return err_prefix("%s: lora.targets", origin);
     const char *freeze = cfg_str(c, "train.freeze", "");
@@ -150,8 +151,6 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
     if (strcmp(rc->gpu_comm, "auto") && strcmp(rc->gpu_comm, "nccl") && strcmp(rc->gpu_comm, "staged"))
         return err_set("%s: parallel.gpu_comm = '%s': expected auto, nccl or staged", origin, rc->gpu_comm);
     if (rc->peak_tflops < 0) return err_set("%s: run.peak_tflops must be >= 0 (0: the device's)", origin);
-    if (rc->lora.rank && rc->lora.dropout != 0)
-        return err_set("%s: lora.dropout = %g: only 0 is supported", origin, rc->lora.dropout);
     if (rc->lora.rank && (rc->tp != 1 || rc->zero1))
         return err_set("%s: LoRA (lora.rank > 0) runs with parallel.tp = 1 and without ZeRO-1", origin);
     if (rc->lora.rank && rc->freeze[0])

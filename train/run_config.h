@@ -18,8 +18,10 @@
 //   [optim]    schedule, lr, min_lr, warmup, decay_frac, decay_shape (optim/schedule.h),
 //              betas, eps, weight_decay, clip (optim/adamw.h)
 //   [parallel] tp (1), zero1 (false), bucket_mb (25), gpu_comm (auto | nccl | staged: launch/gpu_comms.h)
-//   [lora]     rank (0: no adapters, full fine-tuning), alpha (16), dropout (0; only 0), targets ("q,v";
-//              any of q,k,v,o,gate,up,down or all): adapters with the base frozen (model/lora.h)
+//   [lora]     rank (0: no adapters, full fine-tuning), alpha (16), dropout (0: p in [0, 1) on each
+//              adapter's input in training, PEFT's lora_dropout; masks keyed by seed, step, micro-batch
+//              and dp rank, so resumes are exact), targets ("q,v"; any of q,k,v,o,gate,up,down or all):
+//              adapters with the base frozen (model/lora.h)
 //   [train]    freeze ("": e.g. "embeddings, layers 0-11, norm, lm_head"; without LoRA)
 #pragma once
 #include <stdint.h>

@@ -9,8 +9,10 @@
 //
 // Fine-tuning: with [lora] rank > 0 the trained block is the adapters' (model/lora.h): the optimizer state,
 // the gradient norm, the data-parallel sum and the checkpoints (train/lora_ckpt.h) cover the adapters
-// only, and the frozen base is loaded from model.init at every start. With train.freeze the frozen
-// tensors are left out of AdamW and the gradient norm.
+// only, and the frozen base is loaded from model.init at every start; LoRA dropout is keyed per
+// micro-batch by (run.seed, step, micro-batch, dp rank), so a resumed run draws the same masks (a resume
+// at another data-parallel layout or accumulation draws others). With train.freeze the frozen tensors
+// are left out of AdamW and the gradient norm.
 #include "train/train.h"
 
 #include <errno.h>
@@ -158,10 +160,13 @@ static int train_step(struct trainer *t, struct step_result *out) {
         }
         long n;
         llama_set_docs(m, t->docs ? t->docs + (size_t)k * BT : NULL, B, T);
+        // LoRA dropout: this micro-batch's masks, from (seed, step, micro-batch, dp rank) alone (model/lora.h)
+        if (m->lora) lora_set_dropout(m, 1, lora_dropout_key(rc->seed, t->step, k, t->g.dp_rank));
         loss_sum += llama_forward(m, t->inputs + (size_t)k * BT, t->targets + (size_t)k * BT, B, T, &n);
         llama_backward(m, (float)(1.0 / n_global));
     }
     m->on_grads_ready = NULL;
+    if (m->lora) lora_set_dropout(m, 0, 0);  // evaluation and sampling never drop
     fault_nan_grad(t);
 
     // reduce: gradients summed over the data-parallel group (the whole block, or reduce-scattered into
@@ -568,8 +573,9 @@ static int trainer_setup(struct trainer *t, const char *ini) {
         char tg[64];
         lora_targets_str(c->lora.targets, tg, sizeof(tg));
         long long np = llama_param_count(&c->model);
-        log_info("LoRA: rank %d, alpha %g on %s: %zu trainable parameters (%.3f%% of %lld), the base frozen",
-                 c->lora.rank, c->lora.alpha, tg, t->m.lora->layout.total, 100.0 * t->m.lora->layout.total / np, np);
+        log_info("LoRA: rank %d, alpha %g, dropout %g on %s: %zu trainable parameters (%.3f%% of %lld), the base "
+                 "frozen", c->lora.rank, c->lora.alpha, c->lora.dropout, tg, t->m.lora->layout.total,
+                 100.0 * t->m.lora->layout.total / np, np);
     }
     if (!found && c->init_hf[0]) log_info("initialised from Hugging Face weights in %s", c->init_hf);
     if (!found && c->init_meta[0]) log_info("initialised from Meta weights in %s", c->init_meta);

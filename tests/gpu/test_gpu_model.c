@@ -231,16 +231,20 @@ Test(gpu_model, cuda_graph_replay_matches_direct_execution) {
 
 // LoRA adapters (model/lora.h) on every projection: the loss and every adapter gradient on the CUDA
 // backend against the CPU backend, from the same random adapters (B nonzero so that A gets gradients).
-static void lora_run(const struct backend *be, const int *tok, const int *tgt, int B, int T, double *loss, float **g,
-                     size_t *n) {
+// With dropout p > 0 both backends train with the same key, so they must draw the same masks (one
+// element dropped on one side only would show far above fp32's tolerance); recompute on the CUDA side
+// redraws them in backward.
+static void lora_run(const struct backend *be, const int *tok, const int *tgt, int B, int T, float dropout,
+                     int recompute, double *loss, float **g, size_t *n) {
     struct llama_config c;
     small_config(&c);
     struct llama m;
     cr_assert(llama_init(&m, &c, be, comm_self()) == 0, "%s", err_msg());
     llama_init_random(&m, 7);
-    llama_alloc_acts(&m, B, T, 0);
-    struct lora_config lc = {4, 8.0f, 0, (1u << LORA_NT) - 1};
+    llama_alloc_acts(&m, B, T, recompute);
+    struct lora_config lc = {4, 8.0f, dropout, (1u << LORA_NT) - 1};
     cr_assert(lora_attach(&m, &lc, 1) == 0, "%s", err_msg());
+    if (dropout > 0) lora_set_dropout(&m, 1, 0x5eedULL);
     *n = m.lora->layout.total;
     float *h = malloc(sizeof(float) * *n);
     struct rng r;
@@ -257,7 +261,7 @@ static void lora_run(const struct backend *be, const int *tok, const int *tgt, i
     llama_free(&m);
 }
 
-static void lora_compare(enum precision p, double tol) {
+static void lora_compare_dropout(enum precision p, double tol, float dropout, int recompute) {
     const struct backend *gpu = backend_cuda(p);
     cr_assert(gpu, "%s", err_msg());
     enum { B = 2, T = 13 };
@@ -271,20 +275,28 @@ static void lora_compare(enum precision p, double tol) {
     double l1, l2;
     float *g1, *g2;
     size_t n1, n2;
-    lora_run(backend_cpu(), tok, tgt, B, T, &l1, &g1, &n1);
-    lora_run(gpu, tok, tgt, B, T, &l2, &g2, &n2);
+    lora_run(backend_cpu(), tok, tgt, B, T, dropout, 0, &l1, &g1, &n1);
+    lora_run(gpu, tok, tgt, B, T, dropout, recompute, &l2, &g2, &n2);
     cr_assert_eq(n1, n2);
     double lerr = fabs(l2 - l1) / fabs(l1), gerr = rel_err(g2, g1, n1);
-    cr_expect(lerr < tol && gerr < tol, "LoRA: loss %.9f vs CPU %.9f (%.3g), adapter gradients relative error %.3g", l2,
-              l1, lerr, gerr);
-    printf("gpu model LoRA %s: loss relative error %.2g, adapter gradients %.2g\n",
-           p == PRECISION_BF16 ? "bf16" : "fp32", lerr, gerr);
+    cr_expect(lerr < tol && gerr < tol,
+              "LoRA (dropout %g%s): loss %.9f vs CPU %.9f (%.3g), adapter gradients relative error %.3g", dropout,
+              recompute ? ", recompute" : "", l2, l1, lerr, gerr);
+    printf("gpu model LoRA %s dropout %g%s: loss %.9f, relative error %.2g, adapter gradients %.2g\n",
+           p == PRECISION_BF16 ? "bf16" : "fp32", dropout, recompute ? " recompute" : "", l2, lerr, gerr);
     free(g1);
     free(g2);
 }
+
+static void lora_compare(enum precision p, double tol) { lora_compare_dropout(p, tol, 0, 0); }
 
 Test(gpu_model, fp32_lora_adapters_match_the_cpu) { lora_compare(PRECISION_FP32, 1e-5); }
 // bf16: an adapter's gradient is a product of two bf16 activations (x A^T and the output gradient) at
 // every layer, so it carries more rounding than a base weight's (measured: 1.8e-2 with the fp32-FMA
 // attention, 2.1e-2 with the tensor-core one, against 1e-2 for the worst base gradient).
 Test(gpu_model, bf16_lora_adapters_match_the_cpu) { lora_compare(PRECISION_BF16, 3e-2); }
+// Dropout 0.3 with the same key on both backends: the same masks (model/ops/dropout_mask.h), so the same
+// tolerances as without dropout.
+Test(gpu_model, fp32_lora_dropout_matches_the_cpu) { lora_compare_dropout(PRECISION_FP32, 1e-5, 0.3f, 0); }
+Test(gpu_model, fp32_lora_dropout_with_recomputation) { lora_compare_dropout(PRECISION_FP32, 1e-5, 0.3f, 1); }
+Test(gpu_model, bf16_lora_dropout_matches_the_cpu) { lora_compare_dropout(PRECISION_BF16, 3e-2, 0.3f, 0); }

@@ -309,6 +309,50 @@ Test(gpu_ops, lora_scale) {
         }
 }
 
+// ---- dropout: {BT, n} (the last one past 8192 blocks of 256, so the grid-stride loop wraps); the mask is
+// the same integer hash on both backends (model/ops/dropout_mask.h), so the outputs must be the CPU's
+// exactly: in fp32 bit for bit, in bf16 the CPU's fp32 product rounded to bf16 (what the kernel rounds
+// once). Outputs poisoned with NaN.
+static const int drop_shapes[][2] = {{1, 1}, {7, 33}, {13, 300}, {1031, 2050}};
+static const float drop_ps[] = {0.3f, 0.05f, 0.0f};
+
+Test(gpu_ops, dropout) {
+    const struct backend *cpu = backend_cpu();
+    struct rng r;
+    rng_seed(&r, 21);
+    for (int p = 0; p < NPREC; p++)
+        for (size_t i = 0; i < sizeof(drop_shapes) / sizeof(drop_shapes[0]); i++)
+            for (int k = 0; k < 3; k++) {
+                const struct backend *be = gpu(precisions[p]);
+                const int BT = drop_shapes[i][0], n = drop_shapes[i][1];
+                const size_t N = (size_t)BT * n;
+                const float pr = drop_ps[k];
+                const uint64_t key = rng_u64(&r);
+                char shape[64];
+                snprintf(shape, sizeof(shape), "BT=%d n=%d p=%.2f", BT, n, pr);
+                struct oc_pair x = oc_random(cpu, be, BUF_ACT, N, -2, 2, &r);
+                struct oc_pair out = oc_output(cpu, be, BUF_ACT, N);
+                cpu->ops->dropout_forward(cpu, out.ref, x.ref, pr, key, BT, n);
+                be->ops->dropout_forward(be, out.dut, x.dut, pr, key, BT, n);
+                expect_close(cpu, be, &out, "dropout_forward", shape);
+                float *got = oc_download(be, out.dut, BUF_ACT, N), *want = oc_download(cpu, out.ref, BUF_ACT, N);
+                size_t zeros = 0;
+                for (size_t e = 0; e < N; e++) zeros += want[e] == 0;
+                oc_round(be, BUF_ACT, want, N);
+                size_t differ = 0;
+                for (size_t e = 0; e < N; e++) differ += memcmp(&got[e], &want[e], sizeof(float)) != 0;
+                cr_expect_eq(differ, 0, "dropout_forward (%s, %s): %zu of %zu elements differ from the CPU's (rounded)",
+                             oc_prec(be), shape, differ, N);
+                if (N > 1000)
+                    cr_expect(fabs((double)zeros / N - pr) < 0.01, "dropout_forward (%s): dropped %.4f, p %.2f", shape,
+                              (double)zeros / N, pr);
+                free(got);
+                free(want);
+                oc_free(cpu, be, &x);
+                oc_free(cpu, be, &out);
+            }
+}
+
 // ---- residual: N
 static const size_t res_sizes[] = {1, 33, 1000, 70001};
 

@@ -50,6 +50,7 @@ static const struct ops cpu_ops = {
     .residual_rmsnorm_forward = residual_rmsnorm_forward_cpu,
     .lora_scale_forward = lora_scale_forward_cpu,
     .lora_scale_backward = lora_scale_backward_cpu,
+    .dropout_forward = dropout_forward_cpu,
     .crossentropy_max = crossentropy_max_cpu,
     .crossentropy_sums = crossentropy_sums_cpu,
     .crossentropy_loss = crossentropy_loss_cpu,

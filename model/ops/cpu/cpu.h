@@ -32,6 +32,7 @@ void residual_rmsnorm_forward_cpu(const struct backend *be, dbuf *res, dbuf *out
                                   const dbuf *weight, int BT, int C, float eps);
 void lora_scale_forward_cpu(const struct backend *be, dbuf *out, const dbuf *x, float alpha, int BT, int n, int ld, int col0);
 void lora_scale_backward_cpu(const struct backend *be, dbuf *dx, const dbuf *dout, float alpha, int BT, int n, int ld, int col0);
+void dropout_forward_cpu(const struct backend *be, dbuf *out, const dbuf *x, float p, uint64_t key, int BT, int n);
 void crossentropy_max_cpu(const struct backend *be, dbuf *rowmax, const dbuf *logits, int BT, int Vl, int vstart, int V);
 void crossentropy_sums_cpu(const struct backend *be, dbuf *sums, const dbuf *logits, const dbuf *rowmax, const dbuf *targets, int BT,
                            int Vl, int vstart, int V);

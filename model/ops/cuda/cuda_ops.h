@@ -33,6 +33,8 @@ void lora_scale_forward_cuda(const struct backend *be, dbuf *out, const dbuf *x,
                              int col0);
 void lora_scale_backward_cuda(const struct backend *be, dbuf *dx, const dbuf *dout, float alpha, int BT, int n, int ld,
                               int col0);
+void dropout_forward_cuda(const struct backend *be, dbuf *out, const dbuf *x, float p, uint64_t key, int BT,
+                          int n);
 void swiglu_forward_cuda(const struct backend *be, dbuf *out, const dbuf *gateup, int BT, int F);
 void swiglu_backward_cuda(const struct backend *be, dbuf *dgateup, const dbuf *dout, const dbuf *gateup, int BT,
                           int F);
