@@ -110,15 +110,15 @@ static int cmd_attn(int argc, char **argv) {
     dbuf *lse = be->alloc(be, BUF_ACT32, (size_t)B * NH * T);
     fill_random(be, qkv, BUF_ACT, nqkv, 2.0f, 3);
     fill_random(be, dout, BUF_ACT, nout, 2.0f, 4);
-    be->ops->attention_forward(be, out, lse, qkv, B, T, NH, KVH, HS);
-    be->ops->attention_backward(be, dqkv, dout, qkv, out, lse, B, T, NH, KVH, HS);
+    be->ops->attention_forward(be, out, lse, qkv, NULL, B, T, NH, KVH, HS);
+    be->ops->attention_backward(be, dqkv, dout, qkv, out, lse, NULL, B, T, NH, KVH, HS);
     be->sync(be);
     double t0 = time_now();
-    for (int i = 0; i < reps; i++) be->ops->attention_forward(be, out, lse, qkv, B, T, NH, KVH, HS);
+    for (int i = 0; i < reps; i++) be->ops->attention_forward(be, out, lse, qkv, NULL, B, T, NH, KVH, HS);
     be->sync(be);
     const double fwd = (time_now() - t0) / reps;
     t0 = time_now();
-    for (int i = 0; i < reps; i++) be->ops->attention_backward(be, dqkv, dout, qkv, out, lse, B, T, NH, KVH, HS);
+    for (int i = 0; i < reps; i++) be->ops->attention_backward(be, dqkv, dout, qkv, out, lse, NULL, B, T, NH, KVH, HS);
     be->sync(be);
     const double bwd = (time_now() - t0) / reps;
     const double ff = 4.0 * B * NH * HS * (double)T * (T + 1) / 2, fb = 2.5 * ff;
@@ -132,8 +132,8 @@ static int cmd_attn(int argc, char **argv) {
         dbuf *out2 = be->alloc(be, BUF_ACT, nout), *dqkv2 = be->alloc(be, BUF_ACT, nqkv);
         dbuf *lse2 = be->alloc(be, BUF_ACT32, (size_t)B * NH * T);
         setenv("LLAMAC_ATTN_FMA", "1", 1);
-        be->ops->attention_forward(be, out2, lse2, qkv, B, T, NH, KVH, HS);
-        be->ops->attention_backward(be, dqkv2, dout, qkv, out2, lse2, B, T, NH, KVH, HS);
+        be->ops->attention_forward(be, out2, lse2, qkv, NULL, B, T, NH, KVH, HS);
+        be->ops->attention_backward(be, dqkv2, dout, qkv, out2, lse2, NULL, B, T, NH, KVH, HS);
         unsetenv("LLAMAC_ATTN_FMA");
         const dbuf *x[3][2] = {{out, out2}, {lse, lse2}, {dqkv, dqkv2}};
         const enum buf_kind kinds[3] = {BUF_ACT, BUF_ACT32, BUF_ACT};
@@ -232,29 +232,32 @@ static void t_mm_b(const struct backend *be, dbuf *dinp, dbuf *dw, const dbuf *d
         E * (2.0 * BT * OC + 2.0 * BT * C + (double)OC * C) + 8.0 * OC * C);
     (void)be;
 }
-static void t_rope_f(const struct backend *be, dbuf *x, const dbuf *c, const dbuf *s, int B, int T, int NR, int HS, int st) {
+static void t_rope_f(const struct backend *be, dbuf *x, const dbuf *c, const dbuf *s, const dbuf *docs, int B, int T,
+                     int NR, int HS, int st) {
     double t = tic();
-    inner->ops->rope_forward(inner, x, c, s, B, T, NR, HS, st);
+    inner->ops->rope_forward(inner, x, c, s, docs, B, T, NR, HS, st);
     toc("rope_forward", t, 0, 2.0 * B * T * NR * HS * E);
     (void)be;
 }
-static void t_rope_b(const struct backend *be, dbuf *x, const dbuf *c, const dbuf *s, int B, int T, int NR, int HS, int st) {
+static void t_rope_b(const struct backend *be, dbuf *x, const dbuf *c, const dbuf *s, const dbuf *docs, int B, int T,
+                     int NR, int HS, int st) {
     double t = tic();
-    inner->ops->rope_backward(inner, x, c, s, B, T, NR, HS, st);
+    inner->ops->rope_backward(inner, x, c, s, docs, B, T, NR, HS, st);
     toc("rope_backward", t, 0, 2.0 * B * T * NR * HS * E);
     (void)be;
 }
 static double attn_flops(int B, int T, int NH, int HS) { return 4.0 * B * NH * HS * (double)T * (T + 1) / 2; }
-static void t_att_f(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv, int B, int T, int NH, int KVH, int HS) {
+static void t_att_f(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv, const dbuf *docs, int B, int T,
+                    int NH, int KVH, int HS) {
     double t = tic();
-    inner->ops->attention_forward(inner, out, lse, qkv, B, T, NH, KVH, HS);
+    inner->ops->attention_forward(inner, out, lse, qkv, docs, B, T, NH, KVH, HS);
     toc("attention_forward", t, attn_flops(B, T, NH, HS), E * B * T * ((double)(NH + 2 * KVH) * HS + NH * HS));
     (void)be;
 }
 static void t_att_b(const struct backend *be, dbuf *dqkv, const dbuf *dout, const dbuf *qkv, const dbuf *out,
-                    const dbuf *lse, int B, int T, int NH, int KVH, int HS) {
+                    const dbuf *lse, const dbuf *docs, int B, int T, int NH, int KVH, int HS) {
     double t = tic();
-    inner->ops->attention_backward(inner, dqkv, dout, qkv, out, lse, B, T, NH, KVH, HS);
+    inner->ops->attention_backward(inner, dqkv, dout, qkv, out, lse, docs, B, T, NH, KVH, HS);
     toc("attention_backward", t, 2.5 * attn_flops(B, T, NH, HS),
         E * B * T * (2.0 * (NH + 2 * KVH) * HS + 2.0 * NH * HS));
     (void)be;

@@ -30,7 +30,7 @@ trap 'rm -rf "$tmp"' EXIT
 # dynamic shared memory of the attention kernels (bytes, from the *_smem() formulas of attention.cu):
 #   tensor cores (bf16 tiles of HSP + 8 columns, K/V or Q/dO double-buffered)
 #     HS 128: forward 87040, dK dV 70144, dQ 69632      HS 64: forward 46080, dK dV 37376, dQ 36864
-#   fp32 FMA      HS 128: forward 115456, dK dV 116224, dQ 107520
+#   fp32 FMA      HS 128: forward 115456, dK dV 116352, dQ 107520
 TXT
 } >bench/ptxas.txt
 cat bench/ptxas.txt

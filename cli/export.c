@@ -11,6 +11,9 @@
 //   tokenizer_config.json    tokenizer class, special tokens, model_max_length and the chat template
 //                            (Llama 2 or Llama 3, as train/sample.h applies it) in Jinja
 //   special_tokens_map.json  bos, eos (and unk for SentencePiece)
+// A LoRA run's checkpoint (adapters only) is exported merged into its base weights (W + alpha/r B A), or
+// with --lora peft as PEFT's adapter_model.safetensors + adapter_config.json (model/lora.h), beside the
+// same tokenizer files.
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
@@ -24,6 +27,8 @@
 #include "launch/grid.h"
 #include "model/hf.h"
 #include "model/safetensors.h"
+#include "model/lora.h"
+#include "train/lora_ckpt.h"
 #include "train/sample.h"
 
 // The templates chat_encode (train/sample.h) applies, in the Jinja transformers renders.
@@ -131,21 +136,25 @@ static int export_tokenizer(const char *tok_path, const char *out, const struct 
 }
 
 int cmd_export(int argc, char **argv) {
-    const char *ckpt = NULL, *out = NULL, *dtype = "bf16", *shard = NULL, *v;
+    const char *ckpt = NULL, *out = NULL, *dtype = "bf16", *shard = NULL, *lora_mode = "merge", *v;
     for (int i = 1; i < argc; i++) {
         if (cli_opt(argc, argv, &i, "--ckpt", &v)) ckpt = v;
         else if (cli_opt(argc, argv, &i, "--out", &v)) out = v;
         else if (cli_opt(argc, argv, &i, "--dtype", &v)) dtype = v;
         else if (cli_opt(argc, argv, &i, "--max-shard-size", &v)) shard = v;
+        else if (cli_opt(argc, argv, &i, "--lora", &v)) lora_mode = v;
         else if (!strcmp(argv[i], "--help")) {
             printf("usage: llamac export --ckpt PATH|RUN_DIR --out DIR [--dtype bf16|f16|f32 (bf16)]\n"
-                   "                     [--max-shard-size SIZE (5GB; e.g. 200MB, 10MiB, bytes)]\n");
+                   "                     [--max-shard-size SIZE (5GB; e.g. 200MB, 10MiB, bytes)]\n"
+                   "                     [--lora merge|peft (merge): for a LoRA run, W + (alpha/r) B A, or PEFT's layout]\n");
             return 0;
         } else return err_set("unknown option '%s' (see llamac export --help)", argv[i]);
     }
     if (!ckpt || !out) return err_set("--ckpt and --out are required (see llamac export --help)");
     struct hf_save_opts o = {ST_BF16, 5000000000ULL, -1, -1};  // transformers' default limit, 5GB
     if (st_dtype_parse(&o.dtype, dtype) != 0) return err_set("--dtype %s: expected bf16, f16 or f32", dtype);
+    if (strcmp(lora_mode, "merge") && strcmp(lora_mode, "peft"))
+        return err_set("--lora %s: expected merge or peft", lora_mode);
     if (shard && !(o.max_shard_bytes = parse_size(shard)))
         return err_set("--max-shard-size %s: expected a size such as 5GB, 200MB, 10MiB or a number of bytes", shard);
     struct grid g;
@@ -155,7 +164,10 @@ int cmd_export(int argc, char **argv) {
     }
     struct llama m = {0};
     char *run_dir = NULL;
-    int rc = ckpt_open_model(&m, ckpt, &run_dir, NULL);
+    struct ckpt_meta meta = {0};
+    int rc = ckpt_open_model(&m, ckpt, &run_dir, &meta);
+    if (rc == 0 && !m.lora && strcmp(lora_mode, "merge"))
+        rc = err_set("--lora %s: %s holds no LoRA adapters (a full model: export it without --lora)", lora_mode, ckpt);
     if (rc == 0) rc = fs_mkdir_p(out);
     if (rc == 0) {
         char *tok_path = fs_join(run_dir, "tokenizer.model");
@@ -163,7 +175,19 @@ int cmd_export(int argc, char **argv) {
         free(tok_path);
     }
     free(run_dir);
-    if (rc == 0) rc = hf_save_opts(&m, out, &o);
+    if (rc == 0 && m.lora) {  // adapters (model/lora.h)
+        struct lora_config lc;
+        char *init = NULL;
+        rc = lora_ckpt_settings(&meta, ckpt, &lc, &init);
+        if (rc == 0) rc = lora_export(&m, out, lora_mode, &o, strchr(init, ':') ? strchr(init, ':') + 1 : init);
+        free(init);
+        if (rc == 0)
+            printf("LoRA adapters (rank %d) exported %s\n", lc.rank,
+                   strcmp(lora_mode, "peft") ? "merged" : "in PEFT's layout");
+    } else if (rc == 0) {
+        rc = hf_save_opts(&m, out, &o);
+    }
+    ckpt_meta_free(&meta);
     if (rc == 0) printf("exported %s (%s) to %s\n", ckpt, dtype, out);
     if (m.be) llama_free(&m);
     grid_finalize(&g);

@@ -11,6 +11,9 @@
 // loading it into a model would (hf_check_weights), so that a bad checkpoint fails here with the same
 // one-line error a training run would give, without the memory of a model. --meta does the same for
 // Meta's original checkpoints (params.json + consolidated.NN.pth, model/meta.h).
+// --lora R [--lora-targets q,v] adds the same step with LoRA adapters of rank R beside full fine-tuning
+// (model/lora.h, as train/train.c allocates it: the base parameters without gradients, master weights or
+// moments; the adapters with all four; the adapters' activations).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +25,7 @@
 #include "model/config.h"
 #include "model/hf.h"
 #include "model/llama.h"
+#include "model/lora.h"
 #include "model/meta.h"
 #include "train/memory.h"
 
@@ -126,6 +130,55 @@ static int print_report(const struct llama_config *c, const char *label, int B, 
     return 0;
 }
 
+// The LoRA step beside full fine-tuning (one rank, tp 1).
+static int print_lora(const struct llama_config *c, int B, int T, int recompute, const struct lora_config *lc, int cuda,
+                      enum precision precision) {
+    if (T <= 0) T = c->max_seq_len;
+    struct param_layout pl;
+    if (param_layout_init(&pl, c, 1, 0) != 0) return -1;
+    size_t es[BUF_KINDS];
+    mem_elem_sizes(es, cuda, precision);
+    size_t act, act32;
+    llama_act_sizes(c, &pl, B, T, recompute, &act, &act32);
+    const double BT = (double)B * T, r = lc->rank;
+    const long long na = lora_param_count(c, lc);
+    int nt = 0, max_in = c->dim, max_out = c->dim;
+    for (int t = 0; t < LORA_NT; t++) nt += (lc->targets >> t) & 1;
+    if (c->ffn_hidden > max_in) max_in = max_out = c->ffn_hidden;
+    if (c->n_heads * c->head_dim > max_in) max_in = max_out = c->n_heads * c->head_dim;
+    // the optimizer's block is fp32 (master weights, m, v) in every precision (optim/adamw.h)
+    const double N = (double)pl.total, A = (double)act * es[BUF_ACT] + (double)act32 * es[BUF_ACT32];
+    const double full[5] = {N * es[BUF_PARAM], N * es[BUF_GRAD], 4 * N, 8 * N, A};
+    const double lora_act = es[BUF_ACT] * (BT * r * nt * c->n_layers + BT * (max_in + max_out + r));
+    const double ad[5] = {N * es[BUF_PARAM] + (double)na * es[BUF_PARAM], (double)na * es[BUF_GRAD], 4.0 * na,
+                          8.0 * na, A + lora_act};
+    const char *rows[5] = {"parameters", "gradients", "master weights", "AdamW moments", "activations"};
+    const char *notes[5] = {"(the base, and the adapters)", "(adapters only: none for the frozen base)",
+                            "(adapters only)", "(adapters only)", "(plus x A^T of every adapter)"};
+    char tg[64], cnt[64];
+    lora_targets_str(lc->targets, tg, sizeof(tg));
+    fmt_count(cnt, sizeof(cnt), na);
+    printf("LoRA rank %d on %s: %s trainable parameters (%.3f%% of the model); per rank (tp 1, %s %s):\n", lc->rank,
+           tg, cnt, 100.0 * (double)na / (double)llama_param_count(c), cuda ? "cuda" : "cpu",
+           precision == PRECISION_BF16 ? "bf16" : "fp32");
+    printf("                 %14s  %14s\n", "full", "LoRA");
+    double tf = 0, tl = 0;
+    for (int i = 0; i < 5; i++) {
+        char a[32], b[32];
+        fmt_bytes(a, sizeof(a), full[i]);
+        fmt_bytes(b, sizeof(b), ad[i]);
+        printf("  %-14s %14s  %14s  %s\n", rows[i], a, b, notes[i]);
+        tf += full[i];
+        tl += ad[i];
+    }
+    char a[32], b[32];
+    fmt_bytes(a, sizeof(a), tf);
+    fmt_bytes(b, sizeof(b), tl);
+    printf("  %-14s %14s  %14s\n", "total", a, b);
+    param_layout_free(&pl);
+    return 0;
+}
+
 // Reads and checks every weight of DIR as loading it into a model would (names, shapes, dtypes, data).
 static int check_weights(const struct llama_config *c, const char *dir, int meta) {
     struct hf_weights_info info;
@@ -136,9 +189,9 @@ static int check_weights(const struct llama_config *c, const char *dir, int meta
 }
 
 int cmd_inspect(int argc, char **argv) {
-    const char *model = NULL, *hf = NULL, *meta = NULL, *v;
+    const char *model = NULL, *hf = NULL, *meta = NULL, *v, *targets = "q,v";
     const char *backend = "cpu", *prec = "auto";
-    int B = 1, T = 0, dp = 1, tp = 1, zero1 = 0, recompute = 0;
+    int B = 1, T = 0, dp = 1, tp = 1, zero1 = 0, recompute = 0, lora_rank = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_opt(argc, argv, &i, "--model", &v)) model = v;
         else if (cli_opt(argc, argv, &i, "--hf", &v)) hf = v;
@@ -151,6 +204,8 @@ int cmd_inspect(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--precision", &v)) prec = v;
         else if (!strcmp(argv[i], "--zero1")) zero1 = 1;
         else if (!strcmp(argv[i], "--recompute")) recompute = 1;
+        else if (cli_opt(argc, argv, &i, "--lora", &v)) lora_rank = atoi(v);
+        else if (cli_opt(argc, argv, &i, "--lora-targets", &v)) targets = v;
         else if (!strcmp(argv[i], "--help")) {
             printf("usage: llamac inspect (--model PRESET|FILE.ini | --hf DIR | --meta DIR) [--batch B] [--seq T] [--dp N]\n"
                    "                      [--tp K] [--zero1] [--recompute] [--backend cpu|cuda] [--precision auto|bf16|fp32]\n"
@@ -160,7 +215,9 @@ int cmd_inspect(int argc, char **argv) {
                    "  --dp N --tp K --zero1   memory per rank of a run on N x K ranks (parallel.tp = K), with\n"
                    "             AdamW's moments sharded over the N data-parallel ranks (parallel.zero1)\n"
                    "  --backend cuda  bytes per GPU as the CUDA backend stores them (bf16 parameters and activations\n"
-                   "             unless --precision fp32), with its workspace; no GPU is needed\n");
+                   "             unless --precision fp32), with its workspace; no GPU is needed\n"
+                   "  --lora R [--lora-targets q,v]   the same step with LoRA adapters of rank R beside full\n"
+                   "             fine-tuning (targets: q,k,v,o,gate,up,down or all)\n");
             return 0;
         } else return err_set("unknown option '%s' (see llamac inspect --help)", argv[i]);
     }
@@ -185,6 +242,12 @@ int cmd_inspect(int argc, char **argv) {
     }
     const char *dir = hf ? hf : meta;
     if (print_report(&c, dir ? dir : model, B, T, dp, tp, zero1, recompute, cuda, precision) != 0) return -1;
+    if (lora_rank) {
+        struct lora_config lc = {lora_rank, 16, 0, 0};
+        if (lora_rank < 1 || lora_parse_targets(targets, &lc.targets) != 0)
+            return lora_rank < 1 ? err_set("--lora %d: a rank >= 1", lora_rank) : -1;
+        if (print_lora(&c, B, T, recompute, &lc, cuda, precision) != 0) return -1;
+    }
     fflush(stdout);
     return dir ? check_weights(&c, dir, meta != NULL) : 0;
 }

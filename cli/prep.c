@@ -30,6 +30,11 @@ static const char *usage_text =
     "  --format F             auto|text|fortune|blank|jsonl (default auto: *.jsonl[.gz] is JSONL, a file\n"
     "                         with lines that are just \"%\" is fortune, anything else one document per file)\n"
     "  --text-field NAME      the JSONL field holding the text (default text)\n"
+    "fine-tuning data (every input JSONL: messages, instruction/input/output or prompt/response records):\n"
+    "  --sft TEMPLATE         render records with a chat template (llama2, llama3, plain) and store a loss\n"
+    "                         mask: only assistant turns and their end-of-turn token are trained; the\n"
+    "                         trainer packs whole examples per window (data/README.md)\n"
+    "  --train-on-prompt      with --sft: train on prompt and template tokens too\n"
     "tokenizer:\n"
     "  --tokenizer MODEL      an existing tokenizer: SentencePiece (LLaMA 1/2's tokenizer.model), or Llama 3's\n"
     "                         byte-level BPE (its tiktoken tokenizer.model, or Hugging Face's tokenizer.json)\n"
@@ -50,7 +55,8 @@ static const char *usage_text =
     "  --verify DIR           read every shard of a prepared directory and check it against its manifest\n"
     "\n"
     "config file (--config): [prep] out, tokenizer, train_tokenizer, vocab_size, sample_mb,\n"
-    "character_coverage, shard_tokens, val_fraction, seed, threads, format, text_field; one section per\n"
+    "character_coverage, shard_tokens, val_fraction, seed, threads, format, text_field, sft,\n"
+    "train_on_prompt; one section per\n"
     "source: [source.NAME] paths (comma-separated), language, format.\n";
 
 struct sources {
@@ -175,7 +181,8 @@ static void free_sources(struct sources *ss) {
 
 int cmd_prep(int argc, char **argv) {
     const char *v, *config = NULL, *demo = NULL, *verify = NULL;
-    const char *out = NULL, *tokenizer = NULL, *format = NULL, *text_field = NULL;
+    const char *out = NULL, *tokenizer = NULL, *format = NULL, *text_field = NULL, *sft = NULL;
+    int train_on_prompt = -1;
     long vocab = -1, threads = -1;
     double sample_mb = -1, coverage = -1, val_fraction = -1, shard_tokens = -1, seed = -1;
     int train = -1, quiet = 0, install = 1, rc = 0;
@@ -187,6 +194,8 @@ int cmd_prep(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--input", &v)) rc = parse_input(&ss, v);
         else if (cli_opt(argc, argv, &i, "--format", &v)) format = v;
         else if (cli_opt(argc, argv, &i, "--text-field", &v)) text_field = v;
+        else if (cli_opt(argc, argv, &i, "--sft", &v)) sft = v;
+        else if (!strcmp(argv[i], "--train-on-prompt")) train_on_prompt = 1;
         else if (cli_opt(argc, argv, &i, "--tokenizer", &v)) tokenizer = v;
         else if (!strcmp(argv[i], "--train-tokenizer")) train = 1;
         else if (cli_opt(argc, argv, &i, "--vocab-size", &v)) vocab = atol(v);
@@ -240,6 +249,15 @@ int cmd_prep(int argc, char **argv) {
         if (!format) format = cf;
         const char *ctf = cfg_str(&cfg, "prep.text_field", "text");
         if (!text_field) text_field = ctf;
+        const char *csft = cfg_str(&cfg, "prep.sft", NULL);
+        if (!sft) sft = csft;
+        int ctp = cfg_bool(&cfg, "prep.train_on_prompt", 0);
+        if (train_on_prompt < 0) train_on_prompt = ctp;
+        enum sft_template tmpl = SFT_NONE;
+        if (rc == 0 && sft) rc = sft_template_parse(sft, &tmpl);
+        if (rc == 0 && train_on_prompt && !sft) rc = err_set("--train-on-prompt needs --sft TEMPLATE");
+        if (rc == 0 && sft && train == 1)
+            rc = err_set("--sft: fine-tuning data uses the model's tokenizer; give --tokenizer (e.g. RUN_DIR/tokenizer.model)");
         if (rc == 0) rc = config_sources(&cfg, &ss);
         if (rc == 0) rc = cfg_finish(&cfg);
         enum prep_format fmt = PREP_AUTO;
@@ -257,6 +275,7 @@ int cmd_prep(int argc, char **argv) {
                 .character_coverage = coverage, .sources = ss.s, .n_sources = ss.n,
                 .shard_tokens = (uint64_t)shard_tokens, .val_fraction = val_fraction, .seed = (uint64_t)seed,
                 .threads = (int)threads, .text_field = text_field, .progress = !quiet,
+                .sft = tmpl, .train_on_prompt = train_on_prompt,
             };
             struct prep_stats st;
             rc = prep_run(&c, &st);
@@ -264,6 +283,10 @@ int cmd_prep(int argc, char **argv) {
                 log_info("prep: %llu documents, %.1f MB of text -> %llu tokens in %d shards (%.1f MB/s); see %s/manifest.json",
                          (unsigned long long)st.docs, st.bytes / 1e6, (unsigned long long)st.tokens, st.shards,
                          st.seconds > 0 ? st.bytes / 1e6 / st.seconds : 0, out);
+            if (rc == 0 && !quiet && tmpl)
+                log_info("prep: %s template: %llu of %llu tokens (%.1f%%) are training targets", sft_template_name(tmpl),
+                         (unsigned long long)st.targets, (unsigned long long)st.tokens,
+                         st.tokens ? 100.0 * st.targets / st.tokens : 0);
         }
     }
     cfg_free(&cfg);

@@ -21,6 +21,7 @@
 //      table of tests/ops_cases.h, which tests/gpu/test_gpu_ops.c runs on every other backend of the build.
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct dbuf dbuf;  // an opaque device buffer; only the backend knows its element type
 
@@ -42,7 +43,8 @@ struct backend;
 
 // Ops, the backend first, then outputs, inputs and sizes. Letters: B batch, T time, C dim, NH/KVH heads of
 // this rank, HS head size, F ffn hidden of this rank, V vocab, Vl vocab slice of this rank.
-// Parameter gradients accumulate (+=); activation gradients are written (=) unless noted.
+// Parameter gradients accumulate (+=); activation gradients are written (=) unless noted. A NULL parameter
+// gradient (dweight) means the weight is frozen: only the input gradient is computed.
 struct ops {
     // out (BT,C) = wte[tok - vstart] when vstart <= tok < vstart+Vl, else 0; wte (Vl,C), tok (BT)
     void (*embedding_forward)(const struct backend *be, dbuf *out, const dbuf *tok, const dbuf *wte, int BT, int C,
@@ -65,21 +67,28 @@ struct ops {
     void (*matmul_backward)(const struct backend *be, dbuf *dinp, dbuf *dweight, const dbuf *dout, const dbuf *inp,
                             const dbuf *weight, int BT, int C, int OC);
 
-    // In place on the first NR heads of each row of x (B,T,stride): HF rotate-half layout, positions
-    // 0..T-1; cos, sin (T,HS/2) fp32. Backward applies the inverse rotation to the gradient.
-    void (*rope_forward)(const struct backend *be, dbuf *x, const dbuf *cos, const dbuf *sin, int B, int T, int NR,
-                         int HS, int stride);
-    void (*rope_backward)(const struct backend *be, dbuf *dx, const dbuf *cos, const dbuf *sin, int B, int T, int NR,
-                          int HS, int stride);
+    // Packed windows: `docs` (B,T) BUF_INT, or NULL, gives for each token the index in its row of the first
+    // token of its document (docs[b,t] <= t, non-decreasing within a document). With it, attention lets
+    // query i see keys j in [docs[b,i], i] only and RoPE positions restart at each document (position
+    // t - docs[b,t]), so a window of packed examples computes exactly what the examples would one by one
+    // (as variable-length FlashAttention does). NULL: one document per row, positions 0..T-1.
 
-    // Causal self-attention with grouped-query heads. qkv (B,T,(NH+2KVH)*HS) holds q, k, v per row;
-    // out (B,T,NH*HS); lse (B,NH,T) fp32, the log-sum-exp of each softmax row (the score matrix is never
-    // stored).
-    void (*attention_forward)(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv, int B, int T, int NH,
-                              int KVH, int HS);
+    // In place on the first NR heads of each row of x (B,T,stride): HF rotate-half layout, positions
+    // 0..T-1 (or per docs); cos, sin (T,HS/2) fp32. Backward applies the inverse rotation to the gradient.
+    void (*rope_forward)(const struct backend *be, dbuf *x, const dbuf *cos, const dbuf *sin, const dbuf *docs,
+                         int B, int T, int NR, int HS, int stride);
+    void (*rope_backward)(const struct backend *be, dbuf *dx, const dbuf *cos, const dbuf *sin, const dbuf *docs,
+                          int B, int T, int NR, int HS, int stride);
+
+    // Causal self-attention with grouped-query heads (within documents when docs is not NULL). qkv
+    // (B,T,(NH+2KVH)*HS) holds q, k, v per row; out (B,T,NH*HS); lse (B,NH,T) fp32, the log-sum-exp of
+    // each softmax row (the score matrix is never stored).
+    void (*attention_forward)(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv, const dbuf *docs,
+                              int B, int T, int NH, int KVH, int HS);
     // dqkv (B,T,(NH+2KVH)*HS) =
     void (*attention_backward)(const struct backend *be, dbuf *dqkv, const dbuf *dout, const dbuf *qkv,
-                               const dbuf *out, const dbuf *lse, int B, int T, int NH, int KVH, int HS);
+                               const dbuf *out, const dbuf *lse, const dbuf *docs, int B, int T, int NH, int KVH,
+                               int HS);
 
     // Attention of T new query rows against a key/value cache, for sampling with a KV cache (one
     // sequence; model/kvcache.h). qkv (T,(NH+2KVH)*HS) holds the new rows (q, k after RoPE at positions
@@ -102,6 +111,18 @@ struct ops {
     // rstd (BT) saved. Backward: rmsnorm_backward on res, the residual's gradient passes through.
     void (*residual_rmsnorm_forward)(const struct backend *be, dbuf *res, dbuf *out, dbuf *rstd, const dbuf *a,
                                      const dbuf *b, const dbuf *weight, int BT, int C, float eps);
+
+    // LoRA (model/lora.c): out (BT,ld) columns [col0, col0+n) += alpha * x (BT,n); backward dx (BT,n) =
+    // alpha * dout (BT,ld) columns [col0, col0+n).
+    void (*lora_scale_forward)(const struct backend *be, dbuf *out, const dbuf *x, float alpha, int BT, int n, int ld,
+                               int col0);
+    void (*lora_scale_backward)(const struct backend *be, dbuf *dx, const dbuf *dout, float alpha, int BT, int n,
+                                int ld, int col0);
+    // Inverted dropout (LoRA's dropout on an adapter's input, model/lora.c): out (BT,n) = x * keep / (1 - p),
+    // keep 0 or 1 per element from the stream `key` with the flat index i*n + j as its counter (the mask
+    // of model/ops/dropout_mask.h, the same bits on every backend); 0 <= p < 1 (p = 0: out = x). out may
+    // not alias x. Its backward is the same op with the same key on the gradient (the mask is linear).
+    void (*dropout_forward)(const struct backend *be, dbuf *out, const dbuf *x, float p, uint64_t key, int BT, int n);
 
     // Cross-entropy over the vocabulary slice [vstart, vstart+Vl) of logits (BT,Vl); columns whose global
     // id is >= V are padding and never count; targets < 0 are ignored (loss 0, no gradient). In three

@@ -29,6 +29,7 @@ struct manifest {
     char *path;  // DIR/manifest.json (heap)
     char sha[65];
     int vocab, bos, eos;
+    int sft;                 // fine-tuning data: shards carry a loss mask, windows are packed
     int n_sources, n_shards;
     struct msource *sources;
     struct mshard *shards;
@@ -102,6 +103,7 @@ static int manifest_parse(struct manifest *m, const cJSON *root) {
     m->vocab = (int)vocab;
     m->bos = bos->valueint;
     m->eos = eos->valueint;
+    m->sft = cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "sft"));
 
     const cJSON *srcs = cJSON_GetObjectItemCaseSensitive(root, "sources");
     if (!cJSON_IsArray(srcs) || cJSON_GetArraySize(srcs) < 1) return err_set("%s: no \"sources\"", p);
@@ -229,8 +231,23 @@ static int open_listed_shard(struct shard_info *s, const struct manifest *m, con
         rc = err_set("%s: %" PRIu64 " documents, but manifest.json says %" PRIu64 " (the manifest disagrees with its shards)", path, s->n_docs, ms->docs);
     else if (s->meta.bos_id != m->bos || s->meta.eos_id != m->eos)
         rc = err_set("%s: bos/eos ids %d/%d, but manifest.json says %d/%d", path, s->meta.bos_id, s->meta.eos_id, m->bos, m->eos);
+    else if (s->has_mask != m->sft)
+        rc = err_set("%s: %s, but manifest.json %s", path, s->has_mask ? "has a loss mask" : "has no loss mask",
+                     m->sft ? "says this is fine-tuning data (\"sft\")" : "describes plain data");
     if (rc) shard_info_free(s);
     return rc;
+}
+
+int loader_split_has_data(const char *dir, int split, int T, int *has) {
+    struct manifest m;
+    *has = 0;
+    if (manifest_load(dir, &m) != 0) return -1;
+    for (int s = 0; s < m.n_sources; s++) {  // the rule of select_sources
+        uint64_t tokens = m.sources[s].tokens[split];
+        *has |= m.sft ? tokens > 0 : tokens > 0 && (tokens - 1) / (uint64_t)T > 0;
+    }
+    manifest_free(&m);
+    return 0;
 }
 
 int data_verify(const char *dir, int progress) {
@@ -261,6 +278,11 @@ struct lsource {
     int first_shard, n_shards;
     uint64_t *start;         // n_shards + 1 entries: where each shard begins in the source's stream
     int manifest_index;
+    // packed data, in memory: the stream's tokens with targets already masked (-1), and the examples
+    int *tok, *tgt;          // n_tokens each; tgt[i] is the target of input tok[i] (tok[i+1] or -1)
+    uint64_t *ex_start;      // n_ex: first token of each example kept
+    uint32_t *ex_len;        // its input positions (tokens - 1, cut to T)
+    uint64_t *win_first;     // n_windows + 1: the examples of window w are [win_first[w], win_first[w+1])
 };
 
 // A position: the next global sample, the samples drawn per source before it, and the seed.
@@ -282,7 +304,7 @@ struct lslot {
     int ready, failed;
     char err[1024];
     struct cursor after;
-    int *inputs, *targets;
+    int *inputs, *targets, *docs;
     struct loader_row *rows;
 };
 
@@ -296,6 +318,8 @@ struct loader {
     uint64_t fingerprint, mixture_hash;
     char sha[65];
     int vocab, bos, eos;
+    int packed;              // fine-tuning data: packed windows (loader.h)
+    uint64_t examples, truncated, dropped, targets;
     struct cursor pos;       // after the last batch returned
 
     pthread_t thread;
@@ -417,6 +441,36 @@ static int read_window(struct loader *l, int s, uint64_t w, int *out) {
     return 0;
 }
 
+// Window w of a packed source: inputs, targets and document starts (T each).
+static void packed_window(const struct loader *l, int s, uint64_t w, int *in, int *tg, int *docs) {
+    const struct lsource *src = &l->src[s];
+    const int T = l->c.T;
+    int t = 0;
+    for (uint64_t e = src->win_first[w]; e < src->win_first[w + 1]; e++) {
+        const uint64_t a = src->ex_start[e];
+        const int n = (int)src->ex_len[e];
+        CHECK(t + n <= T);
+        memcpy(in + t, src->tok + a, sizeof(int) * (size_t)n);
+        memcpy(tg + t, src->tgt + a, sizeof(int) * (size_t)n);
+        for (int k = 0; k < n; k++) docs[t + k] = t;
+        t += n;
+    }
+    for (int k = t; k < T; k++) {  // padding: one more document that nothing attends into, no targets
+        in[k] = l->eos >= 0 ? l->eos : 0;
+        tg[k] = -1;
+        docs[k] = t;
+    }
+}
+
+// Document starts of a plain window from its BOS tokens (doc_mask).
+static void bos_docs(const struct loader *l, const int *in, int *docs) {
+    int d = 0;
+    for (int t = 0; t < l->c.T; t++) {
+        if (in[t] == l->bos) d = t;
+        docs[t] = d;
+    }
+}
+
 // Makes the batch of this rank that starts at cursor c (advancing it over the whole global batch).
 static int make_batch(struct loader *l, struct cursor *c, struct lslot *slot) {
     int B = l->c.B, T = l->c.T;
@@ -428,9 +482,16 @@ static int make_batch(struct loader *l, struct cursor *c, struct lslot *slot) {
         cursor_step(l, &k, c, &row);
         if (i < mine || i >= mine + B) continue;
         int b = (int)(i - mine);
-        if (read_window(l, row.source, row.window, l->window) != 0) return -1;
-        memcpy(slot->inputs + (size_t)b * T, l->window, sizeof(int) * T);
-        memcpy(slot->targets + (size_t)b * T, l->window + 1, sizeof(int) * T);
+        int *in = slot->inputs + (size_t)b * T, *tg = slot->targets + (size_t)b * T, *docs = slot->docs + (size_t)b * T;
+        if (l->packed) {
+            packed_window(l, row.source, row.window, in, tg, docs);
+        } else {
+            if (read_window(l, row.source, row.window, l->window) != 0) return -1;
+            memcpy(in, l->window, sizeof(int) * T);
+            memcpy(tg, l->window + 1, sizeof(int) * T);
+            if (l->c.doc_mask) bos_docs(l, in, docs);
+            else memset(docs, 0, sizeof(int) * T);
+        }
         slot->rows[b] = row;
     }
     return 0;
@@ -500,6 +561,7 @@ static int select_sources(struct loader *l, const struct manifest *m) {
         const struct msource *ms = &m->sources[pick[k]];
         uint64_t tokens = ms->tokens[c->split];
         uint64_t windows = tokens > 0 ? (tokens - 1) / (uint64_t)c->T : 0;
+        if (m->sft) windows = tokens > 0;  // packed: counted by pack_examples once the examples are read
         if (windows == 0) {
             if (c->split == SHARD_VAL) {  // small sources may have no held-out data: evaluate on the others
                 log_warn("%s: source %s has %" PRIu64 " validation tokens, fewer than T+1 = %d; left out of validation",
@@ -543,6 +605,77 @@ static int open_shards(struct loader *l, const struct manifest *m) {
             if (need > l->scratch_size) l->scratch_size = need;
         }
         CHECK(src->start[src->n_shards] == src->n_tokens);  // the manifest's sums were checked
+    }
+    return 0;
+}
+
+// Packed data: reads each source's examples (tokens, loss mask, document offsets) into memory through
+// HDF5 and packs them into windows, in order (loader.h).
+static int pack_examples(struct loader *l) {
+    const int T = l->c.T;
+    for (int s = 0; s < l->n_src; s++) {
+        struct lsource *src = &l->src[s];
+        src->tok = xmalloc(sizeof(int) * src->n_tokens);
+        src->tgt = xmalloc(sizeof(int) * src->n_tokens);
+        uint8_t *mask = xmalloc(src->n_tokens ? src->n_tokens : 1);
+        uint64_t n_docs = 0;
+        for (int i = 0; i < src->n_shards; i++) n_docs += l->shards[src->first_shard + i].n_docs;
+        uint64_t *dstart = xmalloc(sizeof(uint64_t) * (n_docs + 1)), nd = 0;
+        for (int i = 0; i < src->n_shards; i++) {
+            const struct shard_info *si = &l->shards[src->first_shard + i];
+            uint64_t *off, base = src->start[i];
+            if (shard_read_tokens(si, 0, si->n_tokens, src->tok + base) != 0 ||
+                shard_read_mask(si, 0, si->n_tokens, mask + base) != 0 || shard_read_doc_offsets(si, &off) != 0) {
+                free(mask);
+                free(dstart);
+                return -1;
+            }
+            for (uint64_t k = 0; k < si->n_docs; k++) dstart[nd++] = base + off[k];
+            free(off);
+        }
+        dstart[nd] = src->n_tokens;
+        for (uint64_t i = 0; i < src->n_tokens; i++)  // target of input i: token i+1 when it is a target
+            src->tgt[i] = i + 1 < src->n_tokens && mask[i + 1] ? src->tok[i + 1] : -1;
+        src->ex_start = xmalloc(sizeof(uint64_t) * (nd ? nd : 1));
+        src->ex_len = xmalloc(sizeof(uint32_t) * (nd ? nd : 1));
+        src->win_first = xmalloc(sizeof(uint64_t) * (nd + 1));
+        uint64_t ne = 0, nw = 0;
+        int fill = T;  // positions used in the current window (T: none open)
+        for (uint64_t d = 0; d < nd; d++) {
+            uint64_t n = dstart[d + 1] - dstart[d];  // BOS .. EOS
+            if (n < 2) continue;
+            uint64_t pos = n - 1;
+            if (pos > (uint64_t)T) {
+                if (l->c.drop_long) {
+                    l->dropped++;
+                    continue;
+                }
+                pos = (uint64_t)T;
+            }
+            uint64_t targets = 0;
+            for (uint64_t k = 0; k < pos; k++) targets += src->tgt[dstart[d] + k] >= 0;
+            if (targets == 0) {  // cut before its response: nothing to learn
+                l->dropped++;
+                continue;
+            }
+            l->truncated += pos < n - 1;
+            l->targets += targets;
+            if (fill + (int)pos > T) {  // a new window
+                src->win_first[nw++] = ne;
+                fill = 0;
+            }
+            src->ex_start[ne] = dstart[d];
+            src->ex_len[ne++] = (uint32_t)pos;
+            fill += (int)pos;
+        }
+        src->win_first[nw] = ne;
+        src->n_windows = nw;
+        l->examples += ne;
+        free(mask);
+        free(dstart);
+        if (nw == 0)
+            return err_set("%s: source %s: no example with a target within seq_len %d (%" PRIu64 " dropped)", l->dir,
+                           src->name, T, l->dropped);
     }
     return 0;
 }
@@ -597,6 +730,7 @@ int loader_open(struct loader **out, const struct loader_config *c) {
     int rc = manifest_load(l->dir, &m);
     if (rc == 0) {
         rc = manifest_check_tokenizer(&m, l->dir, c->tokenizer_sha256, c->vocab_size);
+        l->packed = m.sft;
         if (rc == 0) rc = select_sources(l, &m);
         if (rc == 0) rc = open_shards(l, &m);
         snprintf(l->sha, sizeof(l->sha), "%s", m.sha);
@@ -604,6 +738,7 @@ int loader_open(struct loader **out, const struct loader_config *c) {
         l->bos = m.bos;
         l->eos = m.eos;
         manifest_free(&m);
+        if (rc == 0 && l->packed) rc = pack_examples(l);
     }
     if (rc) {
         loader_close(l);
@@ -611,6 +746,7 @@ int loader_open(struct loader **out, const struct loader_config *c) {
     }
     uint64_t fp = hash_u64(rng_hash_str(l->sha, 0), (uint64_t)c->split);
     fp = hash_u64(fp, (uint64_t)c->T);
+    if (l->packed) fp = hash_u64(fp, 0x7061636bULL + (uint64_t)c->drop_long);  // other windows
     uint64_t wh = 0;
     for (int s = 0; s < l->n_src; s++) {
         fp = hash_u64(hash_u64(fp, rng_hash_str(l->src[s].name, 1)), l->src[s].n_tokens);
@@ -626,6 +762,7 @@ int loader_open(struct loader **out, const struct loader_config *c) {
     for (int i = 0; i < N_SLOTS; i++) {
         l->slots[i].inputs = xmalloc(sizeof(int) * (size_t)B * T);
         l->slots[i].targets = xmalloc(sizeof(int) * (size_t)B * T);
+        l->slots[i].docs = xmalloc(sizeof(int) * (size_t)B * T);
         l->slots[i].rows = xmalloc(sizeof(struct loader_row) * (size_t)B);
     }
     l->scratch = xmalloc(l->scratch_size ? l->scratch_size : 1);
@@ -653,10 +790,18 @@ void loader_close(struct loader *l) {
         if (l->fd[i] >= 0) close(l->fd[i]);
     for (int i = 0; i < l->n_shards; i++) shard_info_free(&l->shards[i]);
     free(l->shards);
-    for (int s = 0; s < l->n_src; s++) free(l->src[s].start);
+    for (int s = 0; s < l->n_src; s++) {
+        free(l->src[s].start);
+        free(l->src[s].tok);
+        free(l->src[s].tgt);
+        free(l->src[s].ex_start);
+        free(l->src[s].ex_len);
+        free(l->src[s].win_first);
+    }
     for (int i = 0; i < N_SLOTS; i++) {
         free(l->slots[i].inputs);
         free(l->slots[i].targets);
+        free(l->slots[i].docs);
         free(l->slots[i].rows);
     }
     free(l->scratch);
@@ -665,7 +810,7 @@ void loader_close(struct loader *l) {
     free(l);
 }
 
-int loader_next_rows(struct loader *l, int *inputs, int *targets, struct loader_row *rows) {
+static int next_batch(struct loader *l, int *inputs, int *targets, int *docs, struct loader_row *rows) {
     size_t n = (size_t)l->c.B * l->c.T;
     pthread_mutex_lock(&l->mu);
     struct lslot *slot = &l->slots[l->consumed % N_SLOTS];
@@ -677,6 +822,7 @@ int loader_next_rows(struct loader *l, int *inputs, int *targets, struct loader_
     }
     memcpy(inputs, slot->inputs, sizeof(int) * n);
     memcpy(targets, slot->targets, sizeof(int) * n);
+    if (docs) memcpy(docs, slot->docs, sizeof(int) * n);
     if (rows) memcpy(rows, slot->rows, sizeof(struct loader_row) * (size_t)l->c.B);
     l->pos = slot->after;
     slot->ready = 0;
@@ -686,7 +832,14 @@ int loader_next_rows(struct loader *l, int *inputs, int *targets, struct loader_
     return 0;
 }
 
-int loader_next(struct loader *l, int *inputs, int *targets) { return loader_next_rows(l, inputs, targets, NULL); }
+int loader_next_rows(struct loader *l, int *inputs, int *targets, struct loader_row *rows) {
+    return next_batch(l, inputs, targets, NULL, rows);
+}
+int loader_next_docs(struct loader *l, int *inputs, int *targets, int *docs) {
+    return next_batch(l, inputs, targets, docs, NULL);
+}
+int loader_next(struct loader *l, int *inputs, int *targets) { return next_batch(l, inputs, targets, NULL, NULL); }
+int loader_has_docs(const struct loader *l) { return l->packed || l->c.doc_mask; }
 
 void loader_get_state(const struct loader *l, struct loader_state *s) {
     memset(s, 0, sizeof(*s));
@@ -755,4 +908,10 @@ void loader_get_info(const struct loader *l, struct loader_info *info) {
     info->vocab_size = l->vocab;
     info->bos_id = l->bos;
     info->eos_id = l->eos;
+    info->packed = l->packed;
+    info->examples = l->examples;
+    info->truncated = l->truncated;
+    info->dropped = l->dropped;
+    info->targets = l->targets;
+    for (int s = 0; s < l->n_src; s++) info->positions += l->src[s].n_windows * (uint64_t)l->c.T;
 }

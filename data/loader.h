@@ -17,6 +17,17 @@
 // and a fingerprint of the data. A checkpoint stores it; loader_set_state resumes with exactly the batches
 // that would have come, also with another dp_size (samples are global).
 //
+// Packed windows (fine-tuning data, whose manifest has "sft" and whose shards carry a loss mask): examples
+// are whole documents, packed greedily in order into windows of T positions (an example of n tokens takes
+// n - 1 positions: inputs are its first n - 1 tokens, targets its last n - 1, those whose loss mask is 0
+// given as -1); an example longer than T + 1 tokens is cut to its first T + 1 (or dropped with
+// drop_long), and one with no target left is dropped; both are counted (loader_info). The rest of a window
+// is padding (input EOS, target -1). loader_next_docs also gives each position's document start (the index
+// in its row where its example begins), for attention and RoPE within examples (core/backend.h). The
+// examples are read into memory when the loader opens (5 bytes per token); windows are then what the
+// permutation, the mixture and the state work on, exactly as for plain windows.
+// Plain data with doc_mask: the same document starts, taken from the BOS tokens in each window.
+//
 // Reading: a background thread prepares the next batches (two ahead) with pread() of just the checksummed
 // chunks that hold each window, so memory stays at a few batches whatever the corpus size. HDF5 is only
 // called by loader_open, on the caller's thread (the HDF5 build is not thread-safe and the trainer uses it
@@ -37,6 +48,8 @@ struct loader_config {
     double weights[LOADER_MAX_SOURCES];  // mixture weights (any scale); all 0 = proportional to tokens
     int vocab_size;                // expected (0 = do not check)
     const char *tokenizer_sha256;  // expected fingerprint of the run's tokenizer, or NULL
+    int doc_mask;                  // plain data: document starts from BOS positions (loader_next_docs)
+    int drop_long;                 // packed data: drop examples longer than T + 1 tokens instead of cutting them
 };
 
 // All fields are uint64 so that a checkpoint can store the state as an array (LOADER_STATE_WORDS).
@@ -68,6 +81,10 @@ struct loader_info {
     int n_shards;
     char tokenizer_sha256[65];
     int vocab_size, bos_id, eos_id;
+    // packed (fine-tuning) data
+    int packed;
+    uint64_t examples, truncated, dropped;  // packed examples, of which cut to T + 1 tokens; dropped ones
+    uint64_t targets, positions;            // target tokens and positions (T per window) of all windows
 };
 
 struct loader;
@@ -83,6 +100,11 @@ int loader_open(struct loader **out, const struct loader_config *c);
 int loader_next(struct loader *l, int *inputs, int *targets);
 // The same, also describing each row (rows: B entries; may be NULL).
 int loader_next_rows(struct loader *l, int *inputs, int *targets, struct loader_row *rows);
+// The same with each position's document start (B*T; packed data, or doc_mask). Without either, docs
+// gets 0 everywhere (one document per row).
+int loader_next_docs(struct loader *l, int *inputs, int *targets, int *docs);
+// Whether batches come with document starts (packed data or doc_mask).
+int loader_has_docs(const struct loader *l);
 // Position after the last batch returned.
 void loader_get_state(const struct loader *l, struct loader_state *s);
 // Resumes from a state (of this data, split, T and weights; any dp_size). -1 with err_set on a mismatch.
@@ -91,6 +113,10 @@ int loader_set_state(struct loader *l, const struct loader_state *s);
 int loader_reset(struct loader *l);
 void loader_get_info(const struct loader *l, struct loader_info *info);
 void loader_close(struct loader *l);
+
+// Whether the split of the data in dir has anything to read at window length T (for validation: a small
+// fine-tuning set may hold out nothing). *has 0 or 1; -1 with err_set when the manifest cannot be read.
+int loader_split_has_data(const char *dir, int split, int T, int *has);
 
 // Checks a prepared directory end to end: manifest, tokenizer.model, and every shard read in full (ids
 // in the vocabulary, BOS/EOS framing, checksums). -1 with err_set on the first problem.

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -188,6 +189,8 @@ int doc_reader_open(struct doc_reader **out, const char *path, enum prep_format 
 
 enum prep_format doc_reader_format(const struct doc_reader *r) { return r->fmt; }
 uint64_t doc_reader_offset(const struct doc_reader *r) { return (uint64_t)gzoffset(r->gz); }
+uint64_t doc_reader_line(const struct doc_reader *r) { return r->line_no; }
+const char *doc_reader_path(const struct doc_reader *r) { return r->path; }
 
 void doc_reader_close(struct doc_reader *r) {
     if (!r) return;
@@ -257,6 +260,12 @@ static int next_jsonl(struct doc_reader *r, const char **doc, size_t *len) {
         cJSON_Delete(r->json);
         r->json = cJSON_ParseWithLength(r->line, r->line_len);
         if (!r->json) return err_set("%s:%" PRIu64 ": not valid JSON", r->path, r->line_no);
+        if (!r->field[0]) {  // the whole record (fine-tuning data): data/sft.c reads its fields
+            if (!cJSON_IsObject(r->json)) return err_set("%s:%" PRIu64 ": not a JSON object", r->path, r->line_no);
+            *doc = r->line;
+            *len = r->line_len;
+            return 1;
+        }
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(r->json, r->field);
         if (!cJSON_IsObject(r->json) || !t)
             return err_set("%s:%" PRIu64 ": no field \"%s\" (set another with --text-field)", r->path, r->line_no, r->field);
@@ -410,6 +419,7 @@ struct slot {
     size_t *doc_start, *doc_bytes, *doc_ntok, n_docs, cap_docs;
     uint8_t *doc_val;            // held out?
     struct token_buf toks;       // the ids of all documents back to back
+    struct token_buf mask;       // sft: the loss mask of toks (each document rendered as BOS .. EOS)
     uint64_t consumed;           // input bytes consumed when this chunk was filled (progress)
     int failed;
     char err[1024];
@@ -421,7 +431,17 @@ struct pipeline {
     struct slot *slots;
     int n_slots, stop;
     const struct tokenizer *tok;
+    const struct prep_config *c;
 };
+
+// Fine-tuning data: a record (validated when it was read) rendered with the chat template into ids and mask.
+static int render_record(const struct pipeline *p, const char *text, size_t len, struct slot *s) {
+    struct sft_record rec;
+    if (sft_parse(&rec, text, len, "record") != 0) return -1;
+    int rc = sft_render(p->tok, p->c->sft, &rec, p->c->train_on_prompt, &s->toks, &s->mask);
+    sft_record_free(&rec);
+    return rc;
+}
 
 static void *tokenize_worker(void *arg) {
     struct pipeline *p = arg;
@@ -438,9 +458,12 @@ static void *tokenize_worker(void *arg) {
         s->state = SLOT_BUSY;
         pthread_mutex_unlock(&p->mu);
         s->toks.n = 0;
+        s->mask.n = 0;
         for (size_t d = 0; d < s->n_docs; d++) {
             size_t before = s->toks.n;
-            if (tokenizer_encode(p->tok, s->text + s->doc_start[d], s->doc_bytes[d], &s->toks) != 0) {
+            const char *text = s->text + s->doc_start[d];
+            if (p->c->sft ? render_record(p, text, s->doc_bytes[d], s) != 0
+                          : tokenizer_encode(p->tok, text, s->doc_bytes[d], &s->toks) != 0) {
                 s->failed = 1;
                 snprintf(s->err, sizeof(s->err), "%s", err_msg());
                 break;
@@ -458,7 +481,7 @@ static void *tokenize_worker(void *arg) {
 struct split_out {               // one source's shards of one split
     struct shard_writer *w;
     int next_index;
-    uint64_t docs, tokens, bytes;
+    uint64_t docs, tokens, bytes, targets;
     int shards;
 };
 
@@ -495,7 +518,9 @@ static int close_split(struct prep_run *r, int source, int split) {
     return 0;
 }
 
-static int write_doc(struct prep_run *r, int source, int split, const int *ids, size_t n, size_t bytes) {
+// ids (n) without BOS and EOS, which the shard adds; mask (n + 2, or NULL) covers BOS, ids, EOS (sft).
+static int write_doc(struct prep_run *r, int source, int split, const int *ids, size_t n, size_t bytes,
+                     const int *mask) {
     struct split_out *o = &r->out[source][split];
     if (!o->w) {
         const struct prep_source *src = &r->c->sources[source];
@@ -513,7 +538,16 @@ static int write_doc(struct prep_run *r, int source, int split, const int *ids, 
         free(path);
         if (rc != 0) return -1;
     }
-    if (shard_writer_add_doc(o->w, ids, n) != 0) return -1;
+    if (mask) {
+        uint8_t *m8 = xmalloc(n + 2);
+        for (size_t i = 0; i < n + 2; i++) o->targets += m8[i] = (uint8_t)(mask[i] != 0);
+        o->targets -= m8[0];  // BOS is never a target (the shard stores 0)
+        int rc = shard_writer_add_doc_masked(o->w, ids, m8, n);
+        free(m8);
+        if (rc != 0) return -1;
+    } else if (shard_writer_add_doc(o->w, ids, n) != 0) {
+        return -1;
+    }
     o->docs++;
     o->tokens += n + (tokenizer_bos_id(r->tok) >= 0) + (tokenizer_eos_id(r->tok) >= 0);
     o->bytes += bytes;
@@ -525,14 +559,29 @@ static int write_slot(struct prep_run *r, struct slot *s) {
     if (s->failed) return err_set("%s", s->err);
     size_t at = 0;
     for (size_t d = 0; d < s->n_docs; d++) {
-        if (write_doc(r, s->source, s->doc_val[d], s->toks.ids + at, s->doc_ntok[d], s->doc_bytes[d]) != 0) return -1;
-        at += s->doc_ntok[d];
+        const int *ids = s->toks.ids + at;
+        size_t n = s->doc_ntok[d];
+        if (r->c->sft) {  // rendered as BOS .. EOS: the shard writes those itself
+            CHECK(n >= 2 && ids[0] == tokenizer_bos_id(r->tok) && ids[n - 1] == tokenizer_eos_id(r->tok));
+            if (write_doc(r, s->source, s->doc_val[d], ids + 1, n - 2, s->doc_bytes[d], s->mask.ids + at) != 0) return -1;
+        } else if (write_doc(r, s->source, s->doc_val[d], ids, n, s->doc_bytes[d], NULL) != 0) {
+            return -1;
+        }
+        at += n;
     }
     return 0;
 }
 
 static uint64_t val_key(const struct prep_config *c, int source) {
     return rng_hash_str(c->sources[source].name, c->seed ^ 0x76616cULL);
+}
+
+// Fine-tuning sets are small, so their held-out records are evenly spaced instead of hashed: record i of a
+// source is held out when floor(i f + 1 - f) steps up at i + 1. The first record always is, and about
+// f n of n (at least one), so the validation split is never empty for a set of two records or more.
+static int sft_held_out(uint64_t i, double f) {
+    if (f <= 0) return 0;
+    return floor((double)(i + 1) * f + 1 - f) > floor((double)i * f + 1 - f);
 }
 
 // Where the reader stands: source, input file, document index within the source.
@@ -559,12 +608,22 @@ static int fill_slot(const struct prep_config *c, struct read_pos *rp, struct sl
                 if (s->n_docs > 0) return 1;  // a chunk holds one source
                 continue;
             }
-            if (doc_reader_open(&rp->r, src->paths[rp->path], src->format, c->text_field) != 0) return -1;
+            if (doc_reader_open(&rp->r, src->paths[rp->path], c->sft ? PREP_JSONL : src->format,
+                                c->sft ? "" : c->text_field) != 0)
+                return -1;
         }
         const char *doc;
         size_t len;
         int g;
         while (s->text_len < CHUNK_BYTES && (g = doc_reader_next(rp->r, &doc, &len)) == 1) {
+            if (c->sft) {  // a record that does not parse is named here, by file and line
+                char *where = fs_printf("%s:%" PRIu64, doc_reader_path(rp->r), doc_reader_line(rp->r));
+                struct sft_record rec;
+                int bad = sft_parse(&rec, doc, len, where);
+                free(where);
+                if (bad) return -1;
+                sft_record_free(&rec);
+            }
             if (s->n_docs == s->cap_docs) {
                 s->cap_docs = s->cap_docs ? 2 * s->cap_docs : 1024;
                 s->doc_start = xrealloc(s->doc_start, s->cap_docs * sizeof(size_t));
@@ -574,7 +633,8 @@ static int fill_slot(const struct prep_config *c, struct read_pos *rp, struct sl
             }
             s->doc_start[s->n_docs] = s->text_len;
             s->doc_bytes[s->n_docs] = len;
-            s->doc_val[s->n_docs] = c->val_fraction > 0 && rng_uniform_at(rp->val_key, rp->doc_index) < c->val_fraction;
+            s->doc_val[s->n_docs] = c->sft ? sft_held_out(rp->doc_index, c->val_fraction)
+                                           : c->val_fraction > 0 && rng_uniform_at(rp->val_key, rp->doc_index) < c->val_fraction;
             s->n_docs++;
             rp->doc_index++;
             append(&s->text, &s->text_len, &s->text_cap, doc, len);
@@ -605,7 +665,7 @@ static int run_pipeline(struct prep_run *r, struct prep_stats *st) {
     const struct prep_config *c = r->c;
     int threads = c->threads > 0 ? c->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1) threads = 1;
-    struct pipeline p = {.tok = r->tok};
+    struct pipeline p = {.tok = r->tok, .c = c};
     pthread_mutex_init(&p.mu, NULL);
     pthread_cond_init(&p.work, NULL);
     pthread_cond_init(&p.done, NULL);
@@ -665,6 +725,7 @@ static int run_pipeline(struct prep_run *r, struct prep_stats *st) {
     for (int i = 0; i < p.n_slots; i++) {
         struct slot *s = &p.slots[i];
         free(s->text); free(s->doc_start); free(s->doc_bytes); free(s->doc_ntok); free(s->doc_val); free(s->toks.ids);
+        free(s->mask.ids);
     }
     free(p.slots);
     free(tid);
@@ -680,12 +741,13 @@ static int run_pipeline(struct prep_run *r, struct prep_stats *st) {
 // ---------------------------------------------------------------------------------------------------
 // Manifest
 // ---------------------------------------------------------------------------------------------------
-static cJSON *split_json(const struct split_out *o) {
+static cJSON *split_json(const struct split_out *o, int sft) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "documents", (double)o->docs);
     cJSON_AddNumberToObject(j, "tokens", (double)o->tokens);
     cJSON_AddNumberToObject(j, "bytes", (double)o->bytes);
     cJSON_AddNumberToObject(j, "shards", o->shards);
+    if (sft) cJSON_AddNumberToObject(j, "targets", (double)o->targets);
     return j;
 }
 
@@ -703,6 +765,11 @@ static int write_manifest(const struct prep_run *r, const char *path) {
     cJSON_AddBoolToObject(t, "trained", c->tokenizer == NULL);
     cJSON_AddStringToObject(m, "token_dtype", tokenizer_vocab_size(r->tok) <= 65536 ? "uint16" : "uint32");
     cJSON_AddStringToObject(m, "framing", "bos-doc-eos");
+    if (c->sft) {  // fine-tuning data: shards carry a loss mask; the loader packs whole examples
+        cJSON *s = cJSON_AddObjectToObject(m, "sft");
+        cJSON_AddStringToObject(s, "template", sft_template_name(c->sft));
+        cJSON_AddBoolToObject(s, "train_on_prompt", c->train_on_prompt != 0);
+    }
     cJSON_AddNumberToObject(m, "seed", (double)c->seed);
     cJSON_AddNumberToObject(m, "val_fraction", c->val_fraction);
     cJSON_AddNumberToObject(m, "shard_tokens", (double)r->shard_tokens);
@@ -715,8 +782,8 @@ static int write_manifest(const struct prep_run *r, const char *path) {
         cJSON_AddStringToObject(j, "format", prep_format_name(src->format));
         cJSON *in = cJSON_AddArrayToObject(j, "inputs");
         for (int i = 0; i < src->n_paths; i++) cJSON_AddItemToArray(in, cJSON_CreateString(src->paths[i]));
-        cJSON_AddItemToObject(j, "train", split_json(&r->out[s][0]));
-        cJSON_AddItemToObject(j, "val", split_json(&r->out[s][1]));
+        cJSON_AddItemToObject(j, "train", split_json(&r->out[s][0], c->sft != SFT_NONE));
+        cJSON_AddItemToObject(j, "val", split_json(&r->out[s][1], c->sft != SFT_NONE));
         cJSON_AddItemToArray(srcs, j);
     }
     cJSON *sh = cJSON_AddArrayToObject(m, "shards");
@@ -753,6 +820,10 @@ static int write_manifest(const struct prep_run *r, const char *path) {
 // ---------------------------------------------------------------------------------------------------
 static int check_config(const struct prep_config *c) {
     if (!c->out_dir || !*c->out_dir) return err_set("no output directory (--out DIR)");
+    struct stat ts;
+    if (c->tokenizer && stat(c->tokenizer, &ts) == 0 && S_ISDIR(ts.st_mode))
+        return err_set("--tokenizer %s: is a directory; give the file in it (tokenizer.model, or tokenizer.json)", c->tokenizer);
+    if (c->sft && !c->tokenizer) return err_set("--sft: fine-tuning data needs the model's tokenizer (--tokenizer)");
     if (c->n_sources < 1) return err_set("no inputs (--input SOURCE:PATH[,PATH...])");
     if (c->n_sources > PREP_MAX_SOURCES) return err_set("%d sources, at most %d", c->n_sources, PREP_MAX_SOURCES);
     if (!c->tokenizer && (c->vocab_size < 260 || c->vocab_size > (1 << 24)))
@@ -768,6 +839,9 @@ static int check_config(const struct prep_config *c) {
         for (int t = 0; t < s; t++)
             if (!strcmp(c->sources[t].name, src->name)) return err_set("source '%s' given twice", src->name);
         if (src->n_paths < 1) return err_set("source '%s' has no input files", src->name);
+        if (c->sft && src->format != PREP_AUTO && src->format != PREP_JSONL)
+            return err_set("source '%s': fine-tuning data (--sft) is JSONL records, not format %s", src->name,
+                           prep_format_name(src->format));
         for (int i = 0; i < src->n_paths; i++) {  // fail before any work on a missing or empty input
             struct stat st;
             const char *p = src->paths[i];
@@ -867,6 +941,7 @@ int prep_run(const struct prep_config *c, struct prep_stats *stats) {
         if (rc == 0) rc = fs_copy_file(c->tokenizer, model);
     } else rc = train_tokenizer(c, model);
     if (rc == 0) rc = tokenizer_load(&tok, model);
+    if (rc == 0 && c->sft) rc = sft_check_tokenizer(tok, c->sft);
     if (rc == 0) {
         r.tok = tok;
         r.out = xcalloc(c->n_sources, sizeof(*r.out));
@@ -881,6 +956,7 @@ int prep_run(const struct prep_config *c, struct prep_stats *stats) {
         if (rc == 0) {
             st->shards = r.n_shards;
             for (int s = 0; s < c->n_sources; s++) st->tokens += r.out[s][0].tokens + r.out[s][1].tokens;
+            for (int s = 0; s < c->n_sources; s++) st->targets += r.out[s][0].targets + r.out[s][1].targets;
         }
         for (int s = 0; s < c->n_sources; s++)
             for (int split = 0; split < 2; split++) shard_writer_abort(r.out[s][split].w);

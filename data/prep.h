@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "data/sft.h"
+
 #define PREP_MAX_SOURCES 16   // the loader's mixture holds at most 16 sources
 #define PREP_NAME_MAX 32      // source and language names: [A-Za-z0-9_.-], at most 31 characters
 #define MANIFEST_FORMAT "llamac-data"
@@ -45,11 +47,16 @@ struct prep_config {
     int threads;                 // 0 = all cores
     const char *text_field;      // JSONL field (NULL = "text")
     int progress;                // print the progress line
+    // Fine-tuning data (data/sft.h): every input is JSONL records rendered with this chat template, and
+    // the shards get a loss mask. SFT_NONE: plain text.
+    enum sft_template sft;
+    int train_on_prompt;         // with sft: every token but BOS is a target
 };
 
 // Stats of a finished run (for the CLI summary and the benchmark).
 struct prep_stats {
     uint64_t bytes, docs, tokens;  // text bytes read, documents, stored tokens (BOS/EOS included)
+    uint64_t targets;              // sft: tokens whose loss mask is 1
     int shards;
     double seconds;                // tokenization pipeline only (not tokenizer training)
 };
@@ -64,10 +71,13 @@ int prep_run(const struct prep_config *c, struct prep_stats *stats);
 // Reading documents (also used by the tests and the benchmark)
 // ---------------------------------------------------------------------------------------------------
 struct doc_reader;
-// Opens a file (plain or gzip) in the given format (PREP_AUTO decides by name and content).
+// Opens a file (plain or gzip) in the given format (PREP_AUTO decides by name and content). For JSONL,
+// text_field "" returns each whole record (a JSON object) as the document (fine-tuning data).
 int doc_reader_open(struct doc_reader **out, const char *path, enum prep_format format, const char *text_field);
 // Next document: 1 (doc/len valid until the next call), 0 at the end, -1 with err_set ("FILE:LINE: ...").
 int doc_reader_next(struct doc_reader *r, const char **doc, size_t *len);
 enum prep_format doc_reader_format(const struct doc_reader *r);
 uint64_t doc_reader_offset(const struct doc_reader *r);   // bytes of the file consumed (compressed)
+uint64_t doc_reader_line(const struct doc_reader *r);     // line number of the last document's end
+const char *doc_reader_path(const struct doc_reader *r);
 void doc_reader_close(struct doc_reader *r);

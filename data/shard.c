@@ -126,6 +126,9 @@ struct shard_writer {
     uint64_t fill;
     uint64_t *offsets;         // start of each document
     size_t n_docs, cap_docs;
+    int masked;                // -1 unknown yet, 0 plain, 1 SFT: mask holds one byte per token
+    uint8_t *mask;
+    size_t mask_cap;
 };
 
 int shard_writer_open(struct shard_writer **out, const char *path, const struct shard_meta *m, uint64_t chunk_tokens) {
@@ -139,6 +142,7 @@ int shard_writer_open(struct shard_writer **out, const char *path, const struct 
     w->chunk = chunk_tokens ? chunk_tokens : SHARD_CHUNK_TOKENS;
     w->buf = xmalloc(w->chunk * w->token_bytes);
     w->max_id = -1;
+    w->masked = -1;
     struct h5_quiet q;
     quiet_begin(&q);
     w->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
@@ -205,6 +209,8 @@ static int writer_put(struct shard_writer *w, int id) {
 }
 
 int shard_writer_add_doc(struct shard_writer *w, const int *ids, size_t n) {
+    CHECKF(w->masked != 1, "%s: a plain document in a masked shard", w->path);
+    w->masked = 0;
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= w->meta.vocab_size)
             return err_set("%s: token id %d is outside the vocabulary (size %d)", w->path, ids[i], w->meta.vocab_size);
@@ -220,9 +226,43 @@ int shard_writer_add_doc(struct shard_writer *w, const int *ids, size_t n) {
     return 0;
 }
 
+int shard_writer_add_doc_masked(struct shard_writer *w, const int *ids, const uint8_t *mask, size_t n) {
+    CHECKF(w->masked != 0 && w->meta.bos_id >= 0 && w->meta.eos_id >= 0, "%s: a masked document in a plain shard",
+           w->path);
+    w->masked = 0;  // as plain, then the mask of what it stored
+    uint64_t before = shard_writer_tokens(w);
+    if (shard_writer_add_doc(w, ids, n) != 0) return -1;
+    w->masked = 1;
+    uint64_t after = shard_writer_tokens(w);
+    CHECK(after - before == n + 2);
+    if (after > w->mask_cap) {
+        w->mask_cap = after > 2 * w->mask_cap ? after : 2 * w->mask_cap;
+        w->mask = xrealloc(w->mask, w->mask_cap);
+    }
+    memcpy(w->mask + before, mask, n + 2);
+    w->mask[before] = 0;  // BOS is never a target
+    return 0;
+}
+
 uint64_t shard_writer_tokens(const struct shard_writer *w) { return w->written + w->fill; }
 
+// The loss_mask dataset of an SFT shard, chunked like tokens, with checksums.
+static int write_mask(struct shard_writer *w) {
+    hsize_t nt = w->written, chunk = w->chunk < nt ? w->chunk : nt;
+    hid_t sp = H5Screate_simple(1, &nt, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 1, &chunk);
+    H5Pset_fletcher32(dcpl);
+    H5Pset_obj_track_times(dcpl, 0);
+    hid_t d = H5Dcreate2(w->file, "loss_mask", H5T_STD_U8LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    int ok = d >= 0 && H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, w->mask) >= 0;
+    if (d >= 0) H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    return ok ? 0 : -1;
+}
+
 static void writer_free(struct shard_writer *w) {
+    free(w->mask);
     free(w->buf);
     free(w->offsets);
     free(w->path);
@@ -273,6 +313,7 @@ int shard_writer_close(struct shard_writer *w, uint64_t *n_tokens, uint64_t *n_d
     if (d >= 0) H5Dclose(d);
     H5Pclose(dcpl);
     H5Sclose(sp);
+    if (ok && w->masked == 1) ok = write_mask(w) == 0;
     ok = H5Dclose(w->tokens) >= 0 && ok;
     char why[256] = "";
     if (H5Fclose(w->file) < 0) {  // where buffered data and metadata reach the disk: the usual place to fail
@@ -455,6 +496,17 @@ static int shard_check(struct shard_info *s, hid_t f, const char *expect_sha, in
         H5Sclose(fs);
     }
     H5Dclose(d);
+    if (rc) return rc;
+
+    // SFT shards: the loss mask, one uint8 per token, checksummed
+    r = dataset_1d(f, "loss_mask", &d, &n);
+    if (r < 0) rc = err_set("%s: malformed dataset 'loss_mask'", nm);
+    else if (r > 0 && !is_uint_le(d, 1)) rc = err_set("%s: 'loss_mask' is not uint8", nm);
+    else if (r > 0 && n != (hsize_t)nt)
+        rc = err_set("%s: 'loss_mask' holds %llu entries, the shard %" PRId64 " tokens", nm, (unsigned long long)n, nt);
+    else if (r > 0 && !has_only_fletcher(d, &chunk)) rc = err_set("%s: 'loss_mask' is not checksummed as llamac writes it", nm);
+    s->has_mask = r > 0;
+    if (d >= 0 && r != 0) H5Dclose(d);
     return rc;
 }
 
@@ -521,6 +573,13 @@ int shard_read_tokens(const struct shard_info *s, uint64_t start, uint64_t n, in
     if (start + n > s->n_tokens || start + n < start)
         return err_set("%s: tokens [%" PRIu64 ", %" PRIu64 ") out of range (%" PRIu64 " tokens)", s->name, start, start + n, s->n_tokens);
     return read_1d(s, "tokens", H5T_NATIVE_INT, start, n, out);
+}
+
+int shard_read_mask(const struct shard_info *s, uint64_t start, uint64_t n, uint8_t *out) {
+    CHECK(s->has_mask);
+    if (start + n > s->n_tokens || start + n < start)
+        return err_set("%s: loss_mask [%" PRIu64 ", %" PRIu64 ") out of range (%" PRIu64 " tokens)", s->name, start, start + n, s->n_tokens);
+    return read_1d(s, "loss_mask", H5T_NATIVE_UINT8, start, n, out);
 }
 
 int shard_read_doc_offsets(const struct shard_info *s, uint64_t **out) {

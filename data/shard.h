@@ -6,6 +6,10 @@
 //   doc_offsets  uint64, start of each document (the index of its BOS) in `tokens`, chunked, Fletcher-32
 //   attributes   format "llamac-shard", version, vocab_size, tokenizer_sha256, bos_id, eos_id, source,
 //                language, split ("train"/"val"), n_tokens, n_docs, max_token_id, chunk_tokens
+// SFT shards (`llamac prep --sft`) add one dataset, whose absence means "train on every token":
+//   loss_mask    uint8, one per token of `tokens`, chunked, Fletcher-32: 1 where the token is a training
+//                target (its prediction from the token before it counts in the loss), 0 where it is
+//                prompt or template framing; 0 at every BOS
 // Writes are deterministic (no timestamps, fixed chunking, every chunk written once, in order), so the same
 // documents give a byte-identical file.
 //
@@ -44,6 +48,9 @@ struct shard_writer;
 int shard_writer_open(struct shard_writer **out, const char *path, const struct shard_meta *m, uint64_t chunk_tokens);
 // Appends one document as BOS, ids, EOS. Ids must lie in [0, vocab_size) (-1 with err_set otherwise).
 int shard_writer_add_doc(struct shard_writer *w, const int *ids, size_t n);
+// The same with its loss mask: mask (n + 2) covers BOS, the ids and EOS as stored. A shard's documents are
+// either all masked (it gets a loss_mask dataset) or none.
+int shard_writer_add_doc_masked(struct shard_writer *w, const int *ids, const uint8_t *mask, size_t n);
 uint64_t shard_writer_tokens(const struct shard_writer *w);  // stored so far, BOS/EOS included
 // Finishes and closes the file; frees w whatever happens. -1 with err_set on an I/O error.
 int shard_writer_close(struct shard_writer *w, uint64_t *n_tokens, uint64_t *n_docs);
@@ -66,6 +73,7 @@ struct shard_info {
     uint64_t chunk_tokens, n_chunks;
     uint64_t chunk_addr0, chunk_stride;
     uint64_t *chunk_addr;
+    int has_mask;      // a loss_mask dataset (SFT shard)
 };
 
 // Opens and validates a shard; name is how messages call it. Expectations (any may be 0/NULL to skip):
@@ -75,6 +83,8 @@ void shard_info_free(struct shard_info *s);
 
 // Reads tokens [start, start + n) through HDF5 (calling thread; not concurrently with other HDF5 use).
 int shard_read_tokens(const struct shard_info *s, uint64_t start, uint64_t n, int *out);
+// Reads loss_mask [start, start + n) through HDF5 (has_mask shards only).
+int shard_read_mask(const struct shard_info *s, uint64_t start, uint64_t n, uint8_t *out);
 // Reads all doc_offsets (malloc'd, s->n_docs entries) through HDF5.
 int shard_read_doc_offsets(const struct shard_info *s, uint64_t **out);
 // Reads the whole shard and checks every token id, the document offsets and the BOS/EOS framing.

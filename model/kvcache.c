@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "model/lora.h"
 
 #define W(kind, l) be_at(m->be, BUF_PARAM, m->params, param_get(&m->layout, (kind), (l))->offset)
 
@@ -45,6 +46,7 @@ int llama_kv_init(struct llama_kv *kv, struct llama *m, int cap, int chunk) {
     if (cap < 1 || cap > m->cfg.max_seq_len)
         return err_set("KV cache of %d positions: the model has max_seq_len %d", cap, m->cfg.max_seq_len);
     if (chunk < 1 || chunk > cap) chunk = cap;
+    if (m->lora) lora_merge(m);  // the cached blocks below have no LoRA hooks: W + (alpha/r) B A instead
     const struct backend *be = m->be;
     kv->m = m;
     kv->cap = cap;
@@ -85,7 +87,7 @@ static void block(struct llama_kv *kv, const struct kv_views *v, int l, int T) {
     op->rmsnorm_forward(be, v->xn, v->rstd, v->x, W(PARAM_ATTN_NORM, l), T, C, m->cfg.norm_eps);
     op->matmul_forward(be, v->qkv, v->xn, W(PARAM_WQ, l), T, C, QKV);
     op->rope_forward(be, v->qkv, be_at(be, BUF_STATE, m->rope_cos, (size_t)pos * half),
-                     be_at(be, BUF_STATE, m->rope_sin, (size_t)pos * half), 1, T, NH + KVH, HS, QKV);
+                     be_at(be, BUF_STATE, m->rope_sin, (size_t)pos * half), NULL, 1, T, NH + KVH, HS, QKV);
     op->attention_decode(be, v->att, be_at(be, BUF_ACT, kv->k, layer), be_at(be, BUF_ACT, kv->v, layer), v->qkv, T,
                          pos, NH, KVH, HS);
     op->matmul_forward(be, v->y, v->att, W(PARAM_WO, l), T, NH * HS, C);

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "model/lora.h"
 
 // ---------------------------------------------------------------------------------------------------
 // Set-up
@@ -68,9 +69,11 @@ static void llama_free_acts(struct llama *m) {
     if (m->acts32) be->free(be, m->acts32);
     if (m->tokens) be->free(be, m->tokens);
     if (m->targets) be->free(be, m->targets);
+    if (m->docs) be->free(be, m->docs);
     free(m->layers);
     free(m->host_losses);
-    m->acts = m->acts32 = m->tokens = m->targets = NULL;
+    m->acts = m->acts32 = m->tokens = m->targets = m->docs = NULL;
+    m->docs_on = 0;
     m->layers = NULL;
     m->host_losses = NULL;
 }
@@ -78,8 +81,10 @@ static void llama_free_acts(struct llama *m) {
 void llama_free(struct llama *m) {
     if (!m->be) return;
     llama_free_acts(m);
+    lora_free(m);
+    free(m->frozen);
     m->be->free(m->be, m->params);
-    m->be->free(m->be, m->grads);
+    if (m->grads) m->be->free(m->be, m->grads);
     m->be->free(m->be, m->rope_cos);
     m->be->free(m->be, m->rope_sin);
     param_layout_free(&m->layout);
@@ -180,7 +185,9 @@ void llama_alloc_acts(struct llama *m, int B, int T, int recompute) {
     act_plan(&cv, m, &m->cfg, &m->layout, B, T, recompute);
     m->tokens = m->be->alloc(m->be, BUF_INT, (size_t)B * T);
     m->targets = m->be->alloc(m->be, BUF_INT, (size_t)B * T);
+    m->docs = m->be->alloc(m->be, BUF_INT, (size_t)B * T);
     m->host_losses = xmalloc(sizeof(float) * (size_t)B * T);
+    if (m->lora) lora_alloc_acts(m);
 }
 
 void llama_init_random(struct llama *m, uint64_t seed) {
@@ -215,7 +222,20 @@ void llama_init_random(struct llama *m, uint64_t seed) {
 // ---------------------------------------------------------------------------------------------------
 
 #define W(kind, l) be_at(m->be, BUF_PARAM, m->params, param_get(&m->layout, (kind), (l))->offset)
-#define DW(kind, l) be_at(m->be, BUF_GRAD, m->grads, param_get(&m->layout, (kind), (l))->offset)
+#define DW(kind, l) dweight_of(m, (kind), (l))
+
+// The gradient of a parameter tensor, or NULL when it gets none (frozen, or LoRA: no base gradients).
+static dbuf *dweight_of(struct llama *m, enum param_kind kind, int l) {
+    const struct param_tensor *t = param_get(&m->layout, kind, l);
+    if (!m->grads || (m->frozen && m->frozen[t - m->layout.t])) return NULL;
+    return be_at(m->be, BUF_GRAD, m->grads, t->offset);
+}
+
+// LoRA hooks (model/lora.h): a no-op without adapters.
+#define LORA_FWD(g, x, y, OCg) \
+    if (m->lora) lora_forward_group(m, l, (g), (x), (y), BT, (OCg))
+#define LORA_BWD(g, dy, x, dx, OCg) \
+    if (m->lora) lora_backward_group(m, l, (g), (dy), (x), (dx), BT, (OCg))
 
 // A tensor-parallel all-reduce of a buffer of the backend: a host communicator reads it from the host,
 // so the backend is synchronized first; a device communicator orders itself on the stream (core/comm.h).
@@ -241,20 +261,38 @@ static void block_forward(struct llama *m, int l, const struct llama_layer_acts 
 
     op->rmsnorm_forward(be, a->xn1, a->rstd1, a->x, W(PARAM_ATTN_NORM, l), BT, C, m->cfg.norm_eps);
     op->matmul_forward(be, a->qkv, a->xn1, W(PARAM_WQ, l), BT, C, QKV);  // q, k, v weights are adjacent
-    op->rope_forward(be, a->qkv, m->rope_cos, m->rope_sin, B, T, NH + KVH, HS, QKV);
-    op->attention_forward(be, a->att, a->lse, a->qkv, B, T, NH, KVH, HS);
+    LORA_FWD(0, a->xn1, a->qkv, QKV);
+    op->rope_forward(be, a->qkv, m->rope_cos, m->rope_sin, m->docs_on ? m->docs : NULL, B, T, NH + KVH, HS, QKV);
+    op->attention_forward(be, a->att, a->lse, a->qkv, m->docs_on ? m->docs : NULL, B, T, NH, KVH, HS);
     op->matmul_forward(be, m->y, a->att, W(PARAM_WO, l), BT, NH * HS, C);
+    LORA_FWD(1, a->att, m->y, C);
     tp_sum(m, m->y, (size_t)BT * C);
     // xmid = x + y and its norm in one pass
     op->residual_rmsnorm_forward(be, a->xmid, a->xn2, a->rstd2, a->x, m->y, W(PARAM_FFN_NORM, l), BT, C,
                                  m->cfg.norm_eps);
 
     op->matmul_forward(be, a->gu, a->xn2, W(PARAM_WGATE, l), BT, C, 2 * F);  // gate, up weights are adjacent
+    LORA_FWD(2, a->xn2, a->gu, 2 * F);
     op->swiglu_forward(be, a->h, a->gu, BT, F);
     if (!out) return;
     op->matmul_forward(be, m->y, a->h, W(PARAM_WDOWN, l), BT, F, C);
+    LORA_FWD(3, a->h, m->y, C);
     tp_sum(m, m->y, (size_t)BT * C);
     op->residual_forward(be, out, a->xmid, m->y, (size_t)BT * C);
+}
+
+void llama_set_docs(struct llama *m, const int *docs, int B, int T) {
+    m->docs_on = docs != NULL;
+    if (!docs) return;
+    CHECKF(m->layers && B <= m->cap_B && T <= m->cap_T, "docs B=%d T=%d exceed the activations (B=%d T=%d)", B, T,
+           m->cap_B, m->cap_T);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {  // a document starts at t, or continues the previous token's
+            int d = docs[(size_t)b * T + t];
+            CHECKF(d == t || (t > 0 && d == docs[(size_t)b * T + t - 1]), "docs[%d,%d] = %d is not a document start", b,
+                   t, d);
+        }
+    m->be->ints_from_host(m->be, m->docs, docs, (size_t)B * T);
 }
 
 static dbuf *lm_head_weight(struct llama *m) {
@@ -264,7 +302,8 @@ static dbuf *lm_head_weight(struct llama *m) {
 // A region of device work for be->run_region (core/backend.h): called directly when the backend has none,
 // in a tensor-parallel group (its all-reduces leave the device) or when asked to. The key covers what
 // the captured work depends on besides the contents of device memory: every buffer address, the shapes
-// of the config and the batch, and the caller's scalars (the loss scale).
+// of the config and the batch, and the caller's scalars (the loss scale; LoRA dropout's key, which changes
+// every micro-batch, so that training with dropout runs its regions directly).
 static void run_region(struct llama *m, int slot, unsigned long long key, int direct, void (*fn)(void *), void *arg) {
     if (m->be->run_region && m->tp->size == 1 && !direct) m->be->run_region(m->be, slot, key, fn, arg);
     else fn(arg);
@@ -280,7 +319,11 @@ static unsigned long long region_key(const struct llama *m, unsigned long long e
                                     (unsigned long long)c->n_heads, (unsigned long long)c->n_kv_heads,
                                     (unsigned long long)c->head_dim, (unsigned long long)c->ffn_hidden,
                                     (unsigned long long)c->vocab_size, (unsigned long long)c->tie_embeddings,
-                                    (unsigned long long)(c->norm_eps * 1e9), extra};
+                                    (unsigned long long)(c->norm_eps * 1e9), (unsigned long long)m->docs_on,
+                                    (uintptr_t)m->docs, (uintptr_t)m->lora, (uintptr_t)m->frozen,
+                                    // LoRA dropout's key is a kernel argument: a new key is new work
+                                    m->lora ? (unsigned long long)m->lora->drop_on : 0,
+                                    m->lora ? (unsigned long long)m->lora->drop_key : 0, extra};
     unsigned long long h = 1469598103934665603ull;  // FNV-1a over the words
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) h = (h ^ v[i]) * 1099511628211ull;
     return h;
@@ -379,16 +422,20 @@ static void block_backward(struct llama *m, int l, int B, int T) {
     // inputs (residual_backward's rule), so dres is the gradient of down's output and keeps flowing
     // down the stream, where each rmsnorm_backward adds its branch's part (+=).
     op->matmul_backward(be, m->dh, DW(PARAM_WDOWN, l), m->dres, a->h, W(PARAM_WDOWN, l), BT, F, C);
+    LORA_BWD(3, m->dres, a->h, m->dh, C);
     op->swiglu_backward(be, m->dgu, m->dh, a->gu, BT, F);
     op->matmul_backward(be, m->dxn, DW(PARAM_WGATE, l), m->dgu, a->xn2, W(PARAM_WGATE, l), BT, C, 2 * F);
+    LORA_BWD(2, m->dgu, a->xn2, m->dxn, 2 * F);
     tp_sum(m, m->dxn, (size_t)BT * C);
     op->rmsnorm_backward(be, m->dres, DW(PARAM_FFN_NORM, l), m->dxn, a->xmid, W(PARAM_FFN_NORM, l), a->rstd2, BT, C);
 
     // xmid = x + o(attention(rope(qkv(norm(x)))))
     op->matmul_backward(be, m->datt, DW(PARAM_WO, l), m->dres, a->att, W(PARAM_WO, l), BT, NH * HS, C);
-    op->attention_backward(be, m->dqkv, m->datt, a->qkv, a->att, a->lse, B, T, NH, KVH, HS);
-    op->rope_backward(be, m->dqkv, m->rope_cos, m->rope_sin, B, T, NH + KVH, HS, QKV);
+    LORA_BWD(1, m->dres, a->att, m->datt, C);
+    op->attention_backward(be, m->dqkv, m->datt, a->qkv, a->att, a->lse, m->docs_on ? m->docs : NULL, B, T, NH, KVH, HS);
+    op->rope_backward(be, m->dqkv, m->rope_cos, m->rope_sin, m->docs_on ? m->docs : NULL, B, T, NH + KVH, HS, QKV);
     op->matmul_backward(be, m->dxn, DW(PARAM_WQ, l), m->dqkv, a->xn1, W(PARAM_WQ, l), BT, C, QKV);
+    LORA_BWD(0, m->dqkv, a->xn1, m->dxn, QKV);
     tp_sum(m, m->dxn, (size_t)BT * C);
     op->rmsnorm_backward(be, m->dres, DW(PARAM_ATTN_NORM, l), m->dxn, a->x, W(PARAM_ATTN_NORM, l), a->rstd1, BT, C);
 
@@ -433,16 +480,20 @@ void llama_backward(struct llama *m, float dloss) {
     // a region unless the trainer takes gradients as they are ready (its callback leaves the device)
     run_region(m, 1, region_key(m, bits), m->on_grads_ready != NULL, backward_ops, &a);
     // the embedding's backward groups the tokens on the host: outside the region
-    be->ops->embedding_backward(be, DW(PARAM_EMBED, -1), m->dres, m->tokens, BT, C, pl->vstart, pl->Vl);
+    dbuf *demb = DW(PARAM_EMBED, -1);  // NULL when frozen
+    if (demb) be->ops->embedding_backward(be, demb, m->dres, m->tokens, BT, C, pl->vstart, pl->Vl);
     grads_ready(m, 0, pl->layer_offset0);
 }
 
-void llama_zero_grads(struct llama *m) { m->be->zero(m->be, m->grads, BUF_GRAD, m->layout.total); }
+void llama_zero_grads(struct llama *m) {
+    if (m->grads) m->be->zero(m->be, m->grads, BUF_GRAD, m->layout.total);
+    if (m->lora) m->be->zero(m->be, m->lora->grads, BUF_GRAD, m->lora->layout.total);
+}
 
 void llama_pad_blocks(struct llama *m, size_t n) {
     CHECK(n >= m->layout.total);
     m->be->free(m->be, m->params);
-    m->be->free(m->be, m->grads);
+    if (m->grads) m->be->free(m->be, m->grads);
     m->params = m->be->alloc(m->be, BUF_PARAM, n);
     m->grads = m->be->alloc(m->be, BUF_GRAD, n);
 }
@@ -461,6 +512,7 @@ void llama_set_params(struct llama *m, size_t off, const float *host, size_t n) 
     if (lo < hi) be->from_host(be, be_at(be, BUF_STATE, m->master, lo - m->master_off), host + (lo - off), BUF_STATE, hi - lo);
 }
 void llama_grads_to_host(const struct llama *m, float *host) {
+    CHECKF(m->grads, "the model has no base gradients (LoRA adapters: lora_grads_to_host)");
     m->be->to_host(m->be, host, m->grads, BUF_GRAD, m->layout.total);
 }
 

@@ -36,7 +36,9 @@ struct llama {
     const struct backend *be;
     struct comm *tp;          // tensor-parallel group: host buffers, or device ones when tp->on_device
     dbuf *params;             // BUF_PARAM, layout.total elements
-    dbuf *grads;              // BUF_GRAD, same layout
+    dbuf *grads;              // BUF_GRAD, same layout; NULL with LoRA adapters (model/lora.h)
+    struct lora *lora;        // LoRA adapters, or NULL
+    unsigned char *frozen;    // per layout tensor: 1 = frozen (no weight gradient), or NULL (llama_freeze)
     // Optional fp32 master weights (BUF_STATE) of the range [master_off, master_off + master_n) of the
     // block: the optimizer's (optim/adamw.h), attached by the trainer. Every loader of weights (random
     // init, Hugging Face, checkpoints) writes them beside the compute parameters, so they are exact even
@@ -52,6 +54,8 @@ struct llama {
     struct llama_layer_acts *layers;  // n_layers + 1: layers[L].x is the final residual stream
     struct llama_layer_acts scratch;  // recompute: every layer but x points here
     dbuf *tokens, *targets;   // BUF_INT (B,T)
+    dbuf *docs;               // BUF_INT (B,T): document starts of packed windows (llama_set_docs)
+    int docs_on;              // whether the next forwards use docs
     dbuf *rstdf, *xnf;        // final norm: (B,T), (B,T,C)
     dbuf *logits;             // (B,T,Vl), overwritten by its gradient in backward
     dbuf *rowmax, *sums, *losses, *lse_ce;  // (B,T), (2,B,T), (B,T), (B,T)
@@ -90,6 +94,10 @@ void llama_init_random(struct llama *m, uint64_t seed);
 // Returns the sum of the per-token losses of this rank's batch; *n_counted gets the number of counted
 // targets. The same on every rank of a tp group.
 double llama_forward(struct llama *m, const int *tokens, const int *targets, int B, int T, long *n_counted);
+// Packed windows: docs (B,T) host int32, the index in its row of the first token of each token's document
+// (core/backend.h), for the forwards that follow (and their backward); NULL: plain causal rows again.
+// Attention stays within documents and RoPE positions restart at each. B, T as the next forward's.
+void llama_set_docs(struct llama *m, const int *docs, int B, int T);
 // Backward of the last forward with d(loss)/d(each counted token's loss) = dloss (1 / number of counted
 // targets for a mean). Gradients accumulate into m->grads; call llama_zero_grads first.
 void llama_backward(struct llama *m, float dloss);

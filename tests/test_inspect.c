@@ -125,3 +125,29 @@ Test(inspect, bad_layouts_get_one_line) {
     cr_expect(strstr(r.err, "tp=3 does not divide the model") && strchr(r.err, '\n') == r.err + strlen(r.err) - 1,
               "one line naming tp: %s", r.err);
 }
+
+// --lora: the adapter count PEFT reports for llama2-7b with r = 8 on q_proj, v_proj (4,194,304), and the
+// LoRA step needs no base gradients, master weights or moments: those lines are the adapters' only.
+Test(inspect, lora_memory_beside_full_fine_tuning) {
+    struct report r;
+    inspect(&r, "--model llama2-7b --batch 1 --seq 4096 --lora 8");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    const char *l = strstr(r.out, "LoRA rank 8 on q,v: 4,194,304 trainable parameters");
+    cr_assert(l, "%s", r.out);
+    double full, lora, lgrad, lmom;
+    char u1[8], u2[8];
+    const char *t = strstr(l, "\n  total");
+    cr_assert(t && sscanf(t + 8, " %lf %7s %lf %7s", &full, u1, &lora, u2) == 4, "%s", l);
+    full = to_bytes(full, u1);
+    lora = to_bytes(lora, u2);
+    const char *g = strstr(l, "\n  gradients");
+    cr_assert(g && sscanf(g + 12, " %*f %*s %lf %7s", &lgrad, u2) == 2);
+    lgrad = to_bytes(lgrad, u2);
+    const char *m = strstr(l, "\n  AdamW moments");
+    cr_assert(m && sscanf(m + 16, " %*f %*s %lf %7s", &lmom, u2) == 2);
+    lmom = to_bytes(lmom, u2);
+    cr_expect(lgrad == 4194304.0 * 4 && lmom == 2 * 4194304.0 * 4, "adapter gradients %g, moments %g bytes", lgrad, lmom);
+    cr_expect(lora < full / 2, "LoRA %g GiB vs full %g GiB", lora / (1 << 30), full / (1 << 30));
+    inspect(&r, "--model llama2-7b --lora 8 --lora-targets q,x");
+    cr_expect(r.status != 0 && strstr(r.err, "'x'"), "%s", r.err);
+}

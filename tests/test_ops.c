@@ -118,12 +118,12 @@ Test(ops, residual_rmsnorm_forward_equals_residual_then_rmsnorm) {
     for (int i = 0; i < 9; i++) free(bufs[i]);
 }
 
-struct ro { int B, T, NR, HS, S; float *x, *x0, *cs, *sn, *r; };
+struct ro { int B, T, NR, HS, S; float *x, *x0, *cs, *sn, *r; int *docs; };
 static double ro_loss(void *p) {
     struct ro *c = p;
     size_t n = (size_t)c->B * c->T * c->S;
     memcpy(c->x, c->x0, n * 4);
-    OPS->rope_forward(CPU, D(c->x), D(c->cs), D(c->sn), c->B, c->T, c->NR, c->HS, c->S);
+    OPS->rope_forward(CPU, D(c->x), D(c->cs), D(c->sn), D(c->docs), c->B, c->T, c->NR, c->HS, c->S);
     return weighted_sum(c->x, c->r, n);
 }
 
@@ -143,19 +143,32 @@ Test(ops, rope_backward_matches_finite_differences) {
     fill_normal(c.x0, n, 1, &r); fill_normal(c.r, n, 1, &r);
     float *dx = malloc(n * 4);
     memcpy(dx, c.r, n * 4);
-    OPS->rope_backward(CPU, D(dx), D(c.cs), D(c.sn), 2, 4, 3, 6, 24);
+    OPS->rope_backward(CPU, D(dx), D(c.cs), D(c.sn), NULL, 2, 4, 3, 6, 24);
     expect_grad("rope dx", dx, c.x0, n, 1e-2f, ro_loss, &c, 1e-3);
     // rotate-half layout: at t=1, element 0 pairs with element 3 of head 0
     ro_loss(&c);
     float a = c.x0[24], b = c.x0[27];
     cr_expect_float_eq(c.x[24], a * c.cs[3] - b * c.sn[3], 1e-6);
     cr_expect_float_eq(c.x[27], b * c.cs[3] + a * c.sn[3], 1e-6);
+
+    // packed windows: row 0 holds documents [0,2) and [2,4), row 1 one document; positions restart at 2
+    int docs[8] = {0, 0, 2, 2, 0, 0, 0, 0};
+    c.docs = docs;
+    memcpy(dx, c.r, n * 4);
+    OPS->rope_backward(CPU, D(dx), D(c.cs), D(c.sn), D(docs), 2, 4, 3, 6, 24);
+    expect_grad("rope dx (packed)", dx, c.x0, n, 1e-2f, ro_loss, &c, 1e-3);
+    ro_loss(&c);
+    cr_expect(memcmp(c.x + 2 * 24, c.x0 + 2 * 24, 24 * 4) == 0, "the first token of a document is at position 0");
+    a = c.x0[3 * 24];
+    b = c.x0[3 * 24 + 3];
+    cr_expect_float_eq(c.x[3 * 24], a * c.cs[3] - b * c.sn[3], 1e-6, "t = 3 is position 1 of its document");
+    cr_expect_float_eq(c.x[7 * 24], c.x0[7 * 24] * c.cs[9] - c.x0[7 * 24 + 3] * c.sn[9], 1e-6, "row 1 unchanged");
 }
 
-struct at { int B, T, NH, KVH, HS; float *out, *lse, *qkv, *r; };
+struct at { int B, T, NH, KVH, HS; float *out, *lse, *qkv, *r; int *docs; };
 static double at_loss(void *p) {
     struct at *c = p;
-    OPS->attention_forward(CPU, D(c->out), D(c->lse), D(c->qkv), c->B, c->T, c->NH, c->KVH, c->HS);
+    OPS->attention_forward(CPU, D(c->out), D(c->lse), D(c->qkv), D(c->docs), c->B, c->T, c->NH, c->KVH, c->HS);
     return weighted_sum(c->out, c->r, (size_t)c->B * c->T * c->NH * c->HS);
 }
 
@@ -169,11 +182,92 @@ Test(ops, attention_backward_matches_finite_differences_with_gqa) {
     at_loss(&c);
     float *dqkv = malloc(nq * 4);
     memset(dqkv, 0x7f, nq * 4);  // backward must write every element (=)
-    OPS->attention_backward(CPU, D(dqkv), D(c.r), D(c.qkv), D(c.out), D(c.lse), 2, 5, 4, 2, 4);
+    OPS->attention_backward(CPU, D(dqkv), D(c.r), D(c.qkv), D(c.out), D(c.lse), NULL, 2, 5, 4, 2, 4);
     expect_grad("attention dqkv", dqkv, c.qkv, nq, 1e-2f, at_loss, &c, 2e-3);
     // causality: the first output row equals v of position 0 for its kv head
     at_loss(&c);
     for (int d = 0; d < 4; d++) cr_expect_float_eq(c.out[3 * 4 + d], c.qkv[(4 + 2 + 1) * 4 + d], 1e-6);
+}
+
+// Packed windows: row 0 holds documents [0,2) and [2,5), row 1 documents [0,1), [1,4) and [4,5).
+Test(ops, attention_with_documents_matches_finite_differences_and_each_document_alone) {
+    struct rng r;
+    rng_seed(&r, 14);
+    int docs[10] = {0, 0, 2, 2, 2, 0, 1, 1, 1, 4};
+    struct at c = {2, 5, 4, 2, 4};
+    c.docs = docs;
+    const int S = (4 + 2 * 2) * 4;
+    size_t nq = (size_t)2 * 5 * S, no = (size_t)2 * 5 * 4 * 4;
+    c.out = malloc(no * 4); c.lse = malloc(2 * 4 * 5 * 4); c.qkv = malloc(nq * 4); c.r = malloc(no * 4);
+    fill_normal(c.qkv, nq, 1, &r); fill_normal(c.r, no, 1, &r);
+    at_loss(&c);
+    float *dqkv = malloc(nq * 4);
+    memset(dqkv, 0x7f, nq * 4);
+    OPS->attention_backward(CPU, D(dqkv), D(c.r), D(c.qkv), D(c.out), D(c.lse), D(docs), 2, 5, 4, 2, 4);
+    expect_grad("attention dqkv (packed)", dqkv, c.qkv, nq, 1e-2f, at_loss, &c, 2e-3);
+    // each document run alone (B = 1, T = its length, no docs) gives the same rows of out and dqkv
+    at_loss(&c);
+    int spans[5][3] = {{0, 0, 2}, {0, 2, 5}, {1, 0, 1}, {1, 1, 4}, {1, 4, 5}};  // row, start, end
+    for (int k = 0; k < 5; k++) {
+        int b = spans[k][0], s0 = spans[k][1], n = spans[k][2] - s0;
+        float *q1 = malloc((size_t)n * S * 4), *o1 = malloc((size_t)n * 16 * 4), *l1 = malloc((size_t)4 * n * 4);
+        float *r1 = malloc((size_t)n * 16 * 4), *d1 = malloc((size_t)n * S * 4);
+        memcpy(q1, c.qkv + ((size_t)b * 5 + s0) * S, (size_t)n * S * 4);
+        memcpy(r1, c.r + ((size_t)b * 5 + s0) * 16, (size_t)n * 16 * 4);
+        OPS->attention_forward(CPU, D(o1), D(l1), D(q1), NULL, 1, n, 4, 2, 4);
+        OPS->attention_backward(CPU, D(d1), D(r1), D(q1), D(o1), D(l1), NULL, 1, n, 4, 2, 4);
+        cr_expect(rel_err(c.out + ((size_t)b * 5 + s0) * 16, o1, (size_t)n * 16) < 1e-6, "out of document %d", k);
+        cr_expect(rel_err(dqkv + ((size_t)b * 5 + s0) * S, d1, (size_t)n * S) < 1e-6, "dqkv of document %d", k);
+        free(q1); free(o1); free(l1); free(r1); free(d1);
+    }
+}
+
+// lora_scale: y = out0 + alpha * x placed in columns [col0, col0+n) of rows of ld; L = sum R y
+struct ls { int BT, n, ld, col0; float alpha; float *out, *out0, *x, *r; };
+static double ls_loss(void *p) {
+    struct ls *c = p;
+    memcpy(c->out, c->out0, sizeof(float) * (size_t)c->BT * c->ld);
+    OPS->lora_scale_forward(CPU, D(c->out), D(c->x), c->alpha, c->BT, c->n, c->ld, c->col0);
+    return weighted_sum(c->out, c->r, (size_t)c->BT * c->ld);
+}
+
+Test(ops, lora_scale_backward_matches_finite_differences) {
+    struct rng r;
+    rng_seed(&r, 21);
+    struct ls c = {3, 4, 10, 5, 1.75f};
+    c.out = malloc(30 * 4); c.out0 = malloc(30 * 4); c.x = malloc(12 * 4); c.r = malloc(30 * 4);
+    fill_normal(c.out0, 30, 1, &r); fill_normal(c.x, 12, 1, &r); fill_normal(c.r, 30, 1, &r);
+    float *dx = malloc(12 * 4);
+    memset(dx, 0x7f, 12 * 4);  // written (=)
+    OPS->lora_scale_backward(CPU, D(dx), D(c.r), c.alpha, 3, 4, 10, 5);
+    expect_grad("lora_scale dx", dx, c.x, 12, 1e-2f, ls_loss, &c, 1e-3);
+    ls_loss(&c);
+    cr_expect(c.out[4] == c.out0[4] && c.out[9] == c.out0[9], "columns outside [col0, col0+n) are untouched");
+    cr_expect_float_eq(c.out[10 + 6], c.out0[10 + 6] + 1.75f * c.x[4 + 1], 1e-6);
+}
+
+// dropout: y = x * mask / (1 - p) for a fixed key, L = sum R y; its backward is the same op on R
+struct dr { int BT, n; float p; uint64_t key; float *out, *x, *r; };
+static double dr_loss(void *p) {
+    struct dr *c = p;
+    OPS->dropout_forward(CPU, D(c->out), D(c->x), c->p, c->key, c->BT, c->n);
+    return weighted_sum(c->out, c->r, (size_t)c->BT * c->n);
+}
+
+Test(ops, dropout_backward_matches_finite_differences) {
+    struct rng r;
+    rng_seed(&r, 22);
+    struct dr c = {5, 7, 0.4f, 99};
+    c.out = malloc(35 * 4); c.x = malloc(35 * 4); c.r = malloc(35 * 4);
+    fill_normal(c.x, 35, 1, &r); fill_normal(c.r, 35, 1, &r);
+    float *dx = malloc(35 * 4);
+    memset(dx, 0x7f, 35 * 4);  // written (=)
+    OPS->dropout_forward(CPU, D(dx), D(c.r), c.p, c.key, 5, 7);
+    expect_grad("dropout dx", dx, c.x, 35, 1e-2f, dr_loss, &c, 1e-3);
+    dr_loss(&c);
+    int zeros = 0;
+    for (int i = 0; i < 35; i++) zeros += c.out[i] == 0;
+    cr_expect(zeros > 0 && zeros < 35, "some elements dropped, some kept (%d of 35 dropped)", zeros);
 }
 
 struct sw { int BT, F; float *out, *gu, *r; };

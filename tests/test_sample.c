@@ -30,7 +30,7 @@ Test(sample, attention_decode_equals_full_attention) {
     struct rng r;
     rng_seed(&r, 5);
     for (int i = 0; i < T * S; i++) qkv[i] = (float)(rng_uniform(&r) * 4 - 2);
-    attention_forward_cpu(be, (dbuf *)full, (dbuf *)lse, (const dbuf *)qkv, 1, T, NH, KVH, HS);
+    attention_forward_cpu(be, (dbuf *)full, (dbuf *)lse, (const dbuf *)qkv, NULL, 1, T, NH, KVH, HS);
     for (int i = 0; i < T * NH * HS; i++) out[i] = NAN;
     // rows in pieces: 5 (a prefill), then 1, 1, 3, then one at a time
     int pos = 0, pieces[] = {5, 1, 1, 3};

@@ -234,3 +234,117 @@ Test(train, data_made_with_another_tokenizer_is_refused_on_resume, .timeout = 12
     run(&r, "", args);
     expect_one_line_error(&r, "tokenizer");
 }
+
+// LoRA fine-tuning of exported weights (model/lora.h): a run stopped and resumed gives the same losses, the
+// checkpoint holds the adapters and their moments only, the merged export equals the base plus the
+// exported PEFT adapters' (alpha/r) B A, and full fine-tuning's checkpoint is refused by a LoRA run.
+Test(train, lora_run_resumes_exactly_and_exports_merged_and_peft, .timeout = 300) {
+    struct result r;
+    const char *runs[] = {"lpre", "lhf", "lwhole", "lhalves", "lmerged", "lpeft"};
+    for (int i = 0; i < 6; i++) rm_run(runs[i]);
+    train(&r, "", "lpre", "--set train.steps=2 --set train.eval_every=0");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    run(&r, "", "export --ckpt " TMP "/lpre --out " TMP "/lhf --dtype f32");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    const char *lora = "--set model.init=hf:" TMP "/lhf --set lora.rank=4 --set lora.alpha=8 --set lora.targets=q,v,down "
+                       "--set optim.lr=1e-2";
+    char sets[1024];
+    snprintf(sets, sizeof(sets), "%s", lora);
+    train(&r, "", "lwhole", sets);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "LoRA: rank 4") != NULL, "%s", r.out);
+    snprintf(sets, sizeof(sets), "%s --set run.stop_after=3", lora);
+    train(&r, "", "lhalves", sets);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    train(&r, "", "lhalves", lora);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    char la[16][40], lb[16][40];
+    int na = losses("lwhole", la, 16), nb = losses("lhalves", lb, 16);
+    cr_assert(na == 6 && nb == 6, "%d and %d losses", na, nb);
+    for (int i = 0; i < 6; i++) cr_expect_str_eq(la[i], lb[i], "LoRA loss of step %d differs after resume", i + 1);
+    cr_expect(same_tensors("lwhole/ckpt/step_0000006.h5", "lhalves/ckpt/step_0000006.h5"));
+
+    // the checkpoint: adapters only (3 targets x 2 layers x A, B), no base tensor
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "h5ls %s/lwhole/ckpt/step_0000006.h5/params > %s/lora_ls.txt", TMP, TMP);
+    cr_assert(system(cmd) == 0);
+    char ls[8192];
+    slurp(TMP "/lora_ls.txt", ls, sizeof(ls));
+    int lines = 0;
+    for (char *p = ls; *p; p++) lines += *p == '\n';
+    cr_expect(lines == 12 && strstr(ls, "lora_A") && !strstr(ls, "embed_tokens"), "checkpoint params: %s", ls);
+
+    run(&r, "", "export --ckpt " TMP "/lwhole --out " TMP "/lmerged --dtype f32");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    run(&r, "", "export --ckpt " TMP "/lwhole --out " TMP "/lpeft --lora peft");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    snprintf(cmd, sizeof(cmd), "%s %s/tests/ref/lora_merge_check.py %s/lhf %s/lpeft %s/lmerged", LLAMAC_PYTHON,
+             LLAMAC_TEST_SOURCE_DIR, TMP, TMP, TMP);
+    cr_expect(system(cmd) == 0, "the merged export is base + (alpha/r) B A of the PEFT export (%s)", cmd);
+
+    // a LoRA run refuses a full fine-tuning checkpoint in its run_dir
+    rm_run("lhalves_full");
+    snprintf(cmd, sizeof(cmd), "cp -r %s/lpre %s/lhalves_full", TMP, TMP);
+    cr_assert(system(cmd) == 0);
+    char args[2048];
+    snprintf(args, sizeof(args), "train %s --set data.dir=%s --set run.run_dir=%s/lhalves_full %s", INI, DATA, TMP, lora);
+    run(&r, "", args);
+    expect_one_line_error(&r, "full fine-tuning checkpoint");
+}
+
+// LoRA dropout (model/lora.h): masks keyed by (seed, step, micro-batch, dp rank), so a run with
+// lora.dropout = 0.1 stopped and resumed gives the same losses, adapters and moments bit for bit as one
+// uninterrupted run; the masks change the run (from step 2: B starts at zero, so step 1's loss is the
+// same whatever the mask); and dropout = 1 is refused by name.
+Test(train, lora_dropout_run_resumes_exactly_and_differs_from_no_dropout, .timeout = 300) {
+    struct result r;
+    const char *runs[] = {"dpre", "dhf", "dwhole", "dhalves", "dnodrop", "dbad"};
+    for (int i = 0; i < 6; i++) rm_run(runs[i]);
+    train(&r, "", "dpre", "--set train.steps=2 --set train.eval_every=0");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    run(&r, "", "export --ckpt " TMP "/dpre --out " TMP "/dhf --dtype f32");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    const char *lora = "--set model.init=hf:" TMP "/dhf --set lora.rank=4 --set lora.alpha=8 --set lora.targets=q,v,down "
+                       "--set optim.lr=1e-2";
+    char sets[1024];
+    snprintf(sets, sizeof(sets), "%s --set lora.dropout=0.1", lora);
+    train(&r, "", "dwhole", sets);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "LoRA: rank 4, alpha 8, dropout 0.1") != NULL, "%s", r.out);
+    snprintf(sets, sizeof(sets), "%s --set lora.dropout=0.1 --set run.stop_after=3", lora);
+    train(&r, "", "dhalves", sets);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    snprintf(sets, sizeof(sets), "%s --set lora.dropout=0.1", lora);
+    train(&r, "", "dhalves", sets);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "resumed from") != NULL, "%s", r.out);
+    char la[16][40], lb[16][40], l0[16][40];
+    int na = losses("dwhole", la, 16), nb = losses("dhalves", lb, 16);
+    cr_assert(na == 6 && nb == 6, "%d and %d losses", na, nb);
+    for (int i = 0; i < 6; i++) cr_expect_str_eq(la[i], lb[i], "LoRA dropout: loss of step %d differs after resume", i + 1);
+    cr_expect(same_tensors("dwhole/ckpt/step_0000006.h5", "dhalves/ckpt/step_0000006.h5"),
+              "LoRA dropout: adapters and AdamW moments after resume are bit-identical to one run");
+
+    train(&r, "", "dnodrop", lora);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert_eq(losses("dnodrop", l0, 16), 6);
+    cr_expect_str_eq(la[0], l0[0], "step 1: B = 0, the adapters add nothing with or without dropout");
+    int differ = 0;
+    for (int i = 1; i < 6; i++) differ += strcmp(la[i], l0[i]) != 0;
+    cr_expect_eq(differ, 5, "dropout 0.1 changes the losses of steps 2-6 (%d of 5 differ)", differ);
+    cr_expect(!same_tensors("dwhole/ckpt/step_0000006.h5", "dnodrop/ckpt/step_0000006.h5"),
+              "dropout 0.1 and 0 end with different adapters");
+    printf("lora dropout run: step 6 loss %s with dropout 0.1 (resumed: %s), %s without\n", la[5], lb[5], l0[5]);
+
+    // the checkpoint's run config carries the dropout into PEFT's adapter_config.json
+    rm_run("dpeft");
+    run(&r, "", "export --ckpt " TMP "/dwhole --out " TMP "/dpeft --lora peft");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    char json[4096];
+    slurp(TMP "/dpeft/adapter_config.json", json, sizeof(json));
+    cr_expect(strstr(json, "\"lora_dropout\":\t0.1,") != NULL, "%s", json);
+
+    snprintf(sets, sizeof(sets), "%s --set lora.dropout=1", lora);
+    train(&r, "", "dbad", sets);
+    expect_one_line_error(&r, "lora.dropout = 1 is out of range");
+}

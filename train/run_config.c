@@ -103,6 +103,8 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
     if (!dd) return err_set("%s: data.dir is required (a directory written by llamac prep)", origin);
     if (copy_path(rc->data_dir, sizeof(rc->data_dir), dd, "data.dir", origin) != 0) return -1;
     if (parse_weights(rc, cfg_str(c, "data.weights", ""), origin) != 0) return -1;
+    rc->doc_mask = cfg_bool(c, "data.doc_mask", 0);
+    rc->drop_long = cfg_bool(c, "data.drop_long", 0);
 
     rc->batch_size = (int)cfg_int_in(c, "train.batch_size", 8, 1, 1 << 16);
     rc->seq_len = (int)cfg_int_in(c, "train.seq_len", 256, 2, LLAMA_MAX_SEQ);
@@ -114,6 +116,17 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
     rc->ckpt_every = (int)cfg_int_in(c, "train.ckpt_every", 100, 0, INT_MAX);
     rc->keep_ckpts = (int)cfg_int_in(c, "train.keep_ckpts", 3, 1, 1 << 20);
 
+    rc->lora.rank = (int)cfg_int_in(c, "lora.rank", 0, 0, 4096);
+    rc->lora.alpha = (float)cfg_float_in(c, "lora.alpha", 16, 1e-6, 1e6);
+    // [0, 1): the largest float below 1 is the top, so that no accepted value rounds to 1.0f (all dropped)
+    rc->lora.dropout = (float)cfg_float_in(c, "lora.dropout", 0, 0, 1.0 - 0x1p-24);
+    const char *targets = cfg_str(c, "lora.targets", "q,v");
+    if (lora_parse_targets(targets, &rc->lora.targets) != 0) return err_prefix("%s: lora.targets", origin);
+    const char *freeze = cfg_str(c, "train.freeze", "");
+    if (strlen(freeze) >= sizeof(rc->freeze))
+        return err_set("%s: train.freeze is %zu characters long (at most %zu)", origin, strlen(freeze),
+                       sizeof(rc->freeze) - 1);
+    snprintf(rc->freeze, sizeof(rc->freeze), "%s", freeze);
     rc->tp = (int)cfg_int_in(c, "parallel.tp", 1, 1, 1 << 16);
     rc->zero1 = cfg_bool(c, "parallel.zero1", 0);
     rc->dp_bucket_mb = cfg_float_in(c, "parallel.bucket_mb", 25, 1e-3, 1 << 20);
@@ -144,6 +157,10 @@ int run_config_read(struct run_config *rc, struct cfg *c, const char *origin, in
     if (strcmp(rc->gpu_comm, "auto") && strcmp(rc->gpu_comm, "nccl") && strcmp(rc->gpu_comm, "staged"))
         return err_set("%s: parallel.gpu_comm = '%s': expected auto, nccl or staged", origin, rc->gpu_comm);
     if (rc->peak_tflops < 0) return err_set("%s: run.peak_tflops must be >= 0 (0: the device's)", origin);
+    if (rc->lora.rank && (rc->tp != 1 || rc->zero1))
+        return err_set("%s: LoRA (lora.rank > 0) runs with parallel.tp = 1 and without ZeRO-1", origin);
+    if (rc->lora.rank && rc->freeze[0])
+        return err_set("%s: train.freeze with LoRA: the base is frozen already (drop one of them)", origin);
     if (strcmp(rc->precision, "auto") && strcmp(rc->precision, "bf16") && strcmp(rc->precision, "fp32"))
         return err_set("%s: run.precision = '%s': expected auto, bf16 or fp32", origin, rc->precision);
     return 0;
@@ -164,6 +181,8 @@ void run_config_loader(struct loader_config *lc, const struct run_config *rc, in
         lc->weights[i] = rc->weights[i];
     }
     lc->vocab_size = rc->model.vocab_size;
+    lc->doc_mask = rc->doc_mask;
+    lc->drop_long = rc->drop_long;
 }
 
 double run_flops_per_token(const struct llama_config *c, int T) {

@@ -15,6 +15,7 @@
 #include "model/kvcache.h"
 #include "model/meta.h"
 #include "data/loader.h"
+#include "train/lora_ckpt.h"
 #include "data/tokenizer.h"
 #include "model/ops/backends.h"
 
@@ -47,9 +48,15 @@ int ckpt_open_model_on(struct llama *m, const struct backend *be, const char *pa
     int rc = ckpt_read_meta(&x, file, &meta);
     if (rc == 0) {
         struct llama_config c = {0};
-        rc = llama_config_from_ini(&c, meta.model_ini, file);
-        if (rc == 0) rc = llama_init(m, &c, be, comm_self());
-        if (rc == 0) rc = ckpt_load(&x, file, m, NULL);
+        struct lora_config lc;
+        rc = lora_ckpt_settings(&meta, file, &lc, NULL);
+        if (rc == 0 && lc.rank > 0) {  // adapters only: the base comes from model.init (train/lora_ckpt.h)
+            rc = lora_ckpt_open(m, be, file, &meta);
+        } else if (rc == 0) {
+            rc = llama_config_from_ini(&c, meta.model_ini, file);
+            if (rc == 0) rc = llama_init(m, &c, be, comm_self());
+            if (rc == 0) rc = ckpt_load(&x, file, m, NULL);
+        }
         if (rc == 0 && meta_out) *meta_out = meta;
         else ckpt_meta_free(&meta);
     }
@@ -354,13 +361,17 @@ int eval_loss_sums(struct llama *m, const struct loader_config *lc, int batches,
     struct loader *l = NULL;
     sums[0] = sums[1] = 0;
     int rc = loader_open(&l, lc);
+    int *docs = rc == 0 && loader_has_docs(l) ? xmalloc(sizeof(int) * (size_t)lc->B * lc->T) : NULL;
     for (int b = 0; rc == 0 && b < batches; b++) {
-        rc = loader_next(l, inputs, targets);
+        rc = docs ? loader_next_docs(l, inputs, targets, docs) : loader_next(l, inputs, targets);
         if (rc) break;
         long n;
+        llama_set_docs(m, docs, lc->B, lc->T);  // packed examples: attention within each (NULL: plain rows)
         sums[0] += llama_forward(m, inputs, targets, lc->B, lc->T, &n);
         sums[1] += n;
     }
+    llama_set_docs(m, NULL, 0, 0);
+    free(docs);
     if (l) loader_close(l);
     return rc;
 }

@@ -6,6 +6,13 @@
 // counted targets, backward runs with dloss = 1 / (counted targets in the whole global batch), and the
 // data-parallel group sums gradients. So a run at (dp, tp) reproduces a one-rank run up to float
 // rounding, and a run resumed at another layout continues the same curve.
+//
+// Fine-tuning: with [lora] rank > 0 the trained block is the adapters' (model/lora.h): the optimizer state,
+// the gradient norm, the data-parallel sum and the checkpoints (train/lora_ckpt.h) cover the adapters
+// only, and the frozen base is loaded from model.init at every start; LoRA dropout is keyed per
+// micro-batch by (run.seed, step, micro-batch, dp rank), so a resumed run draws the same masks (a resume
+// at another data-parallel layout or accumulation draws others). With train.freeze the frozen tensors
+// are left out of AdamW and the gradient norm.
 #include "train/train.h"
 
 #include <errno.h>
@@ -41,6 +48,7 @@
 #include "optim/schedule.h"
 #include "train/ckpt.h"
 #include "train/memory.h"
+#include "train/lora_ckpt.h"
 #include "train/metrics.h"
 #include "train/run_config.h"
 #include "train/sample.h"
@@ -63,6 +71,7 @@ struct trainer {
     struct loader *loader;
     int grad_accum;
     int *inputs, *targets;        // (grad_accum, B, T) host batches of this step
+    int *docs;                    // (grad_accum, B, T) document starts (packed data or doc_mask), or NULL
 
     // Optimizer state (fp32 master weights and moments) covers [opt.off, opt.off + opt.n) of the local
     // parameter block: all of it, or this data-parallel rank's shard under ZeRO-1.
@@ -103,7 +112,7 @@ static void fault_nan_grad(struct trainer *t) {
     const char *f = getenv("LLAMAC_FAULT");
     if (!f || strncmp(f, "nan_grad:", 9) != 0 || atol(f + 9) != t->step + 1) return;
     float nan = NAN;
-    t->be->from_host(t->be, t->m.grads, &nan, BUF_GRAD, 1);
+    t->be->from_host(t->be, t->m.lora ? t->m.lora->grads : t->m.grads, &nan, BUF_GRAD, 1);
 }
 
 // The communicator of the data-parallel gradient collectives: the device one on GPU ranks.
@@ -126,7 +135,9 @@ static int train_step(struct trainer *t, struct step_result *out) {
     long counted = 0;
     int err = 0;
     for (int k = 0; k < t->grad_accum && err == 0; k++) {
-        err = loader_next(t->loader, t->inputs + (size_t)k * BT, t->targets + (size_t)k * BT);
+        err = t->docs ? loader_next_docs(t->loader, t->inputs + (size_t)k * BT, t->targets + (size_t)k * BT,
+                                         t->docs + (size_t)k * BT)
+                      : loader_next(t->loader, t->inputs + (size_t)k * BT, t->targets + (size_t)k * BT);
         for (int i = 0; i < BT; i++) counted += t->targets[(size_t)k * BT + i] >= 0;
     }
     if (agree(t, err) != 0) return -1;
@@ -148,15 +159,24 @@ static int train_step(struct trainer *t, struct step_result *out) {
             m->on_grads_ready = NULL;
         }
         long n;
+        llama_set_docs(m, t->docs ? t->docs + (size_t)k * BT : NULL, B, T);
+        // LoRA dropout: this micro-batch's masks, from (seed, step, micro-batch, dp rank) alone (model/lora.h)
+        if (m->lora) lora_set_dropout(m, 1, lora_dropout_key(rc->seed, t->step, k, t->g.dp_rank));
         loss_sum += llama_forward(m, t->inputs + (size_t)k * BT, t->targets + (size_t)k * BT, B, T, &n);
         llama_backward(m, (float)(1.0 / n_global));
     }
     m->on_grads_ready = NULL;
+    if (m->lora) lora_set_dropout(m, 0, 0);  // evaluation and sampling never drop
     fault_nan_grad(t);
 
     // reduce: gradients summed over the data-parallel group (the whole block, or reduce-scattered into
-    // this rank's shard under ZeRO-1); the loss likewise
-    dbuf *grads = m->grads;
+    // this rank's shard under ZeRO-1; LoRA: the adapters' block); the loss likewise
+    dbuf *grads = m->lora ? m->lora->grads : m->grads;
+    if (m->lora && t->g.dp_size > 1) {  // a host communicator reads the device buffer from the host
+        struct comm *dc = dp_grads(t);
+        if (!dc->on_device) t->be->sync(t->be);
+        comm_all_reduce(dc, grads, m->lora->layout.total, COMM_F32, COMM_SUM);
+    }
     if (t->dps) dp_sync_finish(t->dps);
     if (rc->zero1 && t->g.dp_size > 1) {
         dp_reduce_scatter_grads(dp_grads(t), t->grad_shard, m->grads, t->padded);
@@ -180,7 +200,7 @@ static int train_step(struct trainer *t, struct step_result *out) {
     // update: AdamW on the master weights this rank holds, writing their compute copy; then (ZeRO-1) every
     // rank gathers the new compute parameters
     out->lr = lr_at(&rc->sched, t->step);
-    dbuf *mine = be_at(t->be, BUF_PARAM, m->params, t->opt.off);
+    dbuf *mine = be_at(t->be, BUF_PARAM, m->lora ? m->lora->params : m->params, t->opt.off);
     dbuf *g0 = rc->zero1 && t->g.dp_size > 1 ? grads : be_at(t->be, BUF_GRAD, grads, t->opt.off);
     adamw_step(t->be, &t->opt, mine, g0, t->ranges, t->n_ranges, &rc->adamw, (float)out->lr, coef, t->step + 1);
     if (rc->zero1 && t->g.dp_size > 1) {
@@ -242,7 +262,8 @@ static int save_checkpoint(struct trainer *t) {
     struct ckpt_ctx x = ckpt_context(t);
     struct ckpt_state st = ckpt_state_of(t);
     double t0 = time_now();
-    int rc = ckpt_save(&x, t->rc.run_dir, &meta, &t->m, &st, t->rc.keep_ckpts);
+    struct llama view = t->m.lora ? lora_ckpt_view(&t->m) : t->m;  // LoRA: the adapters only
+    int rc = ckpt_save(&x, t->rc.run_dir, &meta, &view, &st, t->rc.keep_ckpts);
     free(meta.run_ini);
     if (rc == 0) log_info("checkpoint: %s/ckpt/step_%07ld.h5 (%.1f s)", t->rc.run_dir, t->step, time_now() - t0);
     return rc;
@@ -272,7 +293,16 @@ static int resume(struct trainer *t, const char *path) {
         rc = err_set("%s: loader state of %d bytes, this llamac stores %zu", path, meta.loader_state_size,
                      sizeof(struct loader_state));
     struct ckpt_state st = ckpt_state_of(t);
-    if (rc == 0 && ckpt_load(&x, path, &t->m, &st) != 0) rc = -2;
+    struct lora_config lc;
+    if (rc == 0) rc = lora_ckpt_settings(&meta, path, &lc, NULL);
+    if (rc == 0 && (lc.rank > 0) != (t->m.lora != NULL))
+        rc = err_set("%s: a %s checkpoint, but the run has %s", path, lc.rank ? "LoRA" : "full fine-tuning",
+                     t->m.lora ? "lora.rank > 0" : "no [lora] adapters");
+    if (rc == 0 && t->m.lora && (lc.rank != t->rc.lora.rank || lc.targets != t->rc.lora.targets))
+        rc = err_set("%s: adapters of rank %d, the run asks for rank %d (or other lora.targets)", path, lc.rank,
+                     t->rc.lora.rank);
+    struct llama view = t->m.lora ? lora_ckpt_view(&t->m) : t->m;
+    if (rc == 0 && ckpt_load(&x, path, &view, &st) != 0) rc = -2;
     if (rc == 0) {
         struct loader_state ls;
         memcpy(&ls, meta.loader_state, sizeof(ls));
@@ -322,17 +352,19 @@ static int resume_best(struct trainer *t) {
 
 // Ranges of the local block: decay flags for AdamW (cut to the shard) and what counts in the norm.
 static void build_ranges(struct trainer *t) {
-    const struct param_layout *pl = &t->m.layout;
+    const struct param_layout *pl = t->m.lora ? &t->m.lora->layout : &t->m.layout;
     struct adamw_range *all = xmalloc(sizeof(*all) * (size_t)pl->n);
     t->norm_ranges = xmalloc(sizeof(*all) * (size_t)pl->n);
     t->n_norm_ranges = 0;
+    int n_all = 0;
     for (int i = 0; i < pl->n; i++) {
-        all[i] = (struct adamw_range){pl->t[i].offset, pl->t[i].numel, pl->t[i].decay};
+        if (!t->m.lora && t->m.frozen && t->m.frozen[i]) continue;  // frozen: no update, not in the norm
+        all[n_all++] = (struct adamw_range){pl->t[i].offset, pl->t[i].numel, pl->t[i].decay};
         if (pl->t[i].split_dim == -1 && t->g.tp_rank != 0) continue;  // replicated: counted on tp rank 0
-        t->norm_ranges[t->n_norm_ranges++] = all[i];
+        t->norm_ranges[t->n_norm_ranges++] = all[n_all - 1];
     }
     t->ranges = xmalloc(sizeof(*all) * (size_t)pl->n);
-    t->n_ranges = adamw_ranges_clip(t->ranges, all, pl->n, t->opt.off, t->opt.off + t->opt.n);
+    t->n_ranges = adamw_ranges_clip(t->ranges, all, n_all, t->opt.off, t->opt.off + t->opt.n);
     if (t->rc.zero1 && t->g.dp_size > 1) {  // norm: only what falls in this rank's shard
         int k = adamw_ranges_clip(all, t->norm_ranges, t->n_norm_ranges, t->opt.off, t->opt.off + t->opt.n);
         for (int i = 0; i < k; i++) all[i].offset += t->opt.off;  // back to block offsets
@@ -387,6 +419,7 @@ static void trainer_free(struct trainer *t) {
     if (t->on_gpu) gpu_comms_free(&t->gc);
     free(t->inputs);
     free(t->targets);
+    free(t->docs);
     free(t->ranges);
     free(t->norm_ranges);
     if (log_is_main()) metrics_close(&t->mt);
@@ -477,9 +510,13 @@ static int trainer_setup(struct trainer *t, const char *ini) {
     t->inputs = xmalloc(sizeof(int) * (size_t)t->grad_accum * micro);
     t->targets = xmalloc(sizeof(int) * (size_t)t->grad_accum * micro);
 
+    // LoRA: adapters on the frozen base (model/lora.h); the optimizer state is theirs
+    if (c->lora.rank > 0 && agree(t, lora_attach(&t->m, &c->lora, c->seed)) != 0) return -1;
+    if (c->freeze[0] && agree(t, llama_freeze(&t->m, c->freeze)) != 0) return -1;
+
     // optimizer state: the whole local block, or this rank's shard of it under ZeRO-1; the model writes
     // its master weights whenever weights are loaded
-    size_t total = t->m.layout.total, off = 0, n = total;
+    size_t total = t->m.lora ? t->m.lora->layout.total : t->m.layout.total, off = 0, n = total;
     if (c->zero1 && t->g.dp_size > 1) {
         size_t per = dp_shard_size(total, t->g.dp_size);
         t->padded = per * (size_t)t->g.dp_size;
@@ -489,21 +526,61 @@ static int trainer_setup(struct trainer *t, const char *ini) {
         t->grad_shard = t->be->alloc(t->be, BUF_GRAD, per);
     }
     adamw_state_init(&t->opt, t->be, off, n);
-    t->m.master = t->opt.master;
-    t->m.master_off = off;
-    t->m.master_n = n;
+    if (t->m.lora) {  // the base keeps no fp32 master weights: it never changes
+        t->m.lora->master = t->opt.master;
+        lora_init_values(&t->m, c->seed);
+    } else {
+        t->m.master = t->opt.master;
+        t->m.master_off = off;
+        t->m.master_n = n;
+    }
     build_ranges(t);
-    if (t->g.dp_size > 1 && !c->zero1) t->dps = dp_sync_create(dp_grads(t), t->m.grads, total, c->dp_bucket_mb);
+    if (t->g.dp_size > 1 && !c->zero1 && !t->m.lora)
+        t->dps = dp_sync_create(dp_grads(t), t->m.grads, total, c->dp_bucket_mb);
+
+    // the data were opened before the model (above); what fine-tuning data need besides
+    if (loader_has_docs(t->loader)) t->docs = xmalloc(sizeof(int) * (size_t)t->grad_accum * micro);
+    struct loader_info li;
+    loader_get_info(t->loader, &li);
+    if (li.packed)
+        log_info("fine-tuning data: %llu examples packed whole into %llu windows of %d (%.1f%% of positions are "
+                 "targets); %llu cut to seq_len + 1 tokens, %llu dropped; attention and positions restart per example",
+                 (unsigned long long)li.examples, (unsigned long long)(li.positions / (uint64_t)c->seq_len), c->seq_len,
+                 li.positions ? 100.0 * li.targets / li.positions : 0, (unsigned long long)li.truncated,
+                 (unsigned long long)li.dropped);
+    if (c->eval_every) {  // a small task set may hold out nothing: evaluation off, said once
+        int has = 0;
+        if (agree(t, loader_split_has_data(c->data_dir, 1, c->seq_len, &has)) != 0) return -1;
+        if (!has) {
+            log_warn("evaluation off: %s has no validation data for seq_len %d (prep holds out --val-fraction of the "
+                     "documents; fine-tuning sets hold out at least one record of two or more)", c->data_dir, c->seq_len);
+            t->rc.eval_every = 0;
+        }
+    }
 
     // start: resume from the newest checkpoint in run_dir, else released weights, else random
     rng_seed(&t->rng, c->seed);
+    rc = 0;
+    if (t->m.lora) {  // the frozen base always comes from model.init; a checkpoint holds the adapters
+        if (c->init_hf[0]) rc = hf_load_weights(&t->m, c->init_hf);
+        else if (c->init_meta[0]) rc = meta_load_weights(&t->m, c->init_meta);
+        else llama_init_random(&t->m, c->seed);
+        if (agree(t, rc) != 0) return -1;
+    }
     int found = resume_best(t);
     if (found < 0) return -1;
-    rc = 0;
-    if (!found && c->init_hf[0]) rc = hf_load_weights(&t->m, c->init_hf);
-    else if (!found && c->init_meta[0]) rc = meta_load_weights(&t->m, c->init_meta);
-    else if (!found) llama_init_random(&t->m, c->seed);
+    if (!found && !t->m.lora && c->init_hf[0]) rc = hf_load_weights(&t->m, c->init_hf);
+    else if (!found && !t->m.lora && c->init_meta[0]) rc = meta_load_weights(&t->m, c->init_meta);
+    else if (!found && !t->m.lora) llama_init_random(&t->m, c->seed);
     if (agree(t, rc) != 0) return -1;
+    if (t->m.lora) {
+        char tg[64];
+        lora_targets_str(c->lora.targets, tg, sizeof(tg));
+        long long np = llama_param_count(&c->model);
+        log_info("LoRA: rank %d, alpha %g, dropout %g on %s: %zu trainable parameters (%.3f%% of %lld), the base "
+                 "frozen", c->lora.rank, c->lora.alpha, c->lora.dropout, tg, t->m.lora->layout.total,
+                 100.0 * t->m.lora->layout.total / np, np);
+    }
     if (!found && c->init_hf[0]) log_info("initialised from Hugging Face weights in %s", c->init_hf);
     if (!found && c->init_meta[0]) log_info("initialised from Meta weights in %s", c->init_meta);
     return 0;

@@ -3,7 +3,10 @@
 // the call so that an element the kernels forget to write fails. Shapes cover T = 1, odd T and T past
 // several tiles, GQA groups 1, 2, 4 and 8, head sizes 16 to 128 and B 1 and 2; bf16 both on the
 // tensor-core kernels and on the fp32-FMA ones. Errors are ||d|| / ||ref|| per output (fp32 <= 1e-5,
-// bf16 <= 1e-2) and are printed with the max abs difference.
+// bf16 <= 1e-2) and are printed with the max abs difference. The same shapes run again as packed
+// windows: random document boundaries per row (docs, core/backend.h), short documents (a new one every
+// 8 positions on average: most tiles mix documents, and whole tiles lie before a row's document) and
+// long ones (every 96: tiles wholly inside one document), the CPU oracle attending within documents only.
 #include <criterion/criterion.h>
 #include <math.h>
 #include <signal.h>
@@ -76,7 +79,16 @@ static void expect_close(const char *what, const struct shape *s, const float *a
 
 // Forward and backward of one shape on `be` and on the CPU, from the same inputs (rounded to the
 // compute type of `be` first, so that only the kernels' own rounding is measured).
-static void check_shape(const struct backend *be, const struct shape *s, double tol, unsigned seed) {
+// Random document starts for each row of B x T: a new document begins at t with probability p (and at 0).
+static int *random_docs(int B, int T, double p, struct rng *r) {
+    int *docs = malloc(sizeof(int) * (size_t)B * T);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            docs[(size_t)b * T + t] = t == 0 || rng_uniform(r) < p ? t : docs[(size_t)b * T + t - 1];
+    return docs;
+}
+
+static void check_shape(const struct backend *be, const struct shape *s, double tol, unsigned seed, int packed) {
     const struct backend *cpu = backend_cpu();
     const int B = s->B, T = s->T, NH = s->NH, KVH = s->KVH, HS = s->HS;
     const size_t nqkv = (size_t)B * T * (NH + 2 * KVH) * HS, nout = (size_t)B * T * NH * HS,
@@ -99,11 +111,24 @@ static void check_shape(const struct backend *be, const struct shape *s, double 
     dbuf *c_qkv = upload(cpu, BUF_ACT, qkv, nqkv), *c_dout = upload(cpu, BUF_ACT, dout, nout);
     dbuf *c_out = upload(cpu, BUF_ACT, poison_out, nout), *c_lse = upload(cpu, BUF_ACT32, poison_lse, nlse);
     dbuf *c_dqkv = upload(cpu, BUF_ACT, poison_dqkv, nqkv);
+    dbuf *g_docs = NULL, *c_docs = NULL;
+    if (packed) {
+        int *docs = random_docs(B, T, seed % 2 ? 1.0 / 96 : 1.0 / 8, &r);
+        g_docs = be->alloc(be, BUF_INT, (size_t)B * T);
+        c_docs = cpu->alloc(cpu, BUF_INT, (size_t)B * T);
+        be->ints_from_host(be, g_docs, docs, (size_t)B * T);
+        cpu->ints_from_host(cpu, c_docs, docs, (size_t)B * T);
+        free(docs);
+    }
 
-    be->ops->attention_forward(be, g_out, g_lse, g_qkv, B, T, NH, KVH, HS);
-    be->ops->attention_backward(be, g_dqkv, g_dout, g_qkv, g_out, g_lse, B, T, NH, KVH, HS);
-    cpu->ops->attention_forward(cpu, c_out, c_lse, c_qkv, B, T, NH, KVH, HS);
-    cpu->ops->attention_backward(cpu, c_dqkv, c_dout, c_qkv, c_out, c_lse, B, T, NH, KVH, HS);
+    be->ops->attention_forward(be, g_out, g_lse, g_qkv, g_docs, B, T, NH, KVH, HS);
+    be->ops->attention_backward(be, g_dqkv, g_dout, g_qkv, g_out, g_lse, g_docs, B, T, NH, KVH, HS);
+    cpu->ops->attention_forward(cpu, c_out, c_lse, c_qkv, c_docs, B, T, NH, KVH, HS);
+    cpu->ops->attention_backward(cpu, c_dqkv, c_dout, c_qkv, c_out, c_lse, c_docs, B, T, NH, KVH, HS);
+    if (packed) {
+        be->free(be, g_docs);
+        cpu->free(cpu, c_docs);
+    }
 
     float *out = download(be, g_out, BUF_ACT, nout), *lse = download(be, g_lse, BUF_ACT32, nlse);
     float *dqkv = download(be, g_dqkv, BUF_ACT, nqkv);
@@ -121,25 +146,38 @@ static void check_shape(const struct backend *be, const struct shape *s, double 
     for (int k = 0; k < 11; k++) free(host[k]);
 }
 
-static void check_all(enum precision p, double tol) {
+static void check_all(enum precision p, double tol, int packed) {
     const struct backend *be = gpu(p);
-    fprintf(stderr, "attention, %s precision:\n", p == PRECISION_BF16 ? "bf16" : "fp32");
-    for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) check_shape(be, &shapes[k], tol, 100 + k);
+    fprintf(stderr, "attention%s, %s precision:\n", packed ? " (packed documents)" : "",
+            p == PRECISION_BF16 ? "bf16" : "fp32");
+    for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) check_shape(be, &shapes[k], tol, 100 + k, packed);
 }
 
-Test(gpu_attention, matches_the_cpu_in_fp32) { check_all(PRECISION_FP32, 1e-5); }
+Test(gpu_attention, matches_the_cpu_in_fp32) { check_all(PRECISION_FP32, 1e-5, 0); }
+
+Test(gpu_attention, packed_documents_match_the_cpu_in_fp32) { check_all(PRECISION_FP32, 1e-5, 1); }
 
 // bf16 runs the tensor-core kernels (mma.sync through model/ops/cuda/tensor_core.cuh); LLAMAC_ATTN_FMA=1
 // selects the fp32-FMA kernels instead, which stay tested too. Criterion runs each test in its own
 // process, so the variable does not leak into the others.
 Test(gpu_attention, matches_the_cpu_in_bf16_on_tensor_cores) {
     unsetenv("LLAMAC_ATTN_FMA");
-    check_all(PRECISION_BF16, 1e-2);
+    check_all(PRECISION_BF16, 1e-2, 0);
+}
+
+Test(gpu_attention, packed_documents_match_the_cpu_in_bf16_on_tensor_cores) {
+    unsetenv("LLAMAC_ATTN_FMA");
+    check_all(PRECISION_BF16, 1e-2, 1);
 }
 
 Test(gpu_attention, matches_the_cpu_in_bf16_with_the_fma_kernels) {
     setenv("LLAMAC_ATTN_FMA", "1", 1);
-    check_all(PRECISION_BF16, 1e-2);
+    check_all(PRECISION_BF16, 1e-2, 0);
+}
+
+Test(gpu_attention, packed_documents_match_the_cpu_in_bf16_with_the_fma_kernels) {
+    setenv("LLAMAC_ATTN_FMA", "1", 1);
+    check_all(PRECISION_BF16, 1e-2, 1);
 }
 
 // No atomics: two backward calls give the same bits.
@@ -156,10 +194,10 @@ Test(gpu_attention, backward_is_deterministic) {
     dbuf *g_qkv = upload(be, BUF_ACT, qkv, nqkv), *g_dout = upload(be, BUF_ACT, dout, nout);
     dbuf *g_out = be->alloc(be, BUF_ACT, nout), *g_lse = be->alloc(be, BUF_ACT32, (size_t)B * NH * T);
     dbuf *g_dqkv = be->alloc(be, BUF_ACT, nqkv);
-    be->ops->attention_forward(be, g_out, g_lse, g_qkv, B, T, NH, KVH, HS);
-    be->ops->attention_backward(be, g_dqkv, g_dout, g_qkv, g_out, g_lse, B, T, NH, KVH, HS);
+    be->ops->attention_forward(be, g_out, g_lse, g_qkv, NULL, B, T, NH, KVH, HS);
+    be->ops->attention_backward(be, g_dqkv, g_dout, g_qkv, g_out, g_lse, NULL, B, T, NH, KVH, HS);
     float *first = download(be, g_dqkv, BUF_ACT, nqkv);
-    be->ops->attention_backward(be, g_dqkv, g_dout, g_qkv, g_out, g_lse, B, T, NH, KVH, HS);
+    be->ops->attention_backward(be, g_dqkv, g_dout, g_qkv, g_out, g_lse, NULL, B, T, NH, KVH, HS);
     float *second = download(be, g_dqkv, BUF_ACT, nqkv);
     cr_expect(memcmp(first, second, nqkv * sizeof(float)) == 0, "two backward calls differ");
     dbuf *bufs[] = {g_qkv, g_dout, g_out, g_lse, g_dqkv};
@@ -173,10 +211,10 @@ Test(gpu_attention, backward_is_deterministic) {
 // The size check comes before any buffer is touched, so the buffers may be NULL.
 Test(gpu_attention, forward_refuses_head_size_200, .signal = SIGABRT) {
     const struct backend *be = gpu(PRECISION_BF16);
-    be->ops->attention_forward(be, NULL, NULL, NULL, 1, 8, 2, 1, 200);
+    be->ops->attention_forward(be, NULL, NULL, NULL, NULL, 1, 8, 2, 1, 200);
 }
 
 Test(gpu_attention, backward_refuses_head_size_24, .signal = SIGABRT) {
     const struct backend *be = gpu(PRECISION_FP32);
-    be->ops->attention_backward(be, NULL, NULL, NULL, NULL, NULL, 1, 8, 2, 1, 24);
+    be->ops->attention_backward(be, NULL, NULL, NULL, NULL, NULL, NULL, 1, 8, 2, 1, 24);
 }

@@ -185,16 +185,26 @@ static void rope_case(const struct backend *cpu, const struct backend *be, const
     struct oc_pair c = oc_pair_of(cpu, be, BUF_STATE, hc, (size_t)T * half);
     struct oc_pair sn = oc_pair_of(cpu, be, BUF_STATE, hs, (size_t)T * half);
     size_t n = (size_t)B * T * stride;
-    struct oc_pair x = oc_random(cpu, be, BUF_ACT, n, -1, 1, r);
-    cpu->ops->rope_forward(cpu, x.ref, c.ref, sn.ref, B, T, NR, HS, stride);
-    be->ops->rope_forward(be, x.dut, c.dut, sn.dut, B, T, NR, HS, stride);
-    expect_close(cpu, be, &x, "rope_forward", shape);
-    struct oc_pair dx = oc_random(cpu, be, BUF_ACT, n, -1, 1, r);
-    cpu->ops->rope_backward(cpu, dx.ref, c.ref, sn.ref, B, T, NR, HS, stride);
-    be->ops->rope_backward(be, dx.dut, c.dut, sn.dut, B, T, NR, HS, stride);
-    expect_close(cpu, be, &dx, "rope_backward", shape);
-    struct oc_pair *all[] = {&c, &sn, &x, &dx};
-    for (int i = 0; i < 4; i++) oc_free(cpu, be, all[i]);
+    // packed windows: documents start at t = 0 and at every third position, positions restart there
+    int *hd = malloc(sizeof(int) * (size_t)B * T);
+    for (int i = 0; i < B * T; i++) hd[i] = (i % T) - (i % T) % 3;
+    struct oc_pair docs = oc_ints(cpu, be, hd, (size_t)B * T);
+    free(hd);
+    for (int packed = 0; packed < 2; packed++) {
+        const dbuf *dr = packed ? docs.ref : NULL, *dd = packed ? docs.dut : NULL;
+        struct oc_pair x = oc_random(cpu, be, BUF_ACT, n, -1, 1, r);
+        cpu->ops->rope_forward(cpu, x.ref, c.ref, sn.ref, dr, B, T, NR, HS, stride);
+        be->ops->rope_forward(be, x.dut, c.dut, sn.dut, dd, B, T, NR, HS, stride);
+        expect_close(cpu, be, &x, packed ? "rope_forward (packed)" : "rope_forward", shape);
+        struct oc_pair dx = oc_random(cpu, be, BUF_ACT, n, -1, 1, r);
+        cpu->ops->rope_backward(cpu, dx.ref, c.ref, sn.ref, dr, B, T, NR, HS, stride);
+        be->ops->rope_backward(be, dx.dut, c.dut, sn.dut, dd, B, T, NR, HS, stride);
+        expect_close(cpu, be, &dx, packed ? "rope_backward (packed)" : "rope_backward", shape);
+        oc_free(cpu, be, &x);
+        oc_free(cpu, be, &dx);
+    }
+    struct oc_pair *all[] = {&c, &sn, &docs};
+    for (int i = 0; i < 3; i++) oc_free(cpu, be, all[i]);
     free(hc);
     free(hs);
 }
@@ -268,6 +278,79 @@ Test(gpu_ops, residual_rmsnorm) {
     for (int p = 0; p < NPREC; p++)
         for (size_t i = 0; i < sizeof(rms_shapes) / sizeof(rms_shapes[0]); i++)
             resrms_case(cpu, gpu(precisions[p]), rms_shapes[i], (int)(i % 2), &r);
+}
+
+// ---- lora_scale: {BT, n, ld, col0}: an adapter's columns inside a fused output
+static const int ls_shapes[][4] = {{1, 1, 1, 0}, {7, 16, 48, 16}, {33, 24, 80, 56}, {130, 64, 192, 0}};
+
+Test(gpu_ops, lora_scale) {
+    const struct backend *cpu = backend_cpu();
+    struct rng r;
+    rng_seed(&r, 19);
+    for (int p = 0; p < NPREC; p++)
+        for (size_t i = 0; i < sizeof(ls_shapes) / sizeof(ls_shapes[0]); i++) {
+            const struct backend *be = gpu(precisions[p]);
+            const int BT = ls_shapes[i][0], n = ls_shapes[i][1], ld = ls_shapes[i][2], col0 = ls_shapes[i][3];
+            char shape[64];
+            snprintf(shape, sizeof(shape), "BT=%d n=%d ld=%d col0=%d", BT, n, ld, col0);
+            // forward accumulates into the wide output (same start on both sides); backward writes dx (poisoned)
+            struct oc_pair wide = oc_random(cpu, be, BUF_ACT, (size_t)BT * ld, -1, 1, &r);
+            struct oc_pair x = oc_random(cpu, be, BUF_ACT, (size_t)BT * n, -1, 1, &r);
+            cpu->ops->lora_scale_forward(cpu, wide.ref, x.ref, 2.5f, BT, n, ld, col0);
+            be->ops->lora_scale_forward(be, wide.dut, x.dut, 2.5f, BT, n, ld, col0);
+            expect_close(cpu, be, &wide, "lora_scale_forward", shape);
+            struct oc_pair dx = oc_output(cpu, be, BUF_ACT, (size_t)BT * n);
+            cpu->ops->lora_scale_backward(cpu, dx.ref, wide.ref, 0.5f, BT, n, ld, col0);
+            be->ops->lora_scale_backward(be, dx.dut, wide.dut, 0.5f, BT, n, ld, col0);
+            expect_close(cpu, be, &dx, "lora_scale_backward", shape);
+            oc_free(cpu, be, &wide);
+            oc_free(cpu, be, &x);
+            oc_free(cpu, be, &dx);
+        }
+}
+
+// ---- dropout: {BT, n} (the last one past 8192 blocks of 256, so the grid-stride loop wraps); the mask is
+// the same integer hash on both backends (model/ops/dropout_mask.h), so the outputs must be the CPU's
+// exactly: in fp32 bit for bit, in bf16 the CPU's fp32 product rounded to bf16 (what the kernel rounds
+// once). Outputs poisoned with NaN.
+static const int drop_shapes[][2] = {{1, 1}, {7, 33}, {13, 300}, {1031, 2050}};
+static const float drop_ps[] = {0.3f, 0.05f, 0.0f};
+
+Test(gpu_ops, dropout) {
+    const struct backend *cpu = backend_cpu();
+    struct rng r;
+    rng_seed(&r, 21);
+    for (int p = 0; p < NPREC; p++)
+        for (size_t i = 0; i < sizeof(drop_shapes) / sizeof(drop_shapes[0]); i++)
+            for (int k = 0; k < 3; k++) {
+                const struct backend *be = gpu(precisions[p]);
+                const int BT = drop_shapes[i][0], n = drop_shapes[i][1];
+                const size_t N = (size_t)BT * n;
+                const float pr = drop_ps[k];
+                const uint64_t key = rng_u64(&r);
+                char shape[64];
+                snprintf(shape, sizeof(shape), "BT=%d n=%d p=%.2f", BT, n, pr);
+                struct oc_pair x = oc_random(cpu, be, BUF_ACT, N, -2, 2, &r);
+                struct oc_pair out = oc_output(cpu, be, BUF_ACT, N);
+                cpu->ops->dropout_forward(cpu, out.ref, x.ref, pr, key, BT, n);
+                be->ops->dropout_forward(be, out.dut, x.dut, pr, key, BT, n);
+                expect_close(cpu, be, &out, "dropout_forward", shape);
+                float *got = oc_download(be, out.dut, BUF_ACT, N), *want = oc_download(cpu, out.ref, BUF_ACT, N);
+                size_t zeros = 0;
+                for (size_t e = 0; e < N; e++) zeros += want[e] == 0;
+                oc_round(be, BUF_ACT, want, N);
+                size_t differ = 0;
+                for (size_t e = 0; e < N; e++) differ += memcmp(&got[e], &want[e], sizeof(float)) != 0;
+                cr_expect_eq(differ, 0, "dropout_forward (%s, %s): %zu of %zu elements differ from the CPU's (rounded)",
+                             oc_prec(be), shape, differ, N);
+                if (N > 1000)
+                    cr_expect(fabs((double)zeros / N - pr) < 0.01, "dropout_forward (%s): dropped %.4f, p %.2f", shape,
+                              (double)zeros / N, pr);
+                free(got);
+                free(want);
+                oc_free(cpu, be, &x);
+                oc_free(cpu, be, &out);
+            }
 }
 
 // ---- residual: N

@@ -42,7 +42,7 @@ rm -rf ${LLAMAC_PAR_DATA} && $<TARGET_FILE:llamac> prep --out ${LLAMAC_PAR_DATA}
   --quiet --val-fraction 0.05 --input en:${LLAMAC_TRAIN_DATA}/corpus/en.txt --input de:${LLAMAC_TRAIN_DATA}/corpus/de.txt \
   --input ru:${LLAMAC_TRAIN_DATA}/corpus/ru.txt")
 set_tests_properties(par_data_prep PROPERTIES FIXTURES_SETUP par_data FIXTURES_REQUIRED train_data)
-foreach(mode equiv zero1 reshard sigterm eval)
+foreach(mode equiv zero1 reshard sigterm eval sft)
   llamac_mpi_test(par_${mode} bash ${LLAMAC_MPI_DIR}/parallel_train.sh ${mode} $<TARGET_FILE:llamac>
     $<TARGET_FILE:ckpt_compare> ${CMAKE_SOURCE_DIR} ${LLAMAC_PAR_DATA} ${LLAMAC_TEST_TMP})
   set_tests_properties(par_${mode} PROPERTIES FIXTURES_REQUIRED par_data)

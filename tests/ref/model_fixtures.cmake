@@ -4,3 +4,4 @@ add_test(NAME ref_model_gen
   COMMAND ${PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/ref/gen_model_ref.py ${LLAMAC_TEST_TMP}/model_ref)
 set_tests_properties(ref_model_gen PROPERTIES FIXTURES_SETUP ref_model)
 set_tests_properties(test_model_ref PROPERTIES FIXTURES_REQUIRED ref_model)
+set_tests_properties(test_lora PROPERTIES FIXTURES_REQUIRED ref_model)

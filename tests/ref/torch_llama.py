@@ -41,6 +41,7 @@ class Block(torch.nn.Module):
         self.gate_proj, self.up_proj, self.down_proj = lin(d, f), lin(d, f), lin(f, d)
 
     def forward(self, x, cos, sin, mask):
+        """cos, sin (T, hs) or (B, 1, T, hs); mask (T, T) or (B, 1, T, T), True where attention is barred."""
         B, T, _ = x.shape
         h = self.input_layernorm(x)
         q = self.q_proj(h).view(B, T, self.nh, self.hs).transpose(1, 2)
@@ -79,20 +80,33 @@ class Llama(torch.nn.Module):
         inv = 1.0 / (c["rope_theta"] ** (torch.arange(0, hs, 2, dtype=torch.float64) / hs))
         self.inv_freq = inv
 
-    def forward(self, tokens, targets):
+    def forward(self, tokens, targets, docs=None, reduction="mean"):
+        """docs (B, T), optional: the index in its row of the first token of each token's document (packed
+        windows). Then the mask is block-diagonal causal (query i sees keys j with docs[i] <= j <= i) and
+        the RoPE position of token t is t - docs[t], as if each document ran alone."""
         B, T = tokens.shape
         dtype = self.embed_tokens.weight.dtype
-        ang = torch.outer(torch.arange(T, dtype=torch.float64), self.inv_freq)
+        if docs is None:
+            pos = torch.arange(T, dtype=torch.float64)
+            mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+        else:
+            pos = (torch.arange(T).unsqueeze(0) - docs).to(torch.float64)  # (B, T)
+            i = torch.arange(T).view(1, T, 1)
+            j = torch.arange(T).view(1, 1, T)
+            mask = ~((j <= i) & (j >= docs.unsqueeze(-1))).unsqueeze(1)  # (B, 1, T, T)
+        ang = pos.unsqueeze(-1) * self.inv_freq
         ang = torch.cat((ang, ang), dim=-1)
+        if docs is not None:
+            ang = ang.unsqueeze(1)  # (B, 1, T, hs): broadcast over heads
         cos, sin = ang.cos().to(dtype), ang.sin().to(dtype)
-        mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
         x = self.embed_tokens(tokens)
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
         x = self.norm(x)
         w = self.embed_tokens.weight if self.c["tie_word_embeddings"] else self.lm_head.weight
         logits = x @ w.t()
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1,
+                               reduction=reduction)
 
     def hf_state(self):
         """Parameters by their Hugging Face names."""
@@ -104,6 +118,39 @@ class Llama(torch.nn.Module):
                 name = name.replace("." + proj + ".", "." + group + "." + proj + ".")
             out[name if name.startswith("lm_head") else "model." + name] = p
         return out
+
+
+class LoRALinear(torch.nn.Module):
+    """A frozen Linear plus a LoRA update, as PEFT computes it: y = x W^T + (alpha / r) (x A^T) B^T."""
+
+    def __init__(self, base, r, alpha):
+        super().__init__()
+        self.base = base
+        self.base.weight.requires_grad_(False)
+        dtype = base.weight.dtype
+        self.lora_A = torch.nn.Parameter(torch.zeros(r, base.in_features, dtype=dtype))
+        self.lora_B = torch.nn.Parameter(torch.zeros(base.out_features, r, dtype=dtype))
+        self.scale = alpha / r
+
+    def forward(self, x):
+        return self.base(x) + self.scale * ((x @ self.lora_A.t()) @ self.lora_B.t())
+
+
+def add_lora(model, targets, r, alpha):
+    """Wraps the projections named in targets (q_proj, ...) of every block; freezes everything else.
+    Returns {PEFT tensor name: parameter}."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    out = {}
+    for i, layer in enumerate(model.layers):
+        for name in targets:
+            lin = LoRALinear(getattr(layer, name), r, alpha)
+            setattr(layer, name, lin)
+            group = "self_attn" if name in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+            prefix = f"base_model.model.model.layers.{i}.{group}.{name}"
+            out[prefix + ".lora_A.weight"] = lin.lora_A
+            out[prefix + ".lora_B.weight"] = lin.lora_B
+    return out
 
 
 def write_safetensors(path, tensors):

@@ -15,11 +15,14 @@ void rmsnorm_backward_cpu(const struct backend *be, dbuf *dinp, dbuf *dweight, c
 void matmul_forward_cpu(const struct backend *be, dbuf *out, const dbuf *inp, const dbuf *weight, int BT, int C, int OC);
 void matmul_backward_cpu(const struct backend *be, dbuf *dinp, dbuf *dweight, const dbuf *dout, const dbuf *inp, const dbuf *weight,
                          int BT, int C, int OC);
-void rope_forward_cpu(const struct backend *be, dbuf *x, const dbuf *cos, const dbuf *sin, int B, int T, int NR, int HS, int stride);
-void rope_backward_cpu(const struct backend *be, dbuf *dx, const dbuf *cos, const dbuf *sin, int B, int T, int NR, int HS, int stride);
-void attention_forward_cpu(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv, int B, int T, int NH, int KVH, int HS);
+void rope_forward_cpu(const struct backend *be, dbuf *x, const dbuf *cos, const dbuf *sin, const dbuf *docs, int B, int T, int NR,
+                      int HS, int stride);
+void rope_backward_cpu(const struct backend *be, dbuf *dx, const dbuf *cos, const dbuf *sin, const dbuf *docs, int B, int T, int NR,
+                       int HS, int stride);
+void attention_forward_cpu(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv, const dbuf *docs, int B, int T, int NH,
+                           int KVH, int HS);
 void attention_backward_cpu(const struct backend *be, dbuf *dqkv, const dbuf *dout, const dbuf *qkv, const dbuf *out, const dbuf *lse,
-                            int B, int T, int NH, int KVH, int HS);
+                            const dbuf *docs, int B, int T, int NH, int KVH, int HS);
 void attention_decode_cpu(const struct backend *be, dbuf *out, dbuf *kcache, dbuf *vcache, const dbuf *qkv, int T, int pos,
                           int NH, int KVH, int HS);
 void swiglu_forward_cpu(const struct backend *be, dbuf *out, const dbuf *gateup, int BT, int F);
@@ -27,6 +30,9 @@ void swiglu_backward_cpu(const struct backend *be, dbuf *dgateup, const dbuf *do
 void residual_forward_cpu(const struct backend *be, dbuf *out, const dbuf *a, const dbuf *b, size_t N);
 void residual_rmsnorm_forward_cpu(const struct backend *be, dbuf *res, dbuf *out, dbuf *rstd, const dbuf *a, const dbuf *b,
                                   const dbuf *weight, int BT, int C, float eps);
+void lora_scale_forward_cpu(const struct backend *be, dbuf *out, const dbuf *x, float alpha, int BT, int n, int ld, int col0);
+void lora_scale_backward_cpu(const struct backend *be, dbuf *dx, const dbuf *dout, float alpha, int BT, int n, int ld, int col0);
+void dropout_forward_cpu(const struct backend *be, dbuf *out, const dbuf *x, float p, uint64_t key, int BT, int n);
 void crossentropy_max_cpu(const struct backend *be, dbuf *rowmax, const dbuf *logits, int BT, int Vl, int vstart, int V);
 void crossentropy_sums_cpu(const struct backend *be, dbuf *sums, const dbuf *logits, const dbuf *rowmax, const dbuf *targets, int BT,
                            int Vl, int vstart, int V);

@@ -36,7 +36,7 @@ void matmul_forward_cpu(const struct backend *be, dbuf *out, const dbuf *inp, co
     }
 }
 
-// dinp (BT,C) = dout (BT,OC) @ weight (OC,C); dweight (OC,C) += dout^T @ inp
+// dinp (BT,C) = dout (BT,OC) @ weight (OC,C); dweight (OC,C) += dout^T @ inp (skipped when NULL: frozen)
 void matmul_backward_cpu(const struct backend *be, dbuf *dinp, dbuf *dweight, const dbuf *dout, const dbuf *inp, const dbuf *weight,
                          int BT, int C, int OC) {
     blas_single_threaded();
@@ -50,7 +50,7 @@ void matmul_backward_cpu(const struct backend *be, dbuf *dinp, dbuf *dweight, co
                             OC, CF32(weight), C, 0.0f, F32(dinp) + (size_t)lo * C, C);
         }
         split_rows(OC, &lo, &hi);  // dweight rows lo..hi: dout columns lo..hi
-        if (hi > lo)
+        if (dweight && hi > lo)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hi - lo, C, BT, 1.0f, CF32(dout) + lo, OC, CF32(inp), C,
                         1.0f, F32(dweight) + (size_t)lo * C, C);
     }

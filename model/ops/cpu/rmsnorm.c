@@ -73,7 +73,7 @@ void rmsnorm_backward_cpu(const struct backend *be, dbuf *dinp_, dbuf *dweight_,
             }
         }
     }
-    for (int t = 0; t < nt; t++)
+    for (int t = 0; dw && t < nt; t++)  // dweight NULL: frozen
         for (int c = 0; c < C; c++) dw[c] += partial[(size_t)t * C + c];
     free(partial);
 }

@@ -53,8 +53,9 @@
 // and lse once. Backward reads Q and dO once per kv tile (about (T/64)/2 times), K and V once per query
 // tile in the dQ pass, writes dqkv once, and reads/writes D (4 B per row and head). Nothing of size T^2.
 //
-// Masking is in one function, visible(i, j), so that document boundaries can be added there (and in
-// tile_any_visible / tile_all_visible, which must agree with it).
+// Masking is in one function, visible(i, j, ds): ds is the document start of query row i (docs[b,i] for
+// packed windows, core/backend.h; 0 without docs), so a row sees keys j in [ds, i] only. The tile tests
+// tile_any_visible / tile_all_visible must agree with it.
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -79,24 +80,32 @@
 
 struct attn_shape {
     int B, T, NH, KVH, HS;
+    const int *docs;  // (B,T) document start of each position, or NULL (one document per row)
 };
 
-// Whether query position i may attend to key position j (both in [0,T)). Causal today; per-document
-// masks will add a test on the document start of i here.
-__device__ __forceinline__ bool visible(int i, int j) { return j <= i; }
-
-__device__ __forceinline__ bool allowed(int i, int j, int T) { return i < T && j < T && visible(i, j); }
-
-// Whether some / every pair of query rows [i_lo, i_hi] and keys [j_lo, j_hi] is visible: the tiles that
-// can be skipped, and those that need no per-element mask. They must agree with visible() (a mask
-// added there is added here too, conservatively: "some" may say yes, "every" may say no).
-__device__ __forceinline__ bool tile_any_visible(int i_lo, int i_hi, int j_lo, int j_hi) {
-    (void)i_lo, (void)j_hi;
-    return j_lo <= i_hi;
+// The document starts of batch row b (T entries), or NULL without docs.
+__device__ __forceinline__ const int *doc_row(const struct attn_shape &sh, int b) {
+    return sh.docs ? sh.docs + (size_t)b * sh.T : nullptr;
 }
-__device__ __forceinline__ bool tile_all_visible(int i_lo, int i_hi, int j_lo, int j_hi) {
-    (void)i_hi, (void)j_lo;
-    return j_hi <= i_lo;
+
+// The document start of query position i of a row (0 without docs, or past the end of the row).
+__device__ __forceinline__ int doc_start(const int *starts, int T, int i) { return starts && i < T ? starts[i] : 0; }
+
+// Whether query position i, whose document starts at ds, may attend to key position j (both in [0,T)).
+__device__ __forceinline__ bool visible(int i, int j, int ds) { return j <= i && j >= ds; }
+
+__device__ __forceinline__ bool allowed(int i, int j, int T, int ds) { return i < T && j < T && visible(i, j, ds); }
+
+// Whether some / every pair of query rows [i_lo, i_hi] of batch row b and keys [j_lo, j_hi] is visible:
+// the tiles that can be skipped, and those that need no per-element mask. They must agree with
+// visible() ("some" may say yes, "every" may say no). Document starts never decrease along a row (each
+// is t or the one before it; llama_set_docs checks), so the earliest start among the rows is that of
+// i_lo and the latest that of i_hi: a tile wholly before the rows' documents is skipped too.
+__device__ __forceinline__ bool tile_any_visible(const int *starts, int T, int i_lo, int i_hi, int j_lo, int j_hi) {
+    return j_lo <= i_hi && doc_start(starts, T, i_lo) <= j_hi;
+}
+__device__ __forceinline__ bool tile_all_visible(const int *starts, int T, int i_lo, int i_hi, int j_lo, int j_hi) {
+    return j_hi <= i_lo && doc_start(starts, T, min(i_hi, T - 1)) <= j_lo;
 }
 
 // Max and sum over the TPR lanes of one tile row (the whole warp calls it).
@@ -170,6 +179,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     const floatX *base = qkv + (size_t)b * T * S;
     const int r = threadIdx.x / ATTN_TPR, c = threadIdx.x % ATTN_TPR, i = q0 + r;
     const float sc = ATTN_LOG2E / sqrtf((float)HS);  // scores in the log2 domain: exp2f is cheaper
+    const int ds = doc_start(doc_row(sh, b), T, i);
 
     load_tile<floatX, HSP>(sQ, QP, base + (size_t)h * HS, S, q0, FWD_BR, T, HS);
     float o[NO], m = -INFINITY, l = 0.0f;
@@ -189,7 +199,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
         float mx = -INFINITY;
         ATTN_UNROLL
         for (int t = 0; t < NS; t++) {
-            s[t] = allowed(i, j0 + c + ATTN_TPR * t, T) ? s[t] * sc : -INFINITY;
+            s[t] = allowed(i, j0 + c + ATTN_TPR * t, T, ds) ? s[t] * sc : -INFINITY;
             mx = fmaxf(mx, s[t]);
         }
         const float m_new = fmaxf(m, row_max(mx));
@@ -242,8 +252,8 @@ __global__ void attn_bwd_d_kernel(float *D, const floatX *dout, const floatX *ou
 #define BKV_BR 32  // query rows per tile
 
 template <int HSP>
-constexpr size_t bkv_smem() {  // sK, sV, sQ, sdO (padded), sP, sdS (padded, key-major), sL, sD
-    return sizeof(float) * (2 * (size_t)(BKV_BC + BKV_BR) * (HSP + 1) + 2 * BKV_BC * (BKV_BR + 1) + 2 * BKV_BR);
+constexpr size_t bkv_smem() {  // sK, sV, sQ, sdO (padded), sP, sdS (padded, key-major), sL, sD, sStart
+    return sizeof(float) * (2 * (size_t)(BKV_BC + BKV_BR) * (HSP + 1) + 2 * BKV_BC * (BKV_BR + 1) + 3 * BKV_BR);
 }
 
 // dK, dV of one key tile and kv head into dqkv (B,T,(NH+2KVH)*HS). Grid (ceil(T/BKV_BC), KVH, B).
@@ -257,12 +267,14 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dkdv_kernel(floatX *dqk
     constexpr int KP = HSP + 1, PP = BKV_BR + 1, NS = BKV_BR / ATTN_TPR, NO = HSP / ATTN_TPR;
     float *sK = smem, *sV = sK + BKV_BC * KP, *sQ = sV + BKV_BC * KP, *sdO = sQ + BKV_BR * KP;
     float *sP = sdO + BKV_BR * KP, *sdS = sP + BKV_BC * PP, *sL = sdS + BKV_BC * PP, *sD = sL + BKV_BR;
+    int *sStart = (int *)(sD + BKV_BR);  // the query rows' document starts
     const int T = sh.T, HS = sh.HS, NH = sh.NH, KVH = sh.KVH, group = NH / KVH;
     const int kt = gridDim.x - 1 - blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, j0 = kt * BKV_BC;
     const size_t S = (size_t)(NH + 2 * KVH) * HS;
     const floatX *base = qkv + (size_t)b * T * S, *dbase = dout + (size_t)b * T * NH * HS;
     const int r = threadIdx.x / ATTN_TPR, c = threadIdx.x % ATTN_TPR, j = j0 + r;
     const float scale = 1.0f / sqrtf((float)HS), sc = ATTN_LOG2E * scale;
+    const int *starts = doc_row(sh, b);
 
     load_tile<floatX, HSP>(sK, KP, base + (size_t)(NH + kvh) * HS, S, j0, BKV_BC, T, HS);
     load_tile<floatX, HSP>(sV, KP, base + (size_t)(NH + KVH + kvh) * HS, S, j0, BKV_BC, T, HS);
@@ -279,6 +291,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dkdv_kernel(floatX *dqk
             for (int k = threadIdx.x; k < BKV_BR; k += blockDim.x) {
                 sL[k] = i0 + k < T ? lrow[i0 + k] * ATTN_LOG2E : 0.0f;
                 sD[k] = i0 + k < T ? drow[i0 + k] : 0.0f;
+                sStart[k] = doc_start(starts, T, i0 + k);
             }
             __syncthreads();
 
@@ -288,7 +301,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dkdv_kernel(floatX *dqk
             ATTN_UNROLL
             for (int t = 0; t < NS; t++) {
                 const int k = c + ATTN_TPR * t;
-                const float p = allowed(i0 + k, j, T) ? exp2f(s[t] * sc - sL[k]) : 0.0f;
+                const float p = allowed(i0 + k, j, T, sStart[k]) ? exp2f(s[t] * sc - sL[k]) : 0.0f;
                 sP[r * PP + k] = p;
                 sdS[r * PP + k] = p * (dp[t] - sD[k]);
             }
@@ -337,6 +350,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_kernel(floatX *dqkv,
     const float scale = 1.0f / sqrtf((float)HS), sc = ATTN_LOG2E * scale;
     const float L = i < T ? lse[((size_t)b * NH + h) * T + i] * ATTN_LOG2E : 0.0f;
     const float Di = i < T ? D[((size_t)b * NH + h) * T + i] : 0.0f;
+    const int ds = doc_start(doc_row(sh, b), T, i);
 
     load_tile<floatX, HSP>(sQ, KP, base + (size_t)h * HS, S, q0, BQ_BR, T, HS);
     load_tile<floatX, HSP>(sdO, KP, dout + (size_t)b * T * NH * HS + (size_t)h * HS, (size_t)NH * HS, q0, BQ_BR,
@@ -359,7 +373,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_kernel(floatX *dqkv,
         ATTN_UNROLL
         for (int t = 0; t < NS; t++) {
             const int k = c + ATTN_TPR * t;
-            const float p = allowed(i, j0 + k, T) ? exp2f(s[t] * sc - L) : 0.0f;
+            const float p = allowed(i, j0 + k, T, ds) ? exp2f(s[t] * sc - L) : 0.0f;
             sdS[r * SP + k] = p * (dp[t] - Di);
         }
         __syncwarp();  // the row's dS is written by its TPR lanes, all in this warp
@@ -424,6 +438,7 @@ __global__ void __launch_bounds__(TC_THREADS)
                *vbase = base + (size_t)(NH + KVH + kvh) * HS;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
     const int w0 = q0 + 16 * warp, i0 = w0 + g, i1 = i0 + 8;  // this warp's first row, this lane's rows
+    const int *starts = doc_row(sh, b), ds0 = doc_start(starts, T, i0), ds1 = doc_start(starts, T, i1);
     const float sc = ATTN_LOG2E / sqrtf((float)HS);
 
     tc_load_tile<HSP>(sQ, P, base + (size_t)h * HS, S, q0, TC_FWD_BR, T, HS);
@@ -451,7 +466,7 @@ __global__ void __launch_bounds__(TC_THREADS)
             ATTN_UNROLL
             for (int kk = 0; kk < KS; kk++) ldmatrix_x4(qf[kk], ldsm_a(sQ, P, 16 * warp, 16 * kk, lane));
         }
-        if (tile_any_visible(w0, w0 + 15, j0, j0 + TC_FWD_BC - 1)) {  // warp-uniform
+        if (tile_any_visible(starts, T, w0, w0 + 15, j0, j0 + TC_FWD_BC - 1)) {  // warp-uniform
             float s[NT][4];
             ATTN_UNROLL
             for (int nt = 0; nt < NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
@@ -467,14 +482,14 @@ __global__ void __launch_bounds__(TC_THREADS)
             }
             // scores in the log2 domain, masked unless the whole tile is visible to this warp's rows
             const bool full =
-                tile_all_visible(w0, w0 + 15, j0, j0 + TC_FWD_BC - 1) && w0 + 15 < T && j0 + TC_FWD_BC <= T;
+                tile_all_visible(starts, T, w0, w0 + 15, j0, j0 + TC_FWD_BC - 1) && w0 + 15 < T && j0 + TC_FWD_BC <= T;
             float mx[2] = {-INFINITY, -INFINITY};
             ATTN_UNROLL
             for (int nt = 0; nt < NT; nt++) {
                 ATTN_UNROLL
                 for (int e = 0; e < 4; e++) {
                     const int i = e < 2 ? i0 : i1, j = j0 + 8 * nt + 2 * q + (e & 1);
-                    s[nt][e] = (full || allowed(i, j, T)) ? s[nt][e] * sc : -INFINITY;
+                    s[nt][e] = (full || allowed(i, j, T, e < 2 ? ds0 : ds1)) ? s[nt][e] * sc : -INFINITY;
                     mx[e / 2] = fmaxf(mx[e / 2], s[nt][e]);
                 }
             }
@@ -557,6 +572,7 @@ __global__ void __launch_bounds__(TC_THREADS) attn_bwd_dkdv_tc_kernel(bf16 *dqkv
     const bf16 *base = qkv + (size_t)b * T * S, *dbase = dout + (size_t)b * T * NH * HS;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
     const int w0 = j0 + 16 * warp, ja = w0 + g, jb = ja + 8;  // this warp's first key, this lane's keys
+    const int *starts = doc_row(sh, b);
     const float scale = 1.0f / sqrtf((float)HS), sc = ATTN_LOG2E * scale;
     const int istart = j0 / TC_BKV_BR * TC_BKV_BR, ni = (T - istart + TC_BKV_BR - 1) / TC_BKV_BR, nsteps = group * ni;
 
@@ -591,7 +607,7 @@ __global__ void __launch_bounds__(TC_THREADS) attn_bwd_dkdv_tc_kernel(bf16 *dqkv
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        if (tile_any_visible(i0, i0 + TC_BKV_BR - 1, w0, w0 + 15)) {  // warp-uniform
+        if (tile_any_visible(starts, T, i0, i0 + TC_BKV_BR - 1, w0, w0 + 15)) {  // warp-uniform
             float st[NT][4], dpt[NT][4];
             ATTN_UNROLL
             for (int nt = 0; nt < NT; nt++)
@@ -613,13 +629,17 @@ __global__ void __launch_bounds__(TC_THREADS) attn_bwd_dkdv_tc_kernel(bf16 *dqkv
                     mma_bf16_16816(dpt[nt + 1], va, bo + 2, dpt[nt + 1]);
                 }
             }
-            // P^T and dS^T = P^T (dP^T - D) in place of st and dpt; element (key j, query i0 + k)
+            // P^T and dS^T = P^T (dP^T - D) in place of st and dpt; element (key j, query i0 + k), masked
+            // unless the whole tile is visible to this warp's keys
+            const bool full = tile_all_visible(starts, T, i0, i0 + TC_BKV_BR - 1, w0, w0 + 15) &&
+                              i0 + TC_BKV_BR <= T && w0 + 16 <= T;
             ATTN_UNROLL
             for (int nt = 0; nt < NT; nt++) {
                 ATTN_UNROLL
                 for (int e = 0; e < 4; e++) {
                     const int k = 8 * nt + 2 * q + (e & 1), j = e < 2 ? ja : jb;
-                    const float p = allowed(i0 + k, j, T) ? exp2f(st[nt][e] * sc - sL[k]) : 0.0f;
+                    const bool vis = full || allowed(i0 + k, j, T, doc_start(starts, T, i0 + k));
+                    const float p = vis ? exp2f(st[nt][e] * sc - sL[k]) : 0.0f;
                     st[nt][e] = p;
                     dpt[nt][e] = p * (dpt[nt][e] - sD[k]);
                 }
@@ -682,6 +702,7 @@ __global__ void __launch_bounds__(TC_THREADS) attn_bwd_dq_tc_kernel(bf16 *dqkv, 
                *vbase = base + (size_t)(NH + KVH + kvh) * HS;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
     const int w0 = q0 + 16 * warp, i0 = w0 + g, i1 = i0 + 8;
+    const int *starts = doc_row(sh, b), ds0 = doc_start(starts, T, i0), ds1 = doc_start(starts, T, i1);
     const float scale = 1.0f / sqrtf((float)HS), sc = ATTN_LOG2E * scale;
     const float *lrow = lse + ((size_t)b * NH + h) * T, *drow = D + ((size_t)b * NH + h) * T;
     const float L[2] = {i0 < T ? lrow[i0] * ATTN_LOG2E : 0.0f, i1 < T ? lrow[i1] * ATTN_LOG2E : 0.0f};
@@ -708,7 +729,7 @@ __global__ void __launch_bounds__(TC_THREADS) attn_bwd_dq_tc_kernel(bf16 *dqkv, 
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        if (tile_any_visible(w0, w0 + 15, j0, j0 + TC_BQ_BC - 1)) {  // warp-uniform
+        if (tile_any_visible(starts, T, w0, w0 + 15, j0, j0 + TC_BQ_BC - 1)) {  // warp-uniform
             float s[NT][4], dp[NT][4];
             ATTN_UNROLL
             for (int nt = 0; nt < NT; nt++)
@@ -735,7 +756,7 @@ __global__ void __launch_bounds__(TC_THREADS) attn_bwd_dq_tc_kernel(bf16 *dqkv, 
                 ATTN_UNROLL
                 for (int e = 0; e < 4; e++) {
                     const int r = e / 2, i = r ? i1 : i0, j = j0 + 8 * nt + 2 * q + (e & 1);
-                    const float p = allowed(i, j, T) ? exp2f(s[nt][e] * sc - L[r]) : 0.0f;
+                    const float p = allowed(i, j, T, r ? ds1 : ds0) ? exp2f(s[nt][e] * sc - L[r]) : 0.0f;
                     dp[nt][e] = p * (dp[nt][e] - Dr[r]);
                 }
             }
@@ -821,9 +842,9 @@ static void fwd_tc_launch(const struct backend *be, dbuf *out, dbuf *lse, const 
     LAUNCH(k, grid, TC_THREADS, smem, cuda_stream(be), (bf16 *)out, (float *)lse, (const bf16 *)qkv, sh);
 }
 
-extern "C" void attention_forward_cuda(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv, int B,
-                                       int T, int NH, int KVH, int HS) {
-    const struct attn_shape sh = {B, T, NH, KVH, HS};
+extern "C" void attention_forward_cuda(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv,
+                                       const dbuf *docs, int B, int T, int NH, int KVH, int HS) {
+    const struct attn_shape sh = {B, T, NH, KVH, HS, (const int *)docs};
     check_shape("attention_forward", sh);
     const int hsp = padded_head_size(HS);
     if (use_tensor_cores(be, out, qkv, qkv, qkv)) {
@@ -910,8 +931,9 @@ static void bwd_tc_launch(const struct backend *be, dbuf *dqkv, const dbuf *dout
 }
 
 extern "C" void attention_backward_cuda(const struct backend *be, dbuf *dqkv, const dbuf *dout, const dbuf *qkv,
-                                        const dbuf *out, const dbuf *lse, int B, int T, int NH, int KVH, int HS) {
-    const struct attn_shape sh = {B, T, NH, KVH, HS};
+                                        const dbuf *out, const dbuf *lse, const dbuf *docs, int B, int T, int NH,
+                                        int KVH, int HS) {
+    const struct attn_shape sh = {B, T, NH, KVH, HS, (const int *)docs};
     check_shape("attention_backward", sh);
     float *D = attn_scratch(be, (size_t)B * NH * T);
     const int hsp = padded_head_size(HS);

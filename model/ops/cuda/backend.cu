@@ -185,6 +185,9 @@ static void cuda_ops_init(struct ops *o) {
     o->swiglu_backward = swiglu_backward_cuda;
     o->residual_forward = residual_forward_cuda;
     o->residual_rmsnorm_forward = residual_rmsnorm_forward_cuda;
+    o->lora_scale_forward = lora_scale_forward_cuda;
+    o->lora_scale_backward = lora_scale_backward_cuda;
+    o->dropout_forward = dropout_forward_cuda;
     o->crossentropy_max = crossentropy_max_cuda;
     o->crossentropy_sums = crossentropy_sums_cuda;
     o->crossentropy_loss = crossentropy_loss_cuda;

@@ -19,16 +19,22 @@ void matmul_forward_cuda(const struct backend *be, dbuf *out, const dbuf *inp, c
                          int OC);
 void matmul_backward_cuda(const struct backend *be, dbuf *dinp, dbuf *dweight, const dbuf *dout, const dbuf *inp,
                           const dbuf *weight, int BT, int C, int OC);
-void rope_forward_cuda(const struct backend *be, dbuf *x, const dbuf *cos, const dbuf *sin, int B, int T, int NR,
-                       int HS, int stride);
-void rope_backward_cuda(const struct backend *be, dbuf *dx, const dbuf *cos, const dbuf *sin, int B, int T, int NR,
-                        int HS, int stride);
-void attention_forward_cuda(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv, int B, int T, int NH,
-                            int KVH, int HS);
+void rope_forward_cuda(const struct backend *be, dbuf *x, const dbuf *cos, const dbuf *sin, const dbuf *docs, int B,
+                       int T, int NR, int HS, int stride);
+void rope_backward_cuda(const struct backend *be, dbuf *dx, const dbuf *cos, const dbuf *sin, const dbuf *docs, int B,
+                        int T, int NR, int HS, int stride);
+void attention_forward_cuda(const struct backend *be, dbuf *out, dbuf *lse, const dbuf *qkv, const dbuf *docs, int B,
+                            int T, int NH, int KVH, int HS);
 void attention_backward_cuda(const struct backend *be, dbuf *dqkv, const dbuf *dout, const dbuf *qkv,
-                             const dbuf *out, const dbuf *lse, int B, int T, int NH, int KVH, int HS);
+                             const dbuf *out, const dbuf *lse, const dbuf *docs, int B, int T, int NH, int KVH, int HS);
 void attention_decode_cuda(const struct backend *be, dbuf *out, dbuf *kcache, dbuf *vcache, const dbuf *qkv, int T,
                            int pos, int NH, int KVH, int HS);
+void lora_scale_forward_cuda(const struct backend *be, dbuf *out, const dbuf *x, float alpha, int BT, int n, int ld,
+                             int col0);
+void lora_scale_backward_cuda(const struct backend *be, dbuf *dx, const dbuf *dout, float alpha, int BT, int n, int ld,
+                              int col0);
+void dropout_forward_cuda(const struct backend *be, dbuf *out, const dbuf *x, float p, uint64_t key, int BT,
+                          int n);
 void swiglu_forward_cuda(const struct backend *be, dbuf *out, const dbuf *gateup, int BT, int F);
 void swiglu_backward_cuda(const struct backend *be, dbuf *dgateup, const dbuf *dout, const dbuf *gateup, int BT,
                           int F);

@@ -120,10 +120,12 @@ extern "C" void matmul_forward_cuda(const struct backend *be, dbuf *out, const d
 }
 
 // dinp (BT,C) = dout (BT,OC) @ weight (OC,C) (skipped when dinp is NULL); dweight (OC,C) += dout^T @ inp
+// (skipped when dweight is NULL: a frozen weight)
 extern "C" void matmul_backward_cuda(const struct backend *be, dbuf *dinp, dbuf *dweight, const dbuf *dout,
                                      const dbuf *inp, const dbuf *weight, int BT, int C, int OC) {
     cudaDataType_t t = compute_type(be);
     if (BT == 0) return;
     if (dinp) gemm(be, "matmul_backward (dinp)", dinp, t, weight, 0, C, dout, 0, OC, t, C, BT, OC, 0.0f);
-    gemm(be, "matmul_backward (dweight)", dweight, CUDA_R_32F, inp, 0, C, dout, 1, OC, t, C, OC, BT, 1.0f);
+    if (dweight)  // NULL: a frozen weight
+        gemm(be, "matmul_backward (dweight)", dweight, CUDA_R_32F, inp, 0, C, dout, 1, OC, t, C, OC, BT, 1.0f);
 }

@@ -136,6 +136,7 @@ extern "C" void rmsnorm_backward_cuda(const struct backend *be, dbuf *dinp, dbuf
         auto kd = rmsnorm_backward_dinp_kernel<T>;  // one 256-thread block per row, as the forward
         LAUNCH(kd, BT, 256, 0, cx->stream, (T *)dinp, (const T *)dout, (const T *)inp, (const T *)weight,
                (const float *)rstd, C);
+        if (!dweight) return;  // frozen weight: the input gradient only
         auto kp = rmsnorm_dweight_partial_kernel<T>;  // (256 columns, one chunk of R rows) per block
         LAUNCH(kp, dim3(ceil_div(C, 256), nchunk), 256, 0, cx->stream, partial, (const T *)dout, (const T *)inp,
                (const float *)rstd, BT, C, R);
