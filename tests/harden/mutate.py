@@ -15,6 +15,7 @@ kinds (the inputs of issue 10) and the command that reads each:
   shard        a training shard; in 3 cases of 4 the manifest's sha256 is made to match, so that the
                hostile bytes reach libhdf5 and the loader's checks, else the hash must refuse it
   jsonl        a JSONL corpus                       llamac prep --format jsonl
+  sft          JSONL fine-tuning records (chat, alpaca and prompt layouts)   llamac prep --sft plain
   safetensors  model.safetensors of a Hugging Face directory    llamac inspect --hf DIR
   hfconfig     its config.json                                  llamac inspect --hf DIR
   hfindex      model.safetensors.index.json of a sharded one    llamac inspect --hf DIR
@@ -32,8 +33,9 @@ import concurrent.futures, json, os, random, resource, shutil, subprocess, sys, 
 
 if len(sys.argv) < 5:
     sys.exit(__doc__)
-llamac, data, work, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-all_kinds = ["ckpt", "ini", "manifest", "shard", "jsonl", "safetensors", "hfconfig", "hfindex"]
+llamac, data, work = (os.path.abspath(a) for a in sys.argv[1:4])
+count = int(sys.argv[4])
+all_kinds = ["ckpt", "ini", "manifest", "shard", "jsonl", "sft", "safetensors", "hfconfig", "hfindex"]
 kinds = sys.argv[5:] or all_kinds
 jobs = int(os.environ.get("LLAMAC_MUTATE_JOBS", "2"))
 work = os.path.join(work, "mutate")
@@ -130,6 +132,23 @@ def jsonl_docs(lang, n):
     return "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode()
 
 
+def sft_records(n):
+    rng = random.Random("sft-records")
+    words = "the of and a to in is you that it he was for on are as with his they".split()
+    say = lambda: " ".join(rng.choice(words) for _ in range(rng.randrange(2, 12)))
+    out = []
+    for i in range(n):
+        if i % 3 == 0:
+            msgs = ([{"role": "system", "content": say()}] if i % 2 else []) + \
+                   [{"role": "user", "content": say()}, {"role": "assistant", "content": say()}]
+            out.append({"messages": msgs})
+        elif i % 3 == 1:
+            out.append({"instruction": say(), "input": say() if i % 2 else "", "output": say()})
+        else:
+            out.append({"prompt": say(), "response": say()})
+    return "".join(json.dumps(r) + "\n" for r in out).encode()
+
+
 def link_tree(frm, to, except_rel):
     """`to` mirrors `frm` with symlinks to its files, except except_rel (left for the caller to write)."""
     for d, _, files in os.walk(frm):
@@ -167,6 +186,7 @@ bases = {  # kind: (the valid bytes, is it text)
     "manifest": lambda: (manifest, True),
     "shard": lambda: (shard, False),
     "jsonl": lambda: (jsonl_docs("en", 60), True),
+    "sft": lambda: (sft_records(30), True),
     "safetensors": lambda: (open(os.path.join(base_hf, "model.safetensors"), "rb").read(), False),
     "hfconfig": lambda: (open(os.path.join(base_hf, "config.json"), "rb").read(), True),
     "hfindex": lambda: (open(os.path.join(base_hf_sharded, "model.safetensors.index.json"), "rb").read(), True),
@@ -204,11 +224,12 @@ def make_case(kind, k, m, rng):
                 note = "manifest sha256 stale"
             open(os.path.join(dd, "manifest.json"), "wb").write(man)
         return case, ["train", ini_path, "--set", "data.dir=" + dd, "--set", "run.run_dir=" + os.path.join(case, "run")], note
-    if kind == "jsonl":
+    if kind in ("jsonl", "sft"):
         f = os.path.join(case, "in.jsonl")
         open(f, "wb").write(m)
+        extra = ["--sft", "plain", "--val-fraction", "0.1"] if kind == "sft" else ["--val-fraction", "0"]
         return case, ["prep", "--out", os.path.join(case, "out"), "--tokenizer", tokenizer, "--input", "en:" + f,
-                      "--format", "jsonl", "--quiet", "--val-fraction", "0", "--threads", "1"], note
+                      "--format", "jsonl", "--quiet", "--threads", "1"] + extra, note
     base = base_hf_sharded if kind == "hfindex" else base_hf
     name = {"safetensors": "model.safetensors", "hfconfig": "config.json", "hfindex": "model.safetensors.index.json"}[kind]
     dd = os.path.join(case, "hf")
