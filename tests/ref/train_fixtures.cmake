@@ -30,7 +30,7 @@ add_test(NAME harden_io_errors COMMAND bash ${CMAKE_SOURCE_DIR}/tests/harden/io_
   $<TARGET_FILE:failio> ${CMAKE_SOURCE_DIR}/tests/configs/tiny_run.ini ${LLAMAC_TRAIN_DATA}/data ${LLAMAC_TEST_TMP})
 set_tests_properties(harden_io_errors PROPERTIES FIXTURES_REQUIRED train_data TIMEOUT 300)
 # Seeded mutations of every untrusted input through the real binary (tests/harden/mutate.py): 300 of each
-# of the 9 kinds, small inputs, two runs at a time (about 85 s on 2 cores).
+# of the 9 kinds, small inputs, cores + 1 runs at a time (80-95 s on 2 cores shared with other work).
 add_test(NAME harden_mutate COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/harden/mutate.py $<TARGET_FILE:llamac>
   ${LLAMAC_TRAIN_DATA}/data ${LLAMAC_TEST_TMP} 300)
 set_tests_properties(harden_mutate PROPERTIES FIXTURES_REQUIRED train_data TIMEOUT 900)
