@@ -7,6 +7,8 @@
 # an uninterrupted run of the same steps. The run is long (train.steps = 100000) so that Slurm's signal
 # always comes first; once the first stop is on disk, the test lowers train.steps in the INI so that a
 # later job finishes (the schedule is constant, so the step count does not change the updates).
+# Slurm holds a requeued job for cred_expire seconds (slurm.conf(5), AuthInfo; 120 by default, 20
+# here): the uninterrupted run of the same steps trains meanwhile.
 # Exit 77 (skipped) when slurm-wlm/munge are missing or this sandbox cannot run slurmd, saying why; the
 # scheduler logic itself is also covered by the stand-ins of tests/mpi/test_scripts.sh.
 #
@@ -39,7 +41,7 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 AuthType=auth/munge
-AuthInfo=socket=$S/munge/munge.socket
+AuthInfo=socket=$S/munge/munge.socket,cred_expire=20
 MpiDefault=none
 ReturnToService=2
 JobRequeue=1
@@ -108,6 +110,10 @@ first=$(cat "$S/runs/job/ckpt/latest" 2>/dev/null)
 echo "first stop: $(cat "$S/runs/job/STOPPED" 2>/dev/null), checkpoint $first"
 n=$(echo "$first" | sed 's/step_0*\([0-9]*\)\.h5/\1/')
 mkini job $((n + 5))
+# the same steps without interruption, while Slurm holds the requeued job (cred_expire, above)
+mkini whole $((n + 5))
+"$LLAMAC" train "$S/whole.ini" >"$S/whole.log" 2>&1 &
+whole_pid=$!
 for _ in $(seq 6000); do [ -e "$S/runs/job/DONE" ] && break; sleep 0.1; done
 [ -e "$S/runs/job/DONE" ] || fail "the job did not finish within 10 minutes: $(tail -5 "$S/job.out")"
 for _ in $(seq 600); do [ -z "$(squeue -h -j "$job" 2>/dev/null)" ] && break; sleep 0.1; done
@@ -118,9 +124,8 @@ final=$(cat "$S/runs/job/ckpt/latest")
 steps=$(echo "$final" | sed 's/step_0*\([0-9]*\)\.h5/\1/')
 echo "requeued $restarts time(s); finished at step $steps"
 
-# the same steps without interruption
-mkini whole "$steps"
-"$LLAMAC" train "$S/whole.ini" >"$S/whole.log" 2>&1 || fail "uninterrupted run: $(tail -2 "$S/whole.log")"
+[ "$steps" = $((n + 5)) ] || fail "the requeued job finished at step $steps, not $((n + 5))"
+wait $whole_pid || fail "uninterrupted run: $(tail -2 "$S/whole.log")"
 for g in /params /adam_m /adam_v; do
     h5diff -q "$S/runs/job/ckpt/$final" "$S/runs/whole/ckpt/$final" $g >/dev/null 2>&1 || fail "$g differs from the uninterrupted run"
 done
