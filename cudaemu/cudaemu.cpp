@@ -180,6 +180,7 @@ struct warp_pending {  // a warp operation some lanes of its mask have reached
 struct warp_rec {
     warp_pending ops[32];
     int nops;
+    unsigned exited;  // its lanes that have exited (thread_exited): the checks below without a scan
 };
 
 enum order_kind { ORDER_FORWARD, ORDER_REVERSE, ORDER_SHUFFLE };
@@ -321,6 +322,7 @@ static void thread_exited(int t) {
     S.live--;
     warp_rec &w = S.warps[t / 32];
     unsigned bit = 1u << (t % 32);
+    w.exited |= bit;
     for (int i = 0; i < w.nops; i++) {
         warp_pending &op = w.ops[i];
         if (!(op.mask & bit)) continue;
@@ -371,7 +373,7 @@ static void thread_exited(int t) {
 // Runs one block: its first thread starts on a fiber, and control comes back when all have exited.
 static void run_block() {
     for (int t = 0; t < S.n; t++) S.th[t] = thread_rec{FRESH, NULL, NULL, 0};
-    for (warp_rec &w : S.warps) w.nops = 0;
+    for (warp_rec &w : S.warps) w.nops = 0, w.exited = 0;
     S.live = S.n;
     S.at_sync = S.sync_pred = 0;
     S.cursor = -1;
@@ -401,12 +403,7 @@ static unsigned warp_lanes_present(int w) {
     return n == 32 ? 0xffffffffu : (1u << n) - 1;
 }
 
-static unsigned live_lanes(int w) {
-    unsigned m = 0, present = warp_lanes_present(w);
-    for (int l = 0; l < 32; l++)
-        if ((present >> l & 1) && S.th[w * 32 + l].state != EXITED) m |= 1u << l;
-    return m;
-}
+static unsigned live_lanes(int w) { return warp_lanes_present(w) & ~S.warps[w].exited; }
 
 static int shuffle_source(warp_kind kind, int l, const lane_rec &r) {
     int seg = l & ~(r.width - 1);  // the first lane of this lane's width-sized group
@@ -492,10 +489,11 @@ static void complete(int w, const warp_pending &op) {
         else complete_ldmatrix(lane, S.site.kernel);
     }
     unsigned ballot = 0;
-    for (int l = 0; l < 32; l++)
-        if ((op.mask >> l & 1) && lane[l].value) ballot |= 1u << l;
-    for (int l = 0; l < 32; l++) {
-        if (!(op.mask >> l & 1)) continue;
+    if (op.kind == WARP_BALLOT)
+        for (int l = 0; l < 32; l++)
+            if ((op.mask >> l & 1) && lane[l].value) ballot |= 1u << l;
+    for (unsigned rest = op.mask; rest; rest &= rest - 1) {  // the lanes of the mask, in lane order
+        int l = __builtin_ctz(rest);
         if (op.kind == WARP_BALLOT) lane[l].result = ballot;
         else if (op.kind == WARP_ACTIVE) lane[l].result = op.mask;
         else if (op.kind != WARP_SYNC && op.kind != WARP_MMA && op.kind != WARP_LDMATRIX) {
@@ -514,13 +512,12 @@ static void check_mask(unsigned mask, int w, int l, const char *file, int line) 
     if (mask & ~present)
         fatal("warp operation at %s:%d: mask 0x%08x names lanes this warp lacks (the block has %d threads)", file,
               line, mask, S.n);
-    for (int i = 0; i < 32; i++)
-        if ((mask >> i & 1) && S.th[w * 32 + i].state == EXITED) {
-            char why[160];
-            snprintf(why, sizeof why, "warp operation at %s:%d: mask 0x%08x names lane %d, which has exited", file,
-                     line, mask, i);
-            deadlock(why);
-        }
+    if (unsigned gone = mask & S.warps[w].exited) {
+        char why[160];
+        snprintf(why, sizeof why, "warp operation at %s:%d: mask 0x%08x names lane %d, which has exited", file,
+                 line, mask, __builtin_ctz(gone));
+        deadlock(why);
+    }
 }
 
 uint64_t warp_op(warp_kind kind, unsigned mask, uint64_t value, int arg, int width, const char *file, int line) {
