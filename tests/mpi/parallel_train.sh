@@ -22,7 +22,8 @@
 #            (lora.rank 4 on every projection) at (2,1) against (1,1).
 #   sigterm  SIGTERM to mpirun mid-run at (2,2): every rank stops after the same step, writes the
 #            checkpoint of that step and STOPPED, and exits 0; the run resumed with the same command
-#            is bit-identical to an uninterrupted run.
+#            is bit-identical to an uninterrupted run (GPU ranks: one sequence of 16 tokens per rank
+#            and step, the batch that matters being none: only the stop and the resume are compared).
 #   xbackend (LLAMAC_PAR_BACKEND=cuda) checkpoints across backends and layouts: a run stopped after step
 #            5 at (2,2) on CUDA resumes at (1,1) on the CPU, and one stopped at (1,1) on the CPU resumes
 #            at (2,2) on CUDA, both continuing the uninterrupted (2,2) CUDA run within 1e-4.
@@ -242,54 +243,64 @@ sigterm)
     # window is 20 s, as the batch scripts set it (launch/README.md), and the stop happens under a CPU
     # hog of 4 busy processes on top of the 4 ranks: nothing here depends on how fast the machine is (a
     # 1 s window lost the checkpoint on a machine running three jobs). GPU ranks under the CPU emulation
-    # of CUDA take ~7 s a step on their own (and no hog runs beside them): 90 s for them.
+    # of CUDA run one sequence of 16 tokens per rank and step, about half a second a step for the 4 ranks
+    # (and no hog runs beside them): the same 20 s holds some 40 of their steps.
+    # mpirun sleeps out its second window after the ranks have exited: the resumed and the uninterrupted
+    # runs go meanwhile, and its own status is checked at the end.
     window=20
-    [ "$backend" = cuda ] && window=90
     export OMPI_MCA_odls_base_sigkill_timeout=$window
     common=(--set train.steps=100000 --set train.ckpt_every=0 --set run.log_every=100000)
+    [ "$backend" = cuda ] && common+=(--set train.batch_size=1 --set train.seq_len=16 --set train.global_batch_tokens=32)
     mkdir -p "$tmp/status"
     train_args sig 2 "${common[@]}"
-    "${mpirun[@]}" -np 4 python3 "$src/tests/mpi/record_exit.py" "$tmp/status" "${args[@]}" > "$tmp/sig.log" 2>&1 &
+    "${mpirun[@]}" -np 4 python3 "$src/tests/mpi/record_exit.py" "$tmp/status" "${args[@]}" > "$tmp/sig_first.log" 2>&1 &
     pid=$!
     # poll (not a timing assumption: up to 10 minutes) until the run is under way
     for _ in $(seq 6000); do grep -q '"step": 3,' "$tmp/sig/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
-    # the CPU hog once, for the CPU ranks: GPU ranks under the emulator stop through the same code, and
-    # already run far slower than the CPU ranks beside a hog
+    # the CPU hog once, for the CPU ranks: GPU ranks under the emulator stop through the same code
     hogs=()
     if [ "$backend" = cpu ]; then
         for _ in 1 2 3 4; do sh -c 'while :; do :; done' & hogs+=($!); done
     fi
     kill -TERM $pid
-    wait $pid
-    rc=$?
+    # until every rank has ended (record_exit.py writes rankR.time last; a rank still running at the end
+    # of the second window is killed and recorded as such), bounded by 10 minutes
+    for _ in $(seq 6000); do
+        [ -e "$tmp/status/rank0.time" ] && [ -e "$tmp/status/rank1.time" ] && [ -e "$tmp/status/rank2.time" ] &&
+            [ -e "$tmp/status/rank3.time" ] && break
+        sleep 0.1
+    done
     for h in "${hogs[@]}"; do kill "$h" 2>/dev/null; wait "$h" 2>/dev/null; done
-    sed 's/^/    | /' "$tmp/sig.log"
-    echo "mpirun exited with $rc after SIGTERM (Open MPI 4 returns 1 for a job it aborted)"
-    check "mpirun's status is 0 or Open MPI's 1 for an aborted job" test $rc -le 1
     for r in 0 1 2 3; do
         check "rank $r: llamac exited 0" same_text "$tmp/status/rank$r" "exit 0"
     done
     stop=$(sed -n 's/^{"step": \([0-9]*\),.*/\1/p' "$tmp/sig/metrics.jsonl" | tail -1)
     check "STOPPED names SIGTERM on all 4 ranks; no DONE" sh -c \
         "grep -q 'SIGTERM received (ranks 0..3)' '$tmp/sig/STOPPED' && [ ! -e '$tmp/sig/DONE' ]"
-    [ -n "$stop" ] && [ -e "$tmp/sig/STOPPED" ] || exit 1
+    [ -n "$stop" ] && [ -e "$tmp/sig/STOPPED" ] || { wait $pid; exit 1; }
     echo "    stopped after step $stop (the last row of metrics.jsonl)"
     check "the checkpoint of step $stop exists and is latest" same_text "$tmp/sig/ckpt/latest" "$(printf 'step_%07d.h5' $stop)"
     check "it is the only checkpoint (ckpt_every = 0)" test "$(ls "$tmp/sig/ckpt" | grep -c '^step_')" = 1
-    if grep -q "stopped at step" "$tmp/sig.log"; then
-        check "the log line names the step and the signal" logged sig.log "stopped at step $stop (SIGTERM received (ranks 0..3)) after a checkpoint"
+    # resume with the same command (5 more steps), and an uninterrupted run to the same step
+    if train sig 2 2 "${common[@]}" --set run.stop_after=5; then
+        check "resumed from the checkpoint of step $stop" logged sig.log "resumed from .*$(printf 'step_%07d.h5' $stop): step $stop,"
+        if train whole 2 2 "${common[@]}" --set run.stop_after=$((stop + 5)); then
+            check "losses of steps 1..$((stop + 5)) identical to the uninterrupted run" \
+                "$compare" losses "$(metrics whole)" "$(metrics sig)" 1 $((stop + 5)) 0
+            check "parameters and moments at step $((stop + 5)) bit-identical" \
+                "$compare" tensors "$(ckpt whole $((stop + 5)))" "$(ckpt sig $((stop + 5)))" params,adam_m,adam_v 0
+        fi
+    fi
+    wait $pid
+    rc=$?
+    sed 's/^/    | /' "$tmp/sig_first.log"
+    echo "mpirun exited with $rc after SIGTERM (Open MPI 4 returns 1 for a job it aborted)"
+    check "mpirun's status is 0 or Open MPI's 1 for an aborted job" test $rc -le 1
+    if grep -q "stopped at step" "$tmp/sig_first.log"; then
+        check "the log line names the step and the signal" logged sig_first.log "stopped at step $stop (SIGTERM received (ranks 0..3)) after a checkpoint"
     else
         echo "    (mpirun did not pass on the ranks' last lines)"
     fi
-    # resume with the same command (5 more steps), and an uninterrupted run to the same step
-    cp "$tmp/sig.log" "$tmp/sig_first.log"
-    train sig 2 2 "${common[@]}" --set run.stop_after=5 || exit 1
-    check "resumed from the checkpoint of step $stop" logged sig.log "resumed from .*$(printf 'step_%07d.h5' $stop): step $stop,"
-    train whole 2 2 "${common[@]}" --set run.stop_after=$((stop + 5)) || exit 1
-    check "losses of steps 1..$((stop + 5)) identical to the uninterrupted run" \
-        "$compare" losses "$(metrics whole)" "$(metrics sig)" 1 $((stop + 5)) 0
-    check "parameters and moments at step $((stop + 5)) bit-identical" \
-        "$compare" tensors "$(ckpt whole $((stop + 5)))" "$(ckpt sig $((stop + 5)))" params,adam_m,adam_v 0
     ;;
 eval)
     # llamac eval on a checkpoint of a dp 2 run reads the windows of both ranks (cli/eval.c), so it
