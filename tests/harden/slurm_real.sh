@@ -1,14 +1,18 @@
 #!/bin/bash
 # launch/slurm.sbatch under a real Slurm (Debian's slurm-wlm): a single-node slurmctld + slurmd with
 # munge, started and stopped by this test, all state under TMP. The job is submitted with a time limit
-# and the script's own early warning (sbatch --time=1 --signal=B:USR1@30): Slurm sends USR1 to the batch
+# and the script's own early warning (sbatch --time=2 --signal=B:USR1@30): Slurm sends USR1 to the batch
 # shell once 30 s remain, the run checkpoints and the script requeues the job with `scontrol requeue`;
 # the requeued job resumes and finishes. The run must then be bit-identical (losses and all tensors) to
 # an uninterrupted run of the same steps. The run is long (train.steps = 100000) so that Slurm's signal
 # always comes first; once the first stop is on disk, the test lowers train.steps in the INI so that a
 # later job finishes (the schedule is constant, so the step count does not change the updates).
-# Slurm holds a requeued job for cred_expire seconds (slurm.conf(5), AuthInfo; 120 by default, 20
-# here): the uninterrupted run of the same steps trains meanwhile.
+# Slurm may send the signal up to 60 s early (sbatch(1), --signal), so a 1-minute limit could signal a
+# job that has not yet set its handlers: 2 minutes put the signal at least 30 s after the start. While
+# the job waits for it, its trainer is stopped (SIGSTOP after step 3, SIGCONT once the batch shell has
+# logged the USR1), so that it does not spend a core on steps that the uninterrupted run would repeat;
+# USR1 is then handled as in any run. Slurm holds a requeued job for cred_expire seconds (slurm.conf(5),
+# AuthInfo; 120 by default, 20 here): the uninterrupted run of the same steps trains meanwhile.
 # Exit 77 (skipped) when slurm-wlm/munge are missing or this sandbox cannot run slurmd, saying why; the
 # scheduler logic itself is also covered by the stand-ins of tests/mpi/test_scripts.sh.
 #
@@ -101,9 +105,14 @@ INI
 }
 mkini job 100000
 export LLAMAC_BIN=$LLAMAC LLAMAC_MPIRUN_ARGS="--allow-run-as-root --oversubscribe -np 1" OMP_NUM_THREADS=1
-job=$(sbatch --parsable --time=1 --signal=B:USR1@30 --requeue --nodes=1 --ntasks-per-node=1 --cpus-per-task=1 -o "$S/job.out" -D "$S" "$SRC/launch/slurm.sbatch" "$S/job.ini")
-echo "submitted job $job (--time=1 --signal=B:USR1@30)"
-# polls with a 10-minute bound (not timing assumptions): the first stop, then the end of the job
+job=$(sbatch --parsable --time=2 --signal=B:USR1@30 --requeue --nodes=1 --ntasks-per-node=1 --cpus-per-task=1 -o "$S/job.out" -D "$S" "$SRC/launch/slurm.sbatch" "$S/job.ini")
+echo "submitted job $job (--time=2 --signal=B:USR1@30)"
+# polls with a 10-minute bound (not timing assumptions): step 3, the USR1, the first stop, the end
+for _ in $(seq 6000); do grep -q '"step": 3,' "$S/runs/job/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
+trainer=$(sed -n 's/.*pid \([0-9]*\).*/\1/p' "$S/runs/job/lock" 2>/dev/null)  # rank 0 writes "host H, pid P"
+[ -n "$trainer" ] && kill -STOP "$trainer"
+for _ in $(seq 6000); do grep -q "USR1: asking the run" "$S/job.out" 2>/dev/null && break; sleep 0.1; done
+[ -n "$trainer" ] && kill -CONT "$trainer"
 for _ in $(seq 6000); do [ -e "$S/runs/job/STOPPED" ] && break; sleep 0.1; done
 [ -e "$S/runs/job/STOPPED" ] || fail "no stop within 10 minutes: $(tail -3 "$S/job.out")"
 first=$(cat "$S/runs/job/ckpt/latest" 2>/dev/null)

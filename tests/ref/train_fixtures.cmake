@@ -35,7 +35,7 @@ add_test(NAME harden_mutate COMMAND python3 ${CMAKE_SOURCE_DIR}/tests/harden/mut
   ${LLAMAC_TRAIN_DATA}/data ${LLAMAC_TEST_TMP} 300)
 set_tests_properties(harden_mutate PROPERTIES FIXTURES_REQUIRED train_data TIMEOUT 900)
 # launch/slurm.sbatch under a real single-node Slurm (slurm-wlm + munge started by the test): time limit,
-# --signal=B:USR1@30, checkpoint, requeue, bit-exact finish (about a minute and a half)
+# --signal=B:USR1@30, checkpoint, requeue, bit-exact finish (about 2 minutes, mostly waiting for Slurm)
 add_test(NAME harden_slurm_real COMMAND bash ${CMAKE_SOURCE_DIR}/tests/harden/slurm_real.sh $<TARGET_FILE:llamac>
   ${CMAKE_SOURCE_DIR} ${LLAMAC_TRAIN_DATA}/data ${LLAMAC_TEST_TMP})
 set_tests_properties(harden_slurm_real PROPERTIES FIXTURES_REQUIRED train_data SKIP_RETURN_CODE 77 TIMEOUT 900)
