@@ -7,8 +7,9 @@ set -euo pipefail
 nvcc=$1 root=$2 arch=$3 tmp=$4
 mkdir -p "$tmp"
 src=$root/model/ops/cuda/attention.cu
-"$nvcc" -std=c++17 -O3 -arch=sm_$arch -I"$root" -ptx "$src" -o "$tmp/attention.ptx"
-"$nvcc" -std=c++17 -O3 -arch=sm_$arch -I"$root" -Xptxas -v -c "$src" -o "$tmp/attention.o" 2>"$tmp/ptxas.txt"
+# one compile: --keep leaves the PTX that ptxas reads (attention.ptx, the same file as nvcc -ptx writes)
+"$nvcc" -std=c++17 -O3 -arch=sm_$arch -I"$root" -Xptxas -v -c "$src" -o "$tmp/attention.o" --keep \
+    --keep-dir "$tmp" 2>"$tmp/ptxas.txt"
 fail=0
 entries=$(grep -o '^\.visible \.entry [A-Za-z0-9_]*tc_kernel[A-Za-z0-9_]*' "$tmp/attention.ptx" | awk '{print $3}')
 [ -n "$entries" ] || { echo "FAIL: no tensor-core attention kernels in the PTX"; exit 1; }
