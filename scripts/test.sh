@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
-(cd build && ctest --output-on-failure --timeout 900 "$@")
+# Two at a time: the MPI tests take the lock mpi_ranks and the SIGTERM test runs alone
+# (tests/mpi/tests.cmake), the longest start first (tests/CMakeLists.txt).
+(cd build && ctest --output-on-failure --timeout 900 -j2 "$@")
 
 if [ ! -f build-emu/CMakeCache.txt ]; then
   cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DLLAMAC_CUDA=EMU >build-emu-configure.log 2>&1 \

@@ -9,9 +9,11 @@ foreach(name mpi_comm_test mpi_dp_sync mpi_tp_equiv mpi_grid mpi_stop ckpt_compa
   target_include_directories(${name} PRIVATE ${LLAMAC_MPI_DIR} ${CMAKE_CURRENT_SOURCE_DIR})
 endforeach()
 
+# scripts/test.sh runs ctest two tests at a time: the MPI tests hold the lock mpi_ranks, so that two sets
+# of ranks never share the 2 cores (one other test may run beside them).
 function(llamac_mpi_test name)
   add_test(NAME ${name} COMMAND ${ARGN})
-  set_tests_properties(${name} PROPERTIES TIMEOUT 120 ENVIRONMENT
+  set_tests_properties(${name} PROPERTIES TIMEOUT 120 RESOURCE_LOCK mpi_ranks ENVIRONMENT
     "OMP_NUM_THREADS=1;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
 endfunction()
 
@@ -47,5 +49,5 @@ foreach(mode equiv zero1 reshard sigterm eval sft)
     $<TARGET_FILE:ckpt_compare> ${CMAKE_SOURCE_DIR} ${LLAMAC_PAR_DATA} ${LLAMAC_TEST_TMP})
   set_tests_properties(par_${mode} PROPERTIES FIXTURES_REQUIRED par_data)
 endforeach()
-# par_sigterm waits out the 20 s window the batch scripts give a SIGTERM stop, under a CPU hog
-set_tests_properties(par_sigterm PROPERTIES TIMEOUT 600)
+# par_sigterm waits out the 20 s window the batch scripts give a SIGTERM stop, under a CPU hog: alone
+set_tests_properties(par_sigterm PROPERTIES TIMEOUT 600 RUN_SERIAL TRUE)
