@@ -35,7 +35,8 @@
 # The layouts of equiv are then (2,1), (1,2) and (2,2).
 #
 # The layouts keep one global batch: batch_size 2 per rank, seq_len 32, global_batch_tokens 256, so
-# (1,1) and (1,2) accumulate 4 micro-batches, (2,1) and (2,2) 2, (4,1) 1. The model is
+# (1,1) and (1,2) accumulate 4 micro-batches, (2,1) and (2,2) 2, (4,1) 1 (with GPU ranks, seq_len 16 and
+# 128 tokens: the same micro-batches, at half the emulator's cost). The model is
 # tests/configs/tiny_run.ini (4 heads, 2 kv heads, ffn hidden 192: all divisible by tp = 2) on a
 # 515-piece tokenizer (the par_data fixture), so tp = 2 pads the vocabulary to 516 and its slices
 # differ in size. Clipping at 0.5 acts on every step, so the global gradient norm of each layout is
@@ -69,7 +70,10 @@ train_args() {
         --set run.backend="${RUN_BACKEND:-$backend}" --set run.precision=fp32
         --set model.vocab_size=515 --set train.batch_size=2 --set train.seq_len=32
         --set train.global_batch_tokens=256 --set train.steps=11 --set train.eval_every=0
-        --set train.ckpt_every=1 --set train.keep_ckpts=100 --set optim.clip=0.5 --set parallel.tp="$tp" "$@")
+        --set train.ckpt_every=1 --set train.keep_ckpts=100 --set optim.clip=0.5 --set parallel.tp="$tp")
+    # GPU ranks run on the CPU emulation of CUDA in CI: sequences of 16 tokens, the same micro-batches
+    [ "$backend" = cuda ] && args+=(--set train.seq_len=16 --set train.global_batch_tokens=128)
+    args+=("$@")
 }
 
 # train NAME DP TP [--set K=V...]: llamac train at (DP, TP) into $tmp/NAME (output in $tmp/NAME.log);
