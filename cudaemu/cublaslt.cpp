@@ -84,6 +84,10 @@ const char *cublasLtGetStatusString(cublasStatus_t s) {
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) {
     if (!h) return CUBLAS_STATUS_INVALID_VALUE;
+    // Single-threaded sgemm, as the CPU backend's (model/ops/cpu/matmul.c): between the sgemm calls the
+    // emulated kernels run for long stretches on one thread, and OpenBLAS's pool would spin (sched_yield)
+    // on the other cores all that time.
+    openblas_set_num_threads(1);
     *h = new cublasLtContext{0};
     return CUBLAS_STATUS_SUCCESS;
 }
