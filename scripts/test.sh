@@ -17,7 +17,10 @@ nice -n 19 cmake --build build-emu -j"$(nproc)" >build-emu.log 2>&1 &
 emu_build=$!
 
 # Two at a time: the MPI tests take the lock mpi_ranks and the SIGTERM test runs alone
-# (tests/mpi/tests.cmake), the longest start first (tests/CMakeLists.txt).
+# (tests/mpi/tests.cmake), the longest start first (tests/CMakeLists.txt). With two tests on two cores,
+# an idle OpenMP thread sleeps at once instead of spinning on a core the other test needs (libgomp's
+# default spin cost test_train three times its CPU time on a busy machine).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 status=0
 (cd build && ctest --output-on-failure --timeout 900 -j2 "$@") || status=$?
 wait $emu_build || { tail -50 build-emu.log >&2; exit 1; }
