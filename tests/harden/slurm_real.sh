@@ -12,7 +12,8 @@
 # the job waits for it, its trainer is stopped (SIGSTOP after step 3, SIGCONT once the batch shell has
 # logged the USR1), so that it does not spend a core on steps that the uninterrupted run would repeat;
 # USR1 is then handled as in any run. Slurm holds a requeued job for cred_expire seconds (slurm.conf(5),
-# AuthInfo; 120 by default, 20 here): the uninterrupted run of the same steps trains meanwhile.
+# AuthInfo; 120 by default, 20 here) and starts it at its next scheduling pass (bf_interval and
+# sched_interval, 30 and 60 s by default, 5 here): the uninterrupted run of the same steps trains meanwhile.
 # Exit 77 (skipped) when slurm-wlm/munge are missing or this sandbox cannot run slurmd, saying why; the
 # scheduler logic itself is also covered by the stand-ins of tests/mpi/test_scripts.sh.
 #
@@ -50,6 +51,7 @@ MpiDefault=none
 ReturnToService=2
 JobRequeue=1
 SchedulerType=sched/backfill
+SchedulerParameters=bf_interval=5,sched_interval=5
 JobAcctGatherType=jobacct_gather/none
 PlugStackConfig=/dev/null
 NodeName=$H CPUs=$(nproc) State=UNKNOWN
