@@ -55,6 +55,11 @@ if(LLAMAC_WITH_CUDA AND NOT LLAMAC_CUDA_EMU)
   add_test(NAME attention_ptx_mma COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/gpu/ptx_check.sh ${CMAKE_CUDA_COMPILER}
     ${CMAKE_SOURCE_DIR} ${llamac_ptx_arch} ${CMAKE_CURRENT_BINARY_DIR}/ptx_check)
   set_tests_properties(attention_ptx_mma PROPERTIES LABELS static TIMEOUT 600)
+  # libcublasLt is loaded at the first cuBLASLt call, not at start-up (model/ops/cuda/cublaslt_lazy.c)
+  add_executable(cublaslt_lazy_check ${CMAKE_CURRENT_SOURCE_DIR}/gpu/cublaslt_lazy_check.c)
+  target_link_libraries(cublaslt_lazy_check PRIVATE llamac_lib)
+  add_test(NAME cublaslt_lazy_check COMMAND cublaslt_lazy_check)
+  set_tests_properties(cublaslt_lazy_check PROPERTIES LABELS static)
 endif()
 
 # GPU ranks under mpirun (tests/mpi/parallel_train.sh with LLAMAC_PAR_BACKEND=cuda): every rank on the one
