@@ -13,35 +13,13 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "llamac_run.h"
 
 #define TMP LLAMAC_TEST_TMP "/harden"
 #define DATA LLAMAC_TEST_TMP "/train_data/data"
 #define INI LLAMAC_TEST_SOURCE_DIR "/tests/configs/tiny_run.ini"
 
-struct result {
-    int status;  // exit status, or 128 + signal
-    char out[65536], err[8192];
-    int err_lines;
-};
-
-static void slurp(const char *path, char *buf, size_t n) {
-    FILE *f = fopen(path, "r");
-    size_t k = f ? fread(buf, 1, n - 1, f) : 0;
-    buf[k] = '\0';
-    if (f) fclose(f);
-}
-
-static void run_env(struct result *r, const char *env, const char *args) {
-    char cmd[8192];
-    mkdir(TMP, 0755);
-    snprintf(cmd, sizeof(cmd), "cd %s && %s %s %s >%s/out.txt 2>%s/err.txt", TMP, env, LLAMAC_BINARY, args, TMP, TMP);
-    int st = system(cmd);
-    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    slurp(TMP "/out.txt", r->out, sizeof(r->out));
-    slurp(TMP "/err.txt", r->err, sizeof(r->err));
-    r->err_lines = 0;
-    for (char *p = r->err; *p; p++) r->err_lines += *p == '\n';
-}
+static void run_env(struct result *r, const char *env, const char *args) { llamac_run_in(r, TMP, env, args); }
 
 static void run(struct result *r, const char *args) { run_env(r, "", args); }
 

@@ -15,6 +15,7 @@
 #include "kv_greedy.h"
 #include "model/ops/cpu/cpu.h"
 #include "train/sample.h"
+#include "llamac_run.h"
 
 #define TMP LLAMAC_TEST_TMP "/sample"
 #define DATA LLAMAC_TEST_TMP "/train_data/data"
@@ -130,30 +131,7 @@ Test(sample, llama3_chat_template_gives_metas_ids) {
 
 // ---- the binary ----
 
-struct result {
-    int status;
-    char out[65536], err[8192];
-    int err_lines;
-};
-
-static void slurp(const char *path, char *buf, size_t n) {
-    FILE *f = fopen(path, "r");
-    size_t k = f ? fread(buf, 1, n - 1, f) : 0;
-    buf[k] = '\0';
-    if (f) fclose(f);
-}
-
-static void run(struct result *r, const char *args) {
-    char cmd[4096];
-    mkdir(TMP, 0755);
-    snprintf(cmd, sizeof(cmd), "cd %s && %s %s >%s/out.txt 2>%s/err.txt", TMP, LLAMAC_BINARY, args, TMP, TMP);
-    int st = system(cmd);
-    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    slurp(TMP "/out.txt", r->out, sizeof(r->out));
-    slurp(TMP "/err.txt", r->err, sizeof(r->err));
-    r->err_lines = 0;
-    for (char *p = r->err; *p; p++) r->err_lines += *p == '\n';
-}
+static void run(struct result *r, const char *args) { llamac_run_in(r, TMP, "", args); }
 
 // A 6-step tiny run, trained once per test binary.
 static void trained(void) {
